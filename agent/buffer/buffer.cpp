@@ -1,0 +1,65 @@
+#include "agent/buffer/buffer.hpp"
+
+#include <memory>
+
+namespace outpost::agent {
+namespace {
+
+class BufferCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "outpost.buffer"; }
+  std::string message(int c) const override {
+    switch (static_cast<buffer_errc>(c)) {
+      case buffer_errc::full:
+        return "buffer full";
+      case buffer_errc::disk_full:
+        return "disk full";
+      case buffer_errc::queue_full:
+        return "buffer write queue full";
+      case buffer_errc::closed:
+        return "buffer closed";
+      case buffer_errc::corrupt:
+        return "buffer file corrupt";
+      case buffer_errc::newer_schema:
+        return "buffer file from a newer version";
+      case buffer_errc::io:
+        return "buffer I/O error";
+      case buffer_errc::not_found:
+        return "buffer file not found";
+      case buffer_errc::busy:
+        return "buffer busy";
+    }
+    return "unknown buffer error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& buffer_category() {
+  static const BufferCategory category;
+  return category;
+}
+
+std::string_view drop_reason_name(DropReason r) {
+  switch (r) {
+    case DropReason::rejected_full:
+      return "rejected_full";
+    case DropReason::evicted_full:
+      return "evicted_full";
+    case DropReason::expired:
+      return "expired";
+    case DropReason::purged:
+      return "purged";
+  }
+  return "unknown";
+}
+
+std::future<Result<AppendResult>> Buffer::append(std::vector<NewEvent> events) {
+  auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
+  auto future = promise->get_future();
+  append(std::move(events),
+         [promise](const Result<AppendResult>& r) { promise->set_value(r); });
+  return future;
+}
+
+}  // namespace outpost::agent

@@ -1,0 +1,149 @@
+#pragma once
+// The agent's store-and-forward buffer: the only place the agent keeps events between a
+// source accepting them and the gateway acknowledging them. Schema and guarantees:
+// docs/buffer.md.
+//
+// Producers (sources) call append() from any thread; it never blocks on the disk. A single
+// writer thread owned by the implementation commits queued appends in groups, and calls each
+// producer's callback once *its* events are durable (or were refused). The forwarder calls
+// read_batch() and ack() from its own thread. stats() may be called from any thread.
+//
+// The Buffer must outlive every producer and the forwarder; destroying it finishes the
+// queued appends (their callbacks run) before it returns.
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "common/event.hpp"
+#include "common/result.hpp"
+
+namespace outpost::agent {
+
+enum class buffer_errc {
+  full = 1,      // the byte cap is reached and the kind's policy is `reject`
+  disk_full,     // SQLITE_FULL / ENOSPC: nothing of this append was stored
+  queue_full,    // too many appends wait for the writer; try again shortly
+  closed,        // the buffer is shutting down
+  corrupt,       // the file is damaged (at open it is moved aside; later the agent restarts)
+  newer_schema,  // the file was written by a newer outpost-agent
+  io,            // any other SQLite / file-system failure
+  not_found,     // the buffer file does not exist (read-only tools)
+  busy,          // another process holds the write lock for too long
+};
+const std::error_category& buffer_category();
+inline std::error_code make_error_code(buffer_errc e) { return {static_cast<int>(e), buffer_category()}; }
+
+enum class FullPolicy { reject, drop_oldest };
+
+struct KindLimits {
+  FullPolicy policy = FullPolicy::reject;
+  int64_t max_age_ns = 0;  // 0: events wait for the gateway however long it takes
+};
+
+enum class Synchronous { off, normal, full, extra };  // SQLite's PRAGMA synchronous
+
+struct BufferOptions {
+  std::string path;
+  std::string agent_id;
+  uint64_t max_bytes = 1ULL << 30;  // cap on stored event bytes (sum of bodies)
+  std::array<KindLimits, kKindCount> kinds{};  // indexed by kind_index()
+  Synchronous synchronous = Synchronous::full;
+  uint32_t commit_max_events = 1000;  // a group commit starts when this many wait...
+  int64_t commit_interval_ns = 5'000'000;  // ...or when the oldest has waited this long
+  uint32_t queue_max_events = 100'000;     // appends waiting for the writer (bounded)
+  int64_t expire_interval_ns = 1'000'000'000;  // how often max_age is enforced
+  // At open, a file that fails PRAGMA quick_check is moved aside and a fresh buffer starts.
+  // Tools that must not do that behind the agent's back (buffer purge/import) set false.
+  bool recover_corrupt = true;
+};
+
+// Seqs [first_seq, last_seq] were assigned to the events of one append, in order.
+struct AppendResult {
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+};
+using AppendCallback = std::function<void(const Result<AppendResult>&)>;
+
+struct StoredEvent {
+  uint64_t seq = 0;
+  EventKind kind = EventKind::json;
+  int32_t priority = 0;
+  int64_t event_time_ns = 0;
+  int64_t collected_at_ns = 0;
+  std::string body;  // outpost.v1.Event without agent_id, seq, collected_at
+};
+
+// Why events left the buffer without an ack. Names are stable: they appear in metrics,
+// `buffer stats` and the drops table.
+enum class DropReason { rejected_full, evicted_full, expired, purged };
+inline constexpr int kDropReasonCount = 4;
+std::string_view drop_reason_name(DropReason r);
+
+struct GroupStats {
+  EventKind kind = EventKind::json;
+  int32_t priority = 0;
+  uint64_t events = 0;
+  uint64_t bytes = 0;
+  int64_t oldest_event_time_ns = 0;
+  int64_t newest_event_time_ns = 0;
+};
+
+struct DropCount {
+  DropReason reason = DropReason::rejected_full;
+  EventKind kind = EventKind::json;
+  uint64_t count = 0;
+};
+
+struct BufferStats {
+  std::string agent_id;
+  uint32_t schema_version = 0;
+  uint64_t pending_events = 0;
+  uint64_t pending_bytes = 0;
+  std::vector<GroupStats> groups;  // by kind and priority
+  std::optional<int64_t> oldest_event_time_ns;
+  std::optional<int64_t> newest_event_time_ns;
+  std::optional<int64_t> oldest_collected_at_ns;
+  uint64_t acked_seq = 0;  // every seq <= acked_seq has left the buffer
+  uint64_t next_seq = 0;
+  std::vector<DropCount> dropped;
+  uint64_t corrupt_recoveries = 0;  // files moved aside as corrupt at open
+  uint64_t file_bytes = 0;          // database + WAL on disk
+};
+
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+
+  // Queues `events` for the next group commit; returns at once. `done` runs on the writer
+  // thread when they are durable, or with an error (full, disk_full, queue_full, closed,
+  // corrupt) if none of them was stored: an append is all or nothing.
+  virtual void append(std::vector<NewEvent> events, AppendCallback done) = 0;
+
+  // The oldest events with seq > after_seq: at most max_events, and at most max_bytes of
+  // bodies (but always at least one event when there is one).
+  virtual Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
+                                                      size_t max_bytes) = 0;
+
+  // Deletes every event with seq <= up_to_seq, in one transaction, once it is durable.
+  virtual Result<void> ack(uint64_t up_to_seq) = 0;
+
+  virtual Result<BufferStats> stats() = 0;
+
+  // False once the buffer hit an error it cannot recover from while running (corruption):
+  // the agent must restart so that open() can recover.
+  virtual bool healthy() const = 0;
+
+  // Convenience over append(): a future that is ready when the events are durable.
+  std::future<Result<AppendResult>> append(std::vector<NewEvent> events);
+};
+
+}  // namespace outpost::agent
+
+template <>
+struct std::is_error_code_enum<outpost::agent::buffer_errc> : std::true_type {};

@@ -1,0 +1,103 @@
+#include "agent/buffer/buffer_inspector.hpp"
+
+#include <unistd.h>
+
+#include "agent/buffer/sqlite_db.hpp"
+
+namespace outpost::agent {
+
+struct BufferInspector::Impl {
+  sqlite::Db db;
+};
+
+BufferInspector::BufferInspector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BufferInspector::BufferInspector(BufferInspector&&) noexcept = default;
+BufferInspector& BufferInspector::operator=(BufferInspector&&) noexcept = default;
+BufferInspector::~BufferInspector() = default;
+
+Result<BufferInspector> BufferInspector::open(const std::string& path) {
+  if (::access(path.c_str(), F_OK) != 0) {
+    return make_error(buffer_errc::not_found, "buffer " + path + ": no such file");
+  }
+  if (::access(path.c_str(), R_OK) != 0) {
+    return make_error(buffer_errc::io, "buffer " + path + ": not readable (permission denied)");
+  }
+  auto db = sqlite::Db::open(path, /*read_only=*/true);
+  if (!db) return db.error();
+  auto impl = std::make_unique<Impl>();
+  impl->db = std::move(*db);
+  return BufferInspector(std::move(impl));
+}
+
+Result<BufferStats> BufferInspector::stats() {
+  auto version = impl_->db.query_int("PRAGMA user_version");
+  if (!version) return version.error();
+  if (*version > static_cast<int64_t>(sqlite::kSchemaVersion)) {
+    return make_error(buffer_errc::newer_schema,
+                      "buffer " + impl_->db.path() + " has schema version " +
+                          std::to_string(*version) + "; this outpost-agent reads up to " +
+                          std::to_string(sqlite::kSchemaVersion));
+  }
+  return sqlite::read_stats(impl_->db);
+}
+
+Result<size_t> BufferInspector::scan(const ScanFilter& filter,
+                                     const std::function<bool(const StoredEvent&)>& visit) {
+  auto st = sqlite::Stmt::prepare(
+      impl_->db,
+      "SELECT seq, kind, priority, event_time, collected_at, body FROM events "
+      "WHERE seq > ?1 AND (?2 = 0 OR kind = ?2) ORDER BY seq LIMIT ?3");
+  if (!st) return st.error();
+  int64_t limit = filter.limit > static_cast<size_t>(std::numeric_limits<int64_t>::max())
+                      ? std::numeric_limits<int64_t>::max()
+                      : static_cast<int64_t>(filter.limit);
+  st->bind(1, static_cast<int64_t>(filter.after_seq))
+      .bind(2, filter.kind ? static_cast<int64_t>(*filter.kind) : 0)
+      .bind(3, limit);
+  size_t n = 0;
+  int rc;
+  while ((rc = st->step()) == SQLITE_ROW) {
+    StoredEvent e;
+    e.seq = static_cast<uint64_t>(st->col_int(0));
+    auto kind = kind_from_number(st->col_int(1));
+    if (!kind) continue;
+    e.kind = *kind;
+    e.priority = static_cast<int32_t>(st->col_int(2));
+    e.event_time_ns = st->col_int(3);
+    e.collected_at_ns = st->col_int(4);
+    e.body = st->col_blob(5);
+    ++n;
+    if (!visit(e)) break;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, impl_->db.handle(), "buffer " + impl_->db.path() + ": read");
+  }
+  return n;
+}
+
+Result<Verdict> BufferInspector::verify() {
+  auto version = impl_->db.query_int("PRAGMA user_version");
+  if (!version) {
+    if (version.error().code == buffer_errc::corrupt) return Verdict{false, version.error().message};
+    return version.error();
+  }
+  if (*version == 0 || *version > static_cast<int64_t>(sqlite::kSchemaVersion)) {
+    return Verdict{false, "schema version " + std::to_string(*version) +
+                              " is not one this outpost-agent knows (1.." +
+                              std::to_string(sqlite::kSchemaVersion) + ")"};
+  }
+  auto check = sqlite::check_integrity(impl_->db, /*full=*/true);
+  if (!check) {
+    if (check.error().code == buffer_errc::corrupt) return Verdict{false, check.error().message};
+    return check.error();
+  }
+  return Verdict{*check == "ok", *check};
+}
+
+std::string BufferInspector::agent_id() {
+  auto st = sqlite::Stmt::prepare(impl_->db, "SELECT value FROM meta WHERE key = 'agent_id'");
+  if (st && st->step() == SQLITE_ROW) return st->col_blob(0);
+  return "";
+}
+
+}  // namespace outpost::agent

@@ -1,0 +1,843 @@
+#include "agent/buffer/sqlite_buffer.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <variant>
+
+#include "agent/buffer/sqlite_db.hpp"
+#include "common/log.hpp"
+
+namespace outpost::agent {
+namespace {
+
+using sqlite::Db;
+using sqlite::Stmt;
+
+// Seqs are reserved in blocks in the state file before they are used, so that a buffer that
+// had to start fresh (corrupt or deleted file) continues above every seq ever handed out.
+constexpr uint64_t kSeqReserveBlock = 1u << 20;
+constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string utc_stamp(int64_t ns) {
+  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+const char* synchronous_pragma(Synchronous s) {
+  switch (s) {
+    case Synchronous::off:
+      return "OFF";
+    case Synchronous::normal:
+      return "NORMAL";
+    case Synchronous::full:
+      return "FULL";
+    case Synchronous::extra:
+      return "EXTRA";
+  }
+  return "FULL";
+}
+
+// What the writer knows about the file; `committed` mirrors the database, `working` is the
+// copy a transaction changes and that becomes `committed` only when the commit succeeds.
+struct Counters {
+  uint64_t next_seq = 1;
+  uint64_t acked_seq = 0;
+  uint64_t reserved_seq = 0;
+  int64_t last_collected_at = 0;
+  std::array<uint64_t, kKindCount> events{};
+  std::array<uint64_t, kKindCount> bytes{};
+  std::array<std::array<uint64_t, kKindCount>, kDropReasonCount> dropped{};
+
+  uint64_t total_bytes() const { return bytes[0] + bytes[1] + bytes[2]; }
+  uint64_t total_events() const { return events[0] + events[1] + events[2]; }
+};
+
+struct AppendJob {
+  std::vector<NewEvent> events;
+  AppendCallback done;
+  uint64_t body_bytes = 0;
+};
+struct AckJob {
+  uint64_t up_to_seq;
+  std::promise<Result<void>> done;
+};
+struct PurgeJob {
+  std::optional<EventKind> kind;
+  std::optional<int64_t> collected_before_ns;
+  std::promise<Result<uint64_t>> done;
+};
+struct ExpireJob {
+  std::promise<Result<void>> done;
+};
+using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob>;
+
+}  // namespace
+
+struct SqliteBuffer::Impl {
+  BufferOptions opt;
+  const Clock& clock;
+  std::shared_ptr<spdlog::logger> log = log::get("buffer");
+
+  // Writer side: only the writer thread touches these after open().
+  Db writer;
+  Stmt insert_stmt, remove_stmt, update_meta_stmt, add_drops_stmt, evict_candidates_stmt,
+      delete_one_stmt, first_at_or_after_stmt;
+  Counters working;
+  int64_t data_version = 0;
+  int64_t next_expiry_ns = 0;
+  bool disk_full_logged = false;
+
+  // Shared between producers, the writer and stats().
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::deque<Job> queue;
+  std::deque<std::chrono::steady_clock::time_point> enqueued_at;
+  size_t queued_events = 0;
+  size_t queued_urgent = 0;  // acks, purges: commit them without lingering
+  bool stopping = false;
+  Counters committed;
+  std::atomic<bool> healthy{true};
+  std::thread thread;
+
+  // Reader side (forwarder, stats).
+  std::mutex read_mu;
+  Db reader;
+  Stmt read_stmt, oldest_stmt;
+
+  Impl(BufferOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
+
+  Result<void> open_file();
+  Result<void> prepare_statements();
+  Result<void> load_counters(Counters& c);
+  void run();
+  void run_group(std::vector<Job>& jobs);
+  Result<void> apply(AppendJob& job, std::optional<Result<AppendResult>>& outcome);
+  Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind,
+                               std::optional<DropReason> reason);
+  Result<std::optional<uint64_t>> last_seq_collected_before(int64_t cutoff_ns);
+  Result<void> expire();
+  Result<bool> evict_for(int32_t priority, uint64_t needed);
+  Result<void> persist(const Counters& before);
+  void note_error(const Error& e);
+  template <typename JobT>
+  auto submit_and_wait(JobT job) -> decltype(job.done.get_future().get());
+};
+
+// ---- opening --------------------------------------------------------------------------------
+
+Result<void> SqliteBuffer::Impl::open_file() {
+  const std::string& path = opt.path;
+  auto state = sqlite::read_state_file(path);
+  bool fresh = !file_exists(path);
+  if (!fresh) {
+    auto db = Db::open(path, /*read_only=*/false);
+    if (!db) return db.error();
+    writer = std::move(*db);
+    std::optional<Error> damage;
+    auto version = writer.query_int("PRAGMA user_version");
+    if (!version) {
+      if (version.error().code != buffer_errc::corrupt) return version.error();
+      damage = version.error();
+    } else if (*version > static_cast<int64_t>(sqlite::kSchemaVersion)) {
+      return make_error(buffer_errc::newer_schema,
+                        "buffer " + path + " has schema version " + std::to_string(*version) +
+                            ", newer than this outpost-agent understands (" +
+                            std::to_string(sqlite::kSchemaVersion) +
+                            "): upgrade outpost-agent, or move the file away to start empty");
+    } else {
+      auto verdict = sqlite::check_integrity(writer, /*full=*/false);
+      if (!verdict) {
+        if (verdict.error().code != buffer_errc::corrupt) return verdict.error();
+        damage = verdict.error();
+      } else if (*verdict != "ok") {
+        damage = make_error(buffer_errc::corrupt, "quick_check: " + *verdict);
+      } else if (*version == 0) {
+        auto tables = writer.query_int("SELECT count(*) FROM sqlite_master");
+        if (!tables) return tables.error();
+        if (*tables != 0) {
+          return make_error(buffer_errc::io, "buffer " + path +
+                                                 " is a SQLite database but not an Outpost "
+                                                 "buffer (no schema version): refusing to use it");
+        }
+        fresh = true;  // an empty file: initialise it
+      }
+    }
+    if (damage) {
+      writer.close();
+      if (!opt.recover_corrupt) {
+        return make_error(buffer_errc::corrupt,
+                          "buffer " + path + " is corrupt (" + damage->message + ")");
+      }
+      const std::string aside = path + ".corrupt-" + utc_stamp(clock.now_ns());
+      if (::rename(path.c_str(), aside.c_str()) != 0) {
+        return make_error(buffer_errc::io, "buffer " + path + " is corrupt and cannot be moved "
+                                               "aside to " + aside);
+      }
+      ::rename((path + "-wal").c_str(), (aside + "-wal").c_str());
+      ::unlink((path + "-shm").c_str());
+      state.corrupt_recoveries += 1;
+      if (auto r = sqlite::write_state_file(path, state); !r) return r;
+      log->error(
+          "buffer {} failed its integrity check ({}); moved it aside as {} and started an "
+          "empty buffer. Its events can be requeued with `outpost-agent buffer export --path "
+          "{}` piped into `outpost-agent buffer import --path {}` if it is still readable",
+          path, damage->message, aside, aside, path);
+      fresh = true;
+    }
+  }
+  if (!writer.handle()) {
+    auto db = Db::open(path, /*read_only=*/false);
+    if (!db) return db.error();
+    writer = std::move(*db);
+  }
+  std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+                        synchronous_pragma(opt.synchronous) +
+                        "; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-8192;";
+  if (auto r = writer.exec(pragmas); !r) return r;
+  if (fresh) {
+    if (auto r = sqlite::create_schema(writer, opt.agent_id); !r) return r;
+    if (state.reserved_seq > 0) {
+      // Continue above every seq the previous file may have handed out.
+      if (auto r = writer.exec("UPDATE meta SET value = " + std::to_string(state.reserved_seq + 1) +
+                               " WHERE key = 'next_seq'");
+          !r) {
+        return r;
+      }
+    }
+  }
+  return {};
+}
+
+Result<void> SqliteBuffer::Impl::prepare_statements() {
+  struct Want {
+    Stmt* stmt;
+    const char* sql;
+  };
+  const Want wants[] = {
+      {&insert_stmt,
+       "INSERT INTO events (seq, kind, priority, event_time, collected_at, body) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+      {&remove_stmt,
+       "DELETE FROM events WHERE seq <= ?1 AND (?2 = 0 OR kind = ?2) "
+       "RETURNING kind, length(body)"},
+      {&update_meta_stmt, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)"},
+      {&add_drops_stmt,
+       "INSERT INTO drops (reason, kind, count) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (reason, kind) DO UPDATE SET count = count + excluded.count"},
+      {&evict_candidates_stmt,
+       "SELECT seq, kind, length(body), priority FROM events "
+       "WHERE (priority, seq) > (?1, ?2) AND priority <= ?3 ORDER BY priority, seq LIMIT 512"},
+      {&delete_one_stmt, "DELETE FROM events WHERE seq = ?1"},
+      {&first_at_or_after_stmt,
+       "SELECT seq, collected_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1"},
+  };
+  for (const Want& w : wants) {
+    auto st = Stmt::prepare(writer, w.sql);
+    if (!st) return st.error();
+    *w.stmt = std::move(*st);
+  }
+  auto db = Db::open(opt.path, /*read_only=*/true);
+  if (!db) return db.error();
+  reader = std::move(*db);
+  auto rs = Stmt::prepare(reader,
+                          "SELECT seq, kind, priority, event_time, collected_at, body FROM events "
+                          "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  if (!rs) return rs.error();
+  read_stmt = std::move(*rs);
+  auto os = Stmt::prepare(reader, "SELECT collected_at, event_time FROM events ORDER BY seq LIMIT 1");
+  if (!os) return os.error();
+  oldest_stmt = std::move(*os);
+  return {};
+}
+
+// Reads the counters from the file: at open, and whenever another process has committed.
+Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
+  c = Counters{};
+  auto next = sqlite::meta_int(writer, "next_seq", 1);
+  auto acked = sqlite::meta_int(writer, "acked_seq", 0);
+  if (!next) return next.error();
+  if (!acked) return acked.error();
+  c.next_seq = static_cast<uint64_t>(*next);
+  c.acked_seq = static_cast<uint64_t>(*acked);
+  c.reserved_seq = std::max(sqlite::read_state_file(opt.path).reserved_seq, c.next_seq - 1);
+
+  auto totals = Stmt::prepare(writer,
+                              "SELECT kind, count(*), sum(length(body)) FROM events GROUP BY kind");
+  if (!totals) return totals.error();
+  int rc;
+  while ((rc = totals->step()) == SQLITE_ROW) {
+    if (auto k = kind_from_number(totals->col_int(0))) {
+      c.events[kind_index(*k)] = static_cast<uint64_t>(totals->col_int(1));
+      c.bytes[kind_index(*k)] = static_cast<uint64_t>(totals->col_int(2));
+    }
+  }
+  if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+
+  auto last = writer.query_int("SELECT collected_at FROM events ORDER BY seq DESC LIMIT 1");
+  if (!last) return last.error();
+  c.last_collected_at = *last;
+
+  auto drops = Stmt::prepare(writer, "SELECT reason, kind, count FROM drops");
+  if (!drops) return drops.error();
+  while ((rc = drops->step()) == SQLITE_ROW) {
+    std::string reason = drops->col_blob(0);
+    auto kind = kind_from_number(drops->col_int(1));
+    for (int r = 0; r < kDropReasonCount && kind; ++r) {
+      if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
+        c.dropped[r][kind_index(*kind)] = static_cast<uint64_t>(drops->col_int(2));
+      }
+    }
+  }
+  if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+  auto version = writer.query_int("PRAGMA data_version");
+  if (!version) return version.error();
+  data_version = *version;
+  return {};
+}
+
+Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
+                                                         const Clock& clock) {
+  if (options.path.empty()) {
+    return make_error(buffer_errc::io, "buffer path is empty: set buffer.path");
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), clock);
+  if (auto r = impl->open_file(); !r) return r.error();
+  if (auto r = impl->prepare_statements(); !r) return r.error();
+  if (auto r = impl->load_counters(impl->working); !r) return r.error();
+  impl->committed = impl->working;
+  impl->next_expiry_ns = clock.now_ns();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->run(); });
+  return std::unique_ptr<SqliteBuffer>(new SqliteBuffer(std::move(impl)));
+}
+
+SqliteBuffer::SqliteBuffer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SqliteBuffer::~SqliteBuffer() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  impl_->thread.join();
+}
+
+// ---- producers ------------------------------------------------------------------------------
+
+void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
+  Impl& m = *impl_;
+  uint64_t bytes = 0;
+  for (const NewEvent& e : events) bytes += e.body.size();
+  std::optional<Error> refused;
+  {
+    std::lock_guard lock(m.mu);
+    if (m.stopping) {
+      refused = make_error(buffer_errc::closed, "buffer " + m.opt.path + " is closing");
+    } else if (!m.healthy) {
+      refused = make_error(buffer_errc::corrupt, "buffer " + m.opt.path +
+                                                     " hit corruption; the agent must restart");
+    } else if (!m.queue.empty() && m.queued_events + events.size() > m.opt.queue_max_events) {
+      refused = make_error(buffer_errc::queue_full,
+                           "buffer " + m.opt.path + ": " + std::to_string(m.queued_events) +
+                               " events already wait for the disk; try again shortly");
+    } else {
+      m.queued_events += events.size();
+      m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes});
+      m.enqueued_at.push_back(std::chrono::steady_clock::now());
+    }
+  }
+  if (refused) {
+    done(*refused);
+    return;
+  }
+  m.wake.notify_one();
+}
+
+template <typename JobT>
+auto SqliteBuffer::Impl::submit_and_wait(JobT job) -> decltype(job.done.get_future().get()) {
+  auto future = job.done.get_future();
+  {
+    std::lock_guard lock(mu);
+    if (stopping) return make_error(buffer_errc::closed, "buffer " + opt.path + " is closing");
+    queue.emplace_back(std::move(job));
+    enqueued_at.push_back(std::chrono::steady_clock::now());
+    ++queued_urgent;
+  }
+  wake.notify_one();
+  return future.get();
+}
+
+Result<void> SqliteBuffer::ack(uint64_t up_to_seq) {
+  return impl_->submit_and_wait(AckJob{up_to_seq, {}});
+}
+
+Result<uint64_t> SqliteBuffer::purge(std::optional<EventKind> kind,
+                                     std::optional<int64_t> collected_before_ns) {
+  return impl_->submit_and_wait(PurgeJob{kind, collected_before_ns, {}});
+}
+
+Result<void> SqliteBuffer::expire_now() { return impl_->submit_and_wait(ExpireJob{}); }
+
+size_t SqliteBuffer::queued_events() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->queued_events;
+}
+
+bool SqliteBuffer::healthy() const { return impl_->healthy; }
+
+// ---- readers --------------------------------------------------------------------------------
+
+Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, size_t max_events,
+                                                          size_t max_bytes) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.read_mu);
+  std::vector<StoredEvent> out;
+  Stmt& st = m.read_stmt;
+  st.bind(1, static_cast<int64_t>(after_seq)).bind(2, static_cast<int64_t>(max_events));
+  size_t bytes = 0;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    size_t size = static_cast<size_t>(sqlite3_column_bytes(st.handle(), 5));
+    if (!out.empty() && bytes + size > max_bytes) break;
+    StoredEvent e;
+    e.seq = static_cast<uint64_t>(st.col_int(0));
+    e.kind = kind_from_number(st.col_int(1)).value_or(EventKind::json);
+    e.priority = static_cast<int32_t>(st.col_int(2));
+    e.event_time_ns = st.col_int(3);
+    e.collected_at_ns = st.col_int(4);
+    e.body = st.col_blob(5);
+    bytes += size;
+    out.push_back(std::move(e));
+  }
+  st.reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    auto err = sqlite::error_from(rc, m.reader.handle(), "buffer " + m.opt.path + ": read");
+    m.note_error(err);
+    return err;
+  }
+  return out;
+}
+
+Result<BufferStats> SqliteBuffer::stats() {
+  Impl& m = *impl_;
+  BufferStats s;
+  s.agent_id = m.opt.agent_id;
+  s.schema_version = sqlite::kSchemaVersion;
+  {
+    std::lock_guard lock(m.mu);
+    const Counters& c = m.committed;
+    s.pending_events = c.total_events();
+    s.pending_bytes = c.total_bytes();
+    s.acked_seq = c.acked_seq;
+    s.next_seq = c.next_seq;
+    for (int r = 0; r < kDropReasonCount; ++r) {
+      for (EventKind k : kAllKinds) {
+        if (uint64_t n = c.dropped[r][kind_index(k)]) {
+          s.dropped.push_back({static_cast<DropReason>(r), k, n});
+        }
+      }
+    }
+    for (EventKind k : kAllKinds) {
+      if (c.events[kind_index(k)] != 0) {
+        GroupStats g;
+        g.kind = k;
+        g.events = c.events[kind_index(k)];
+        g.bytes = c.bytes[kind_index(k)];
+        s.groups.push_back(g);
+      }
+    }
+  }
+  std::lock_guard lock(m.read_mu);
+  int rc = m.oldest_stmt.step();
+  if (rc == SQLITE_ROW) {
+    s.oldest_collected_at_ns = m.oldest_stmt.col_int(0);
+    s.oldest_event_time_ns = m.oldest_stmt.col_int(1);
+  }
+  m.oldest_stmt.reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, m.reader.handle(), "buffer " + m.opt.path + ": stats");
+  }
+  s.corrupt_recoveries = sqlite::read_state_file(m.opt.path).corrupt_recoveries;
+  struct stat st {};
+  if (::stat(m.opt.path.c_str(), &st) == 0) s.file_bytes += static_cast<uint64_t>(st.st_size);
+  if (::stat((m.opt.path + "-wal").c_str(), &st) == 0) {
+    s.file_bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return s;
+}
+
+// ---- the writer -----------------------------------------------------------------------------
+
+void SqliteBuffer::Impl::run() {
+  using steady = std::chrono::steady_clock;
+  const auto linger = std::chrono::nanoseconds(opt.commit_interval_ns);
+  const auto tick = std::chrono::nanoseconds(opt.expire_interval_ns);
+  std::unique_lock lock(mu);
+  while (true) {
+    if (queue.empty() && !stopping) wake.wait_for(lock, tick);
+    if (stopping && queue.empty()) break;
+    if (!queue.empty()) {
+      // Group commit: wait for more appends until enough are queued or the oldest has waited
+      // commit_interval. Acks and purges do not wait.
+      const auto deadline = enqueued_at.front() + linger;
+      while (!stopping && queued_urgent == 0 && queued_events < opt.commit_max_events &&
+             steady::now() < deadline) {
+        wake.wait_until(lock, deadline);
+      }
+    }
+    std::vector<Job> jobs;
+    size_t taken = 0;
+    while (!queue.empty() && (jobs.empty() || taken < opt.commit_max_events)) {
+      Job& job = queue.front();
+      if (auto* a = std::get_if<AppendJob>(&job)) {
+        taken += a->events.size();
+        queued_events -= a->events.size();
+      } else {
+        --queued_urgent;
+      }
+      jobs.push_back(std::move(job));
+      queue.pop_front();
+      enqueued_at.pop_front();
+    }
+    lock.unlock();
+    run_group(jobs);
+    lock.lock();
+  }
+}
+
+void SqliteBuffer::Impl::note_error(const Error& e) {
+  if (e.code == buffer_errc::corrupt && healthy.exchange(false)) {
+    log->error("{}: the buffer is unusable until the agent restarts and recovers it",
+               e.describe());
+  }
+}
+
+// Inserts one append's events, evicting first when the kind's policy is drop_oldest.
+// `outcome` is set when the append is refused without failing the transaction.
+Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
+                                       std::optional<Result<AppendResult>>& outcome) {
+  if (job.events.empty()) {
+    outcome = AppendResult{working.next_seq, working.next_seq - 1};
+    return {};
+  }
+  if (working.total_bytes() + job.body_bytes > opt.max_bytes) {
+    // Every event of one append must fit; the strictest kind in it decides.
+    int32_t priority = job.events.front().priority;
+    bool may_evict = true;
+    for (const NewEvent& e : job.events) {
+      may_evict = may_evict && opt.kinds[kind_index(e.kind)].policy == FullPolicy::drop_oldest;
+      priority = std::max(priority, e.priority);
+    }
+    bool fits = false;
+    if (may_evict) {
+      auto evicted = evict_for(priority, working.total_bytes() + job.body_bytes - opt.max_bytes);
+      if (!evicted) return evicted.error();
+      fits = *evicted;
+    }
+    if (!fits) {
+      for (const NewEvent& e : job.events) {
+        ++working.dropped[static_cast<int>(DropReason::rejected_full)][kind_index(e.kind)];
+      }
+      outcome = make_error(buffer_errc::full,
+                           "buffer " + opt.path + " is full (" +
+                               std::to_string(working.total_bytes()) + " of " +
+                               std::to_string(opt.max_bytes) + " bytes, buffer.max_bytes)");
+      return {};
+    }
+  }
+  const int64_t now = clock.now_ns();
+  AppendResult seqs{working.next_seq, working.next_seq + job.events.size() - 1};
+  for (const NewEvent& e : job.events) {
+    // collected_at never decreases in seq order (docs/buffer.md): expiry relies on it.
+    working.last_collected_at = std::max(working.last_collected_at, now);
+    insert_stmt.bind(1, static_cast<int64_t>(working.next_seq))
+        .bind(2, static_cast<int64_t>(e.kind))
+        .bind(3, e.priority)
+        .bind(4, e.event_time_ns)
+        .bind(5, working.last_collected_at)
+        .bind(6, std::string_view(e.body));
+    int rc = insert_stmt.step();
+    insert_stmt.reset();
+    if (rc != SQLITE_DONE) {
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
+    }
+    ++working.next_seq;
+    ++working.events[kind_index(e.kind)];
+    working.bytes[kind_index(e.kind)] += e.body.size();
+  }
+  outcome = seqs;
+  return {};
+}
+
+// Frees at least `needed` bytes (plus headroom, so that eviction does not run on every
+// append) by deleting the oldest events of the lowest priority not above `priority`, among
+// kinds whose policy is drop_oldest. Deletes nothing and returns false if that cannot free
+// `needed`.
+Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
+  const uint64_t target = needed + opt.max_bytes / 64;
+  std::vector<std::pair<uint64_t, EventKind>> victims;
+  std::vector<uint64_t> sizes;
+  uint64_t freed = 0;
+  int64_t after_priority = std::numeric_limits<int32_t>::min();
+  int64_t after_seq = -1;
+  bool more = true;
+  while (more && freed < target) {
+    Stmt& st = evict_candidates_stmt;
+    st.bind(1, after_priority).bind(2, after_seq).bind(3, priority);
+    int rc;
+    int rows = 0;
+    while (freed < target && (rc = st.step()) == SQLITE_ROW) {
+      ++rows;
+      after_seq = st.col_int(0);
+      after_priority = st.col_int(3);
+      auto k = kind_from_number(st.col_int(1));
+      if (!k || opt.kinds[kind_index(*k)].policy != FullPolicy::drop_oldest) continue;
+      victims.emplace_back(static_cast<uint64_t>(after_seq), *k);
+      sizes.push_back(static_cast<uint64_t>(st.col_int(2)));
+      freed += sizes.back();
+    }
+    if (freed < target && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+      st.reset();
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
+    }
+    st.reset();
+    more = rows == 512;
+  }
+  if (freed < needed) return false;
+  for (size_t i = 0; i < victims.size(); ++i) {
+    delete_one_stmt.bind(1, static_cast<int64_t>(victims[i].first));
+    int rc = delete_one_stmt.step();
+    delete_one_stmt.reset();
+    if (rc != SQLITE_DONE) {
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
+    }
+    int k = kind_index(victims[i].second);
+    --working.events[k];
+    working.bytes[k] -= sizes[i];
+    ++working.dropped[static_cast<int>(DropReason::evicted_full)][k];
+  }
+  return true;
+}
+
+// Deletes events with seq <= max_seq (of `kind`, if given); a drop when `reason` is given,
+// an acknowledgement otherwise.
+Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional<EventKind> kind,
+                                                 std::optional<DropReason> reason) {
+  Stmt& st = remove_stmt;
+  st.bind(1, static_cast<int64_t>(std::min<uint64_t>(max_seq, kNoLimit)))
+      .bind(2, kind ? static_cast<int64_t>(*kind) : 0);
+  uint64_t removed = 0;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    auto k = kind_from_number(st.col_int(0));
+    if (!k) continue;
+    --working.events[kind_index(*k)];
+    working.bytes[kind_index(*k)] -= static_cast<uint64_t>(st.col_int(1));
+    if (reason) ++working.dropped[static_cast<int>(*reason)][kind_index(*k)];
+    ++removed;
+  }
+  st.reset();
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": delete");
+  }
+  return removed;
+}
+
+// The highest seq whose collected_at is before `cutoff_ns`, by binary search over seqs
+// (collected_at never decreases in seq order), in O(log n) indexed reads.
+Result<std::optional<uint64_t>> SqliteBuffer::Impl::last_seq_collected_before(int64_t cutoff_ns) {
+  auto probe = [&](uint64_t at) -> Result<std::optional<std::pair<uint64_t, int64_t>>> {
+    Stmt& st = first_at_or_after_stmt;
+    st.bind(1, static_cast<int64_t>(at));
+    int rc = st.step();
+    std::optional<std::pair<uint64_t, int64_t>> row;
+    if (rc == SQLITE_ROW) row.emplace(static_cast<uint64_t>(st.col_int(0)), st.col_int(1));
+    st.reset();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": expire");
+    }
+    return row;
+  };
+  auto first = probe(0);
+  if (!first) return first.error();
+  if (!*first || (*first)->second >= cutoff_ns) return std::optional<uint64_t>();
+  uint64_t good = (*first)->first;  // collected before the cutoff
+  uint64_t bad = working.next_seq;  // nothing at or above is
+  while (bad - good > 1) {
+    uint64_t mid = good + (bad - good) / 2;
+    auto row = probe(mid);
+    if (!row) return row.error();
+    if (!*row || (*row)->first >= bad || (*row)->second >= cutoff_ns) {
+      bad = mid;
+    } else {
+      good = (*row)->first;
+    }
+  }
+  return std::optional<uint64_t>(good);
+}
+
+Result<void> SqliteBuffer::Impl::expire() {
+  const int64_t now = clock.now_ns();
+  for (EventKind k : kAllKinds) {
+    int64_t max_age = opt.kinds[kind_index(k)].max_age_ns;
+    if (max_age <= 0 || working.events[kind_index(k)] == 0) continue;
+    auto boundary = last_seq_collected_before(now - max_age);
+    if (!boundary) return boundary.error();
+    if (!*boundary) continue;
+    auto removed = remove_rows(**boundary, k, DropReason::expired);
+    if (!removed) return removed.error();
+    if (*removed > 0) {
+      log->warn("dropped {} {} events older than max_age {}s", *removed, kind_name(k),
+                max_age / 1'000'000'000);
+    }
+  }
+  next_expiry_ns = now + opt.expire_interval_ns;
+  return {};
+}
+
+// Writes the meta rows and drop counters that changed since `before`.
+Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
+  auto put_meta = [&](std::string_view key, uint64_t value) -> Result<void> {
+    update_meta_stmt.bind_text(1, key).bind(2, static_cast<int64_t>(value));
+    int rc = update_meta_stmt.step();
+    update_meta_stmt.reset();
+    if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+    return {};
+  };
+  if (working.next_seq != before.next_seq) {
+    if (auto r = put_meta("next_seq", working.next_seq); !r) return r;
+  }
+  if (working.acked_seq != before.acked_seq) {
+    if (auto r = put_meta("acked_seq", working.acked_seq); !r) return r;
+  }
+  for (int r = 0; r < kDropReasonCount; ++r) {
+    for (EventKind k : kAllKinds) {
+      uint64_t delta = working.dropped[r][kind_index(k)] - before.dropped[r][kind_index(k)];
+      if (delta == 0) continue;
+      add_drops_stmt.bind_text(1, drop_reason_name(static_cast<DropReason>(r)))
+          .bind(2, static_cast<int64_t>(k))
+          .bind(3, static_cast<int64_t>(delta));
+      int rc = add_drops_stmt.step();
+      add_drops_stmt.reset();
+      if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+    }
+  }
+  if (working.next_seq - 1 > working.reserved_seq) {
+    // Reserve the next block of seqs in the state file before any of them is committed.
+    auto state = sqlite::read_state_file(opt.path);
+    state.reserved_seq = working.next_seq - 1 + kSeqReserveBlock;
+    if (auto r = sqlite::write_state_file(opt.path, state); !r) return r;
+    working.reserved_seq = state.reserved_seq;
+  }
+  return {};
+}
+
+void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
+  std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
+  std::vector<Result<uint64_t>> removed(jobs.size(), uint64_t{0});
+  const bool expiry_due = clock.now_ns() >= next_expiry_ns;
+
+  auto transaction = [&]() -> Result<void> {
+    if (auto r = writer.exec("BEGIN IMMEDIATE"); !r) return r;
+    // Another process (buffer import/purge) may have committed since our last transaction.
+    auto version = writer.query_int("PRAGMA data_version");
+    if (!version) return version.error();
+    if (*version != data_version) {
+      if (auto r = load_counters(working); !r) return r;
+      std::lock_guard lock(mu);
+      committed = working;
+    } else {
+      working = committed;
+    }
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      Job& job = jobs[i];
+      Result<void> r;
+      if (auto* a = std::get_if<AppendJob>(&job)) {
+        r = apply(*a, append_outcomes[i]);
+      } else if (auto* ack = std::get_if<AckJob>(&job)) {
+        removed[i] = remove_rows(ack->up_to_seq, std::nullopt, std::nullopt);
+        if (!removed[i]) return removed[i].error();
+        uint64_t acked = std::min(ack->up_to_seq, working.next_seq - 1);
+        working.acked_seq = std::max(working.acked_seq, acked);
+      } else if (auto* purge = std::get_if<PurgeJob>(&job)) {
+        uint64_t max_seq = std::numeric_limits<uint64_t>::max();
+        if (purge->collected_before_ns) {
+          auto boundary = last_seq_collected_before(*purge->collected_before_ns);
+          if (!boundary) return boundary.error();
+          max_seq = boundary->value_or(0);
+        }
+        removed[i] = max_seq == 0 ? Result<uint64_t>(uint64_t{0})
+                                  : remove_rows(max_seq, purge->kind, DropReason::purged);
+        if (!removed[i]) return removed[i].error();
+      } else {
+        r = expire();
+      }
+      if (!r) return r;
+    }
+    if (expiry_due) {
+      if (auto r = expire(); !r) return r;
+    }
+    if (auto r = persist(committed); !r) return r;
+    return writer.exec("COMMIT");
+  };
+
+  Result<void> result = transaction();
+  if (!result) {
+    (void)writer.exec("ROLLBACK");
+    note_error(result.error());
+    if (result.error().code == buffer_errc::disk_full && !disk_full_logged) {
+      disk_full_logged = true;
+      log->error("{}; appends are refused until space is freed", result.error().describe());
+    }
+  } else {
+    if (disk_full_logged) {
+      disk_full_logged = false;
+      log->info("buffer {}: writing again after the disk was full", opt.path);
+    }
+    std::lock_guard lock(mu);
+    committed = working;
+  }
+
+  // Tell each producer and waiter how its part went; never let a callback kill the writer.
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Job& job = jobs[i];
+    try {
+      if (auto* a = std::get_if<AppendJob>(&job)) {
+        if (!result) {
+          a->done(result.error());
+        } else {
+          a->done(*append_outcomes[i]);
+        }
+      } else if (auto* ack = std::get_if<AckJob>(&job)) {
+        ack->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+      } else if (auto* purge = std::get_if<PurgeJob>(&job)) {
+        purge->done.set_value(result ? removed[i] : Result<uint64_t>(result.error()));
+      } else if (auto* exp = std::get_if<ExpireJob>(&job)) {
+        exp->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+      }
+    } catch (const std::exception& e) {
+      log->error("an append callback threw: {}", e.what());
+    }
+  }
+}
+
+}  // namespace outpost::agent

@@ -1,0 +1,58 @@
+#pragma once
+// SqliteBuffer: the Buffer on a SQLite file in WAL mode (schema: docs/buffer.md).
+//
+// One writer thread owns the write connection and does group commit; the forwarder's reads
+// use a second connection. Other processes (`outpost-agent buffer import/purge`) may write
+// the same file: the writer notices their commits (PRAGMA data_version) and reloads its
+// counters, so sequence numbers stay unique.
+//
+// Thread-safety: every method may be called from any thread. The Clock passed to open() must
+// outlive the buffer.
+
+#include <memory>
+#include <optional>
+
+#include "agent/buffer/buffer.hpp"
+#include "common/clock.hpp"
+
+namespace outpost::agent {
+
+class SqliteBuffer final : public Buffer {
+ public:
+  // Opens or creates the buffer. A corrupt file is moved aside as
+  // "<path>.corrupt-<UTC timestamp>" (if options.recover_corrupt) and a fresh buffer starts;
+  // a file of a newer schema version is refused (buffer_errc::newer_schema).
+  static Result<std::unique_ptr<SqliteBuffer>> open(BufferOptions options, const Clock& clock);
+
+  ~SqliteBuffer() override;
+  SqliteBuffer(const SqliteBuffer&) = delete;
+  SqliteBuffer& operator=(const SqliteBuffer&) = delete;
+
+  using Buffer::append;
+  void append(std::vector<NewEvent> events, AppendCallback done) override;
+  Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
+                                              size_t max_bytes) override;
+  Result<void> ack(uint64_t up_to_seq) override;
+  // Cheap: counts by kind from memory, oldest pending event from one indexed read. `groups`
+  // (by kind and priority) is left empty; BufferInspector::stats() fills it.
+  Result<BufferStats> stats() override;
+  bool healthy() const override;
+
+  // Deletes pending events of `kind` (all kinds if empty) collected before
+  // `collected_before_ns` (no age limit if empty); counted as dropped, reason `purged`.
+  // Returns how many were deleted.
+  Result<uint64_t> purge(std::optional<EventKind> kind, std::optional<int64_t> collected_before_ns);
+
+  // Enforces every kind's max_age now instead of at the next expire_interval tick.
+  Result<void> expire_now();
+
+  // Appends waiting for the writer (a bounded queue; this is its depth).
+  size_t queued_events() const;
+
+ private:
+  struct Impl;
+  explicit SqliteBuffer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost::agent

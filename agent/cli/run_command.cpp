@@ -1,0 +1,89 @@
+// `outpost-agent run`: load and validate the configuration, open the buffer, start the
+// sources (for now the synthetic generator), and wait for SIGINT/SIGTERM.
+#include <csignal>
+#include <ctime>
+#include <iostream>
+#include <memory>
+
+#include "agent/buffer/sqlite_buffer.hpp"
+#include "agent/cli/cli.hpp"
+#include "agent/cli/commands.hpp"
+#include "agent/config.hpp"
+#include "agent/generator/synthetic_generator.hpp"
+#include "common/log.hpp"
+#include "common/units.hpp"
+
+namespace outpost::agent::cli {
+
+int run_agent(const RunOptions& o) {
+  auto doc = ConfigDoc::parse_file(o.config_path);
+  if (!doc) {
+    std::cerr << "outpost-agent: " << doc.error().describe() << "\n";
+    return kExitUsage;
+  }
+  std::vector<std::string> overrides = o.overrides;
+  if (o.buffer_path) overrides.push_back("buffer.path=\"" + *o.buffer_path + "\"");
+  if (o.log_level) overrides.push_back("agent.log_level=" + *o.log_level);
+  if (o.agent_id) overrides.push_back("agent.id=\"" + *o.agent_id + "\"");
+  for (const std::string& set : overrides) {
+    if (auto r = doc->set_override(set); !r) {
+      std::cerr << "outpost-agent: " << r.error().describe() << "\n";
+      return kExitUsage;
+    }
+  }
+  auto config = load_agent_config(*doc);
+  if (!config) {
+    std::cerr << "outpost-agent: " << config.error().describe() << "\n";
+    return kExitUsage;
+  }
+  (void)log::init(config->log_level);
+  auto log = log::get("agent");
+
+  // Block the stop signals before any thread starts, so that only sigtimedwait() sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  SystemClock clock;
+  auto buffer = SqliteBuffer::open(config->buffer, clock);
+  if (!buffer) {
+    log->critical("cannot open the buffer: {}", buffer.error().describe());
+    return buffer.error().code == buffer_errc::newer_schema ? kExitUsage : kExitError;
+  }
+  log->info("agent {} started; buffer {} (cap {})", config->agent_id,
+            config->buffer.path, format_bytes(config->buffer.max_bytes));
+
+  std::unique_ptr<SyntheticGenerator> generator;
+  if (config->generator.enabled) {
+    generator = std::make_unique<SyntheticGenerator>(**buffer, clock, config->generator);
+    generator->start();
+    log->info("synthetic generator: {} events at {}/s",
+              config->generator.events == 0 ? std::string("unlimited")
+                                            : std::to_string(config->generator.events),
+              config->generator.rate);
+  }
+
+  int exit_code = kExitOk;
+  const timespec tick{0, 100'000'000};
+  while (true) {
+    int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      log->info("stopping on signal {}", sig);
+      break;
+    }
+    if (!(*buffer)->healthy()) {
+      log->critical("the buffer became unusable; exiting so that a restart recovers it");
+      exit_code = kExitRestart;
+      break;
+    }
+    if (generator && generator->done() && config->generator.stop_when_done) break;
+  }
+  if (generator) generator->stop();
+  buffer->reset();  // finishes queued appends
+  log->info("stopped");
+  return exit_code;
+}
+
+}  // namespace outpost::agent::cli

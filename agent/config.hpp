@@ -1,0 +1,33 @@
+#pragma once
+// The agent's configuration (agent.toml), every key documented in docs/configuration.md with
+// a commented example in deploy/agent.toml. load_agent_config() validates everything at
+// start-up and names the key, the value and what is allowed when something is wrong.
+//
+// Thread-safety: plain values.
+
+#include <cstdint>
+#include <string>
+
+#include "agent/buffer/buffer.hpp"
+#include "common/config.hpp"
+
+namespace outpost::agent {
+
+struct GeneratorConfig {
+  bool enabled = false;
+  uint64_t events = 0;       // 0: until the agent stops
+  uint64_t rate = 1000;      // events per second
+  bool stop_when_done = false;
+};
+
+struct AgentConfig {
+  std::string agent_id;
+  std::string log_level = "info";
+  BufferOptions buffer;
+  GeneratorConfig generator;
+};
+
+// Reads every key (applying defaults) and rejects unknown ones.
+Result<AgentConfig> load_agent_config(ConfigDoc& doc);
+
+}  // namespace outpost::agent

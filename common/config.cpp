@@ -1,0 +1,271 @@
+#include "common/config.hpp"
+
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "common/errc.hpp"
+#include "common/units.hpp"
+
+namespace outpost {
+
+struct ConfigDoc::Impl {
+  toml::table root;
+  std::string source;
+  std::set<std::string, std::less<>> known;  // keys some getter asked for
+};
+
+namespace {
+
+std::string show(const toml::node& node) {
+  std::ostringstream os;
+  node.visit([&](const auto& v) {
+    if constexpr (toml::is_string<decltype(v)>) {
+      os << '"' << v.get() << '"';
+    } else {
+      os << v;
+    }
+  });
+  return os.str();
+}
+
+std::vector<std::string> split_path(std::string_view key) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t dot = key.find('.', start);
+    parts.emplace_back(key.substr(start, dot == std::string_view::npos ? dot : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+void collect_leaves(const toml::table& table, const std::string& prefix,
+                    std::vector<std::string>& out) {
+  for (const auto& [k, v] : table) {
+    std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const toml::table* sub = v.as_table()) {
+      collect_leaves(*sub, path, out);
+    } else {
+      out.push_back(path);
+    }
+  }
+}
+
+}  // namespace
+
+ConfigDoc::ConfigDoc(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ConfigDoc::ConfigDoc(ConfigDoc&&) noexcept = default;
+ConfigDoc& ConfigDoc::operator=(ConfigDoc&&) noexcept = default;
+ConfigDoc::~ConfigDoc() = default;
+
+Result<ConfigDoc> ConfigDoc::parse_file(const std::string& path) {
+  try {
+    auto impl = std::make_unique<Impl>();
+    impl->root = toml::parse_file(path);
+    impl->source = path;
+    return ConfigDoc(std::move(impl));
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << "config " << path << ": " << e.description();
+    if (e.source().begin.line != 0) {
+      os << " (line " << e.source().begin.line << ", column " << e.source().begin.column << ")";
+    }
+    return make_error(common_errc::config_unreadable, os.str());
+  }
+}
+
+Result<ConfigDoc> ConfigDoc::parse_string(std::string_view text, std::string source_name) {
+  try {
+    auto impl = std::make_unique<Impl>();
+    impl->root = toml::parse(text, source_name);
+    impl->source = std::move(source_name);
+    return ConfigDoc(std::move(impl));
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << "config " << source_name << ": " << e.description() << " (line "
+       << e.source().begin.line << ")";
+    return make_error(common_errc::config_unreadable, os.str());
+  }
+}
+
+ConfigDoc ConfigDoc::empty(std::string source_name) {
+  auto impl = std::make_unique<Impl>();
+  impl->source = std::move(source_name);
+  return ConfigDoc(std::move(impl));
+}
+
+const std::string& ConfigDoc::source_name() const { return impl_->source; }
+
+Result<void> ConfigDoc::set_override(std::string_view assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return make_error(common_errc::config_invalid,
+                      "--set " + std::string(assignment) + ": expected KEY=VALUE, e.g. " +
+                          "buffer.max_bytes=1GiB");
+  }
+  std::string key(assignment.substr(0, eq));
+  std::string text(assignment.substr(eq + 1));
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + text);
+  } catch (const toml::parse_error&) {
+    parsed.insert_or_assign("v", text);  // not a TOML value: take it as a string
+  }
+  std::vector<std::string> parts = split_path(key);
+  toml::table* table = &impl_->root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* next = table->get(parts[i]);
+    if (next == nullptr) {
+      table->insert_or_assign(parts[i], toml::table{});
+      next = table->get(parts[i]);
+    }
+    if (!next->is_table()) {
+      return make_error(common_errc::config_invalid,
+                        "--set " + key + ": " + parts[i] + " is a value, not a table");
+    }
+    table = next->as_table();
+  }
+  table->insert_or_assign(parts.back(), *parsed.get("v"));
+  return {};
+}
+
+namespace {
+Error invalid(const std::string& source, std::string_view key, const std::string& value,
+              std::string_view allowed) {
+  return make_error(common_errc::config_invalid, "config " + source + ": " + std::string(key) +
+                                                     " = " + value + " is not allowed: expected " +
+                                                     std::string(allowed));
+}
+}  // namespace
+
+Result<std::string> ConfigDoc::string(std::string_view key, std::string_view fallback) {
+  impl_->known.emplace(key);
+  auto node = impl_->root.at_path(key);
+  if (!node) return std::string(fallback);
+  if (auto v = node.value<std::string>(); v && node.is_string()) return *v;
+  return invalid(impl_->source, key, show(*node.node()), "a string in double quotes");
+}
+
+Result<int64_t> ConfigDoc::integer(std::string_view key, int64_t fallback, int64_t min,
+                                   int64_t max) {
+  impl_->known.emplace(key);
+  auto node = impl_->root.at_path(key);
+  const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+  if (!node) return fallback;
+  if (!node.is_integer()) return invalid(impl_->source, key, show(*node.node()), range);
+  int64_t v = *node.value<int64_t>();
+  if (v < min || v > max) return invalid(impl_->source, key, std::to_string(v), range);
+  return v;
+}
+
+Result<bool> ConfigDoc::boolean(std::string_view key, bool fallback) {
+  impl_->known.emplace(key);
+  auto node = impl_->root.at_path(key);
+  if (!node) return fallback;
+  if (!node.is_boolean()) return invalid(impl_->source, key, show(*node.node()), "true or false");
+  return *node.value<bool>();
+}
+
+Result<int64_t> ConfigDoc::duration_ns(std::string_view key, std::string_view fallback,
+                                       int64_t min_ns, int64_t max_ns) {
+  impl_->known.emplace(key);
+  auto node = impl_->root.at_path(key);
+  const std::string allowed = "a duration from " + format_duration_ns(min_ns) + " to " +
+                              format_duration_ns(max_ns) +
+                              " written with a unit, like \"250ms\", \"30s\", \"1h30m\", \"7d\"";
+  std::string text(fallback);
+  std::string shown = '"' + text + '"';
+  if (node) {
+    if (!node.is_string()) return invalid(impl_->source, key, show(*node.node()), allowed);
+    text = *node.value<std::string>();
+    shown = show(*node.node());
+  }
+  auto ns = parse_duration_ns(text);
+  if (!ns || *ns < min_ns || *ns > max_ns) return invalid(impl_->source, key, shown, allowed);
+  return *ns;
+}
+
+Result<uint64_t> ConfigDoc::bytes(std::string_view key, std::string_view fallback, uint64_t min,
+                                  uint64_t max) {
+  impl_->known.emplace(key);
+  auto node = impl_->root.at_path(key);
+  const std::string allowed = "a size from " + format_bytes(min) + " to " + format_bytes(max) +
+                              ", like \"512MiB\" or \"2GB\" or a number of bytes";
+  std::optional<uint64_t> value;
+  std::string shown = '"' + std::string(fallback) + '"';
+  if (!node) {
+    value = parse_bytes(fallback);
+  } else if (node.is_integer()) {
+    shown = show(*node.node());
+    if (*node.value<int64_t>() >= 0) value = static_cast<uint64_t>(*node.value<int64_t>());
+  } else if (node.is_string()) {
+    shown = show(*node.node());
+    value = parse_bytes(*node.value<std::string>());
+  } else {
+    shown = show(*node.node());
+  }
+  if (!value || *value < min || *value > max) return invalid(impl_->source, key, shown, allowed);
+  return *value;
+}
+
+Result<std::string> ConfigDoc::choice(std::string_view key, std::string_view fallback,
+                                      std::initializer_list<std::string_view> allowed) {
+  std::string list;
+  for (std::string_view a : allowed) list += (list.empty() ? "one of " : ", ") + std::string(a);
+  auto value = string(key, fallback);
+  if (!value) return invalid(impl_->source, key, show(*impl_->root.at_path(key).node()), list);
+  for (std::string_view a : allowed) {
+    if (a == *value) return value;
+  }
+  return invalid(impl_->source, key, '"' + *value + '"', list);
+}
+
+std::vector<std::string> ConfigDoc::table_keys(std::string_view key) const {
+  std::vector<std::string> out;
+  impl_->known.emplace(key);
+  if (const toml::table* t = impl_->root.at_path(key).as_table()) {
+    for (const auto& [k, v] : *t) out.emplace_back(k.str());
+  }
+  return out;
+}
+
+Result<void> ConfigDoc::check_no_unknown_keys() const {
+  std::vector<std::string> leaves;
+  collect_leaves(impl_->root, "", leaves);
+  for (const std::string& leaf : leaves) {
+    if (impl_->known.count(leaf) == 0) {
+      return make_error(common_errc::config_unknown_key,
+                        "config " + impl_->source + ": unknown key " + leaf +
+                            " (a typo? see docs/configuration.md for the keys)");
+    }
+  }
+  return {};
+}
+
+class CommonCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "outpost.common"; }
+  std::string message(int c) const override {
+    switch (static_cast<common_errc>(c)) {
+      case common_errc::config_unreadable:
+        return "configuration file unreadable";
+      case common_errc::config_invalid:
+        return "configuration value not allowed";
+      case common_errc::config_unknown_key:
+        return "unknown configuration key";
+      case common_errc::bad_input:
+        return "input does not parse";
+    }
+    return "unknown error";
+  }
+};
+
+const std::error_category& common_category() {
+  static const CommonCategory category;
+  return category;
+}
+
+}  // namespace outpost

@@ -1,0 +1,60 @@
+#pragma once
+// ConfigDoc: a TOML configuration file plus command-line overrides, read through typed getters
+// that validate as they read. Every error names the file, the key, the value and what is
+// allowed, so an operator can fix it without reading code. Keys that no getter asked for are
+// reported by check_no_unknown_keys() (typos must not be ignored silently).
+//
+// Keys are dotted paths ("buffer.max_bytes"). Overrides ("buffer.max_bytes=1GiB") take the
+// value as TOML when it parses as a TOML value (42, true, "text"), otherwise as a string.
+//
+// Thread-safety: none; build the program's configuration once at start-up.
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace outpost {
+
+class ConfigDoc {
+ public:
+  static Result<ConfigDoc> parse_file(const std::string& path);
+  static Result<ConfigDoc> parse_string(std::string_view text, std::string source_name);
+  static ConfigDoc empty(std::string source_name);
+
+  ConfigDoc(ConfigDoc&&) noexcept;
+  ConfigDoc& operator=(ConfigDoc&&) noexcept;
+  ~ConfigDoc();
+
+  // "key.path=value", as given to --set.
+  Result<void> set_override(std::string_view assignment);
+
+  Result<std::string> string(std::string_view key, std::string_view fallback);
+  Result<int64_t> integer(std::string_view key, int64_t fallback, int64_t min, int64_t max);
+  Result<bool> boolean(std::string_view key, bool fallback);
+  // Written as "250ms", "7d"; returns nanoseconds within [min_ns, max_ns].
+  Result<int64_t> duration_ns(std::string_view key, std::string_view fallback, int64_t min_ns,
+                              int64_t max_ns);
+  // Written as "512MiB" or a plain integer; returns bytes within [min, max].
+  Result<uint64_t> bytes(std::string_view key, std::string_view fallback, uint64_t min,
+                         uint64_t max);
+  Result<std::string> choice(std::string_view key, std::string_view fallback,
+                             std::initializer_list<std::string_view> allowed);
+
+  // Names of the sub-tables of `key` (e.g. the kinds under "buffer.kinds").
+  std::vector<std::string> table_keys(std::string_view key) const;
+
+  Result<void> check_no_unknown_keys() const;
+  const std::string& source_name() const;
+
+ private:
+  struct Impl;
+  explicit ConfigDoc(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost

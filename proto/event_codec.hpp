@@ -1,0 +1,45 @@
+#pragma once
+// Conversions of outpost.v1.Event between the buffer's stored form, protobuf bytes and JSON,
+// without exposing protobuf headers to callers (STYLE.md rule 2).
+//
+// JSON form (peek, export --format ndjson): protobuf's JSON mapping with the proto field names
+// (agent_id, event_time, ...), except that a `json` payload appears as the JSON value itself,
+// byte for byte as it was stored, not base64. Import reads that form back.
+//
+// Thread-safety: pure functions.
+
+#include <cstdint>
+#include <istream>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/event.hpp"
+#include "common/result.hpp"
+
+namespace outpost::proto {
+
+// Largest event accepted by the import paths.
+inline constexpr size_t kMaxEventBytes = 16u << 20;
+
+// The full event: a stored body with agent_id, seq and collected_at appended. Protobuf's rule
+// that the last occurrence of a scalar field wins makes this a valid Event without re-encoding.
+std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
+                  int64_t collected_at_ns);
+
+// One line of JSON, no trailing newline.
+Result<std::string> event_to_json(std::string_view event_bytes);
+
+// A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
+// priority and event_time are taken from it; agent_id, seq and collected_at are cleared,
+// because the importing buffer assigns them.
+Result<NewEvent> event_from_json(std::string_view line);
+Result<NewEvent> event_from_bytes(std::string_view event_bytes);
+
+// Length-delimited framing (a varint byte count before each message), as protobuf's
+// writeDelimitedTo / parseDelimitedFrom.
+void append_delimited(std::string& out, std::string_view message);
+// The next message, nullopt at a clean end of input, an error on a torn or oversized one.
+Result<std::optional<std::string>> read_delimited(std::istream& in, size_t max_bytes);
+
+}  // namespace outpost::proto
