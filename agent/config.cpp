@@ -42,6 +42,13 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   b.agent_id = c.agent_id;
   OUTPOST_TRY_ASSIGN(b.path, doc.string("buffer.path", "/var/lib/outpost/buffer.db"));
   OUTPOST_TRY_ASSIGN(b.max_bytes, doc.bytes("buffer.max_bytes", "1GiB", 1ULL << 20, 1ULL << 44));
+  OUTPOST_TRY_ASSIGN(b.max_file_bytes, doc.bytes("buffer.max_file_bytes", "0", 0, 1ULL << 44));
+  if (b.max_file_bytes != 0 && b.max_file_bytes < b.max_bytes) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() +
+                          ": buffer.max_file_bytes must be 0 (no limit) or at least "
+                          "buffer.max_bytes, since the file also holds indexes and free pages");
+  }
   std::string sync;
   OUTPOST_TRY_ASSIGN(sync, doc.choice("buffer.synchronous", "full", {"off", "normal", "full", "extra"}));
   b.synchronous = sync == "off"      ? Synchronous::off

@@ -52,6 +52,9 @@ struct BufferOptions {
   std::string path;
   std::string agent_id;
   uint64_t max_bytes = 1ULL << 30;  // cap on stored event bytes (sum of bodies)
+  // Hard limit on the database file (PRAGMA max_page_count); 0: only the disk limits it.
+  // Reaching it behaves like a full disk.
+  uint64_t max_file_bytes = 0;
   std::array<KindLimits, kKindCount> kinds{};  // indexed by kind_index()
   Synchronous synchronous = Synchronous::full;
   uint32_t commit_max_events = 1000;  // a group commit starts when this many wait...

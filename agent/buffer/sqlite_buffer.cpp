@@ -213,6 +213,12 @@ Result<void> SqliteBuffer::Impl::open_file() {
                         synchronous_pragma(opt.synchronous) +
                         "; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-8192;";
   if (auto r = writer.exec(pragmas); !r) return r;
+  if (opt.max_file_bytes > 0) {
+    auto page = writer.query_int("PRAGMA page_size");
+    if (!page) return page.error();
+    uint64_t pages = std::max<uint64_t>(opt.max_file_bytes / static_cast<uint64_t>(*page), 8);
+    if (auto r = writer.exec("PRAGMA max_page_count = " + std::to_string(pages)); !r) return r;
+  }
   if (fresh) {
     if (auto r = sqlite::create_schema(writer, opt.agent_id); !r) return r;
     if (state.reserved_seq > 0) {

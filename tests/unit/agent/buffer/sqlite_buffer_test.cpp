@@ -1,0 +1,357 @@
+// Behaviour of SqliteBuffer beyond the model test: limits and policies, drop counters,
+// max age, disk full, corruption, schema versions, a second writer process.
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "agent/buffer/buffer_inspector.hpp"
+#include "tests/unit/agent/buffer/buffer_test_support.hpp"
+
+using namespace outpost;
+using namespace outpost::agent;
+using test::append_one;
+using test::event_of;
+
+namespace {
+
+std::unique_ptr<SqliteBuffer> open_ok(const BufferOptions& o, const Clock& clock) {
+  auto b = SqliteBuffer::open(o, clock);
+  REQUIRE_MESSAGE(b, (b ? "" : b.error().describe()));
+  return std::move(*b);
+}
+
+uint64_t dropped(const BufferStats& s, DropReason reason, EventKind kind) {
+  for (const DropCount& d : s.dropped) {
+    if (d.reason == reason && d.kind == kind) return d.count;
+  }
+  return 0;
+}
+
+uint64_t pending_of(const BufferStats& s, EventKind kind) {
+  uint64_t n = 0;
+  for (const GroupStats& g : s.groups) n += g.kind == kind ? g.events : 0;
+  return n;
+}
+
+std::vector<std::string> corrupt_files(const test::TempDir& dir) {
+  std::vector<std::string> out;
+  for (auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    std::string name = entry.path().filename();
+    if (name.find(".corrupt-") != std::string::npos && name.find("-wal") == std::string::npos) {
+      out.push_back(entry.path());
+    }
+  }
+  return out;
+}
+
+void exec_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+}
+
+}  // namespace
+
+TEST_CASE("sequence numbers survive restarts and never repeat, even after acks") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  {
+    auto b = open_ok(o, clock);
+    for (int i = 0; i < 5; ++i) REQUIRE(append_one(*b, event_of(EventKind::json, 10)));
+    REQUIRE(b->ack(5));  // the buffer is empty now: max(seq) cannot give the next seq
+  }
+  auto b = open_ok(o, clock);
+  auto r = append_one(*b, event_of(EventKind::json, 10));
+  REQUIRE(r);
+  CHECK(r->first_seq == 6);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->acked_seq == 5);
+}
+
+TEST_CASE("reject policy: a full buffer refuses with `full`, counts it, and keeps the counter") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.max_bytes = 2000;
+  uint64_t stored = 0;
+  {
+    auto b = open_ok(o, clock);
+    Result<AppendResult> r = AppendResult{};
+    while ((r = append_one(*b, event_of(EventKind::json, 100)))) ++stored;
+    CHECK(r.error().code == buffer_errc::full);
+    CHECK(r.error().message.find("buffer.max_bytes") != std::string::npos);
+    CHECK(stored == 20);
+    std::vector<NewEvent> two{event_of(EventKind::json, 100), event_of(EventKind::json, 100)};
+    CHECK_FALSE(b->append(std::move(two)).get());  // all or nothing
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(dropped(*s, DropReason::rejected_full, EventKind::json) == 3);
+    CHECK(s->pending_events == 20);
+    // After an ack there is room again.
+    REQUIRE(b->ack(5));
+    CHECK(append_one(*b, event_of(EventKind::json, 100)));
+  }
+  auto b = open_ok(o, clock);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(dropped(*s, DropReason::rejected_full, EventKind::json) == 3);
+  auto inspected = BufferInspector::open(o.path);
+  REQUIRE(inspected);
+  auto full = inspected->stats();
+  REQUIRE(full);
+  CHECK(dropped(*full, DropReason::rejected_full, EventKind::json) == 3);
+}
+
+TEST_CASE("drop_oldest evicts the oldest lowest-priority events of drop_oldest kinds only") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.max_bytes = 6400;
+  o.kinds[kind_index(EventKind::pixel)].policy = FullPolicy::drop_oldest;
+  o.kinds[kind_index(EventKind::sensor)].policy = FullPolicy::drop_oldest;
+  o.kinds[kind_index(EventKind::json)].policy = FullPolicy::reject;
+  auto b = open_ok(o, clock);
+  // 10 json (reject kind), 10 high-priority sensor, 10 low-priority pixel: 3000 bytes.
+  for (int i = 0; i < 10; ++i) REQUIRE(append_one(*b, event_of(EventKind::json, 100)));
+  for (int i = 0; i < 10; ++i) REQUIRE(append_one(*b, event_of(EventKind::sensor, 100, 5)));
+  for (int i = 0; i < 10; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 100, 0)));
+  // 40 more pixel hits: the buffer must make room by dropping old pixel hits only.
+  for (int i = 0; i < 40; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 100, 0)));
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_bytes <= o.max_bytes);
+  CHECK(pending_of(*s, EventKind::json) == 10);
+  CHECK(pending_of(*s, EventKind::sensor) == 10);
+  uint64_t evicted = dropped(*s, DropReason::evicted_full, EventKind::pixel);
+  CHECK(evicted > 0);
+  CHECK(pending_of(*s, EventKind::pixel) + evicted == 50);
+  // The survivors are the newest pixel hits: seqs are contiguous up to the last one.
+  auto batch = b->read_batch(20, 1000, 1 << 20);
+  REQUIRE(batch);
+  uint64_t first_pixel = batch->front().seq;
+  CHECK(first_pixel == 71 - pending_of(*s, EventKind::pixel));
+  CHECK(dropped(*s, DropReason::evicted_full, EventKind::sensor) == 0);
+
+  // A low-priority sensor reading does not evict high-priority ones; it is refused.
+  for (int i = 0; i < 100; ++i) {
+    auto r = append_one(*b, event_of(EventKind::sensor, 100, 5));
+    REQUIRE(r);
+  }
+  s = b->stats();
+  REQUIRE(s);
+  CHECK(pending_of(*s, EventKind::pixel) == 0);  // all pixel hits went first (priority 0)
+  CHECK(pending_of(*s, EventKind::json) == 10);
+  // (The last eviction left some headroom, so a few may still fit.)
+  Result<AppendResult> low = AppendResult{};
+  for (int i = 0; i < 10 && low; ++i) low = append_one(*b, event_of(EventKind::sensor, 100, 1));
+  REQUIRE_FALSE(low);
+  CHECK(low.error().code == buffer_errc::full);
+  s = b->stats();
+  REQUIRE(s);
+  CHECK(dropped(*s, DropReason::rejected_full, EventKind::sensor) == 1);
+}
+
+TEST_CASE("max_age drops old events of that kind only, counted as expired") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.kinds[kind_index(EventKind::pixel)].max_age_ns = 3'600'000'000'000;  // 1h
+  auto b = open_ok(o, clock);
+  for (int i = 0; i < 5; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 50)));
+  for (int i = 0; i < 5; ++i) REQUIRE(append_one(*b, event_of(EventKind::sensor, 50)));
+  clock.advance_ns(1'800'000'000'000);  // 30 min later: 3 more pixel hits
+  for (int i = 0; i < 3; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 50)));
+  REQUIRE(b->expire_now());
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 13);
+  clock.advance_ns(1'900'000'000'000);  // 61 min after the first batch
+  REQUIRE(b->expire_now());
+  s = b->stats();
+  REQUIRE(s);
+  CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 5);
+  CHECK(pending_of(*s, EventKind::pixel) == 3);
+  CHECK(pending_of(*s, EventKind::sensor) == 5);
+  clock.advance_ns(3'600'000'000'000);
+  REQUIRE(b->expire_now());
+  s = b->stats();
+  REQUIRE(s);
+  CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 8);
+  CHECK(s->pending_events == 5);
+}
+
+TEST_CASE("a full file is an error to the producer, loses nothing, and heals after acks") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.max_file_bytes = 256 * 1024;
+  auto b = open_ok(o, clock);
+  uint64_t stored = 0;
+  Result<AppendResult> r = AppendResult{};
+  for (int i = 0; i < 100'000 && (r = append_one(*b, event_of(EventKind::json, 500))); ++i) {
+    ++stored;
+  }
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == buffer_errc::disk_full);
+  CHECK(r.error().message.find("full") != std::string::npos);
+  CHECK(stored > 100);
+  CHECK(b->healthy());
+  // Everything acknowledged as durable is still there.
+  auto all = b->read_batch(0, 1'000'000, 1ULL << 30);
+  REQUIRE(all);
+  CHECK(all->size() == stored);
+  CHECK(all->back().seq == stored);
+  // Refused again while full; writing resumes by itself once acks free pages.
+  CHECK_FALSE(append_one(*b, event_of(EventKind::json, 500)));
+  REQUIRE(b->ack(stored / 2));
+  auto again = append_one(*b, event_of(EventKind::json, 500));
+  REQUIRE(again);
+  CHECK(again->first_seq == stored + 1);  // the refused appends consumed no seq
+}
+
+TEST_CASE("a corrupt file is moved aside at open, counted, and seqs continue above it") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  {
+    auto b = open_ok(o, clock);
+    std::vector<NewEvent> many;
+    for (int i = 0; i < 3000; ++i) many.push_back(event_of(EventKind::json, 200));
+    REQUIRE(b->append(std::move(many)).get());
+  }
+  exec_sql(o.path, "PRAGMA wal_checkpoint(TRUNCATE)");
+  auto size = std::filesystem::file_size(o.path);
+  REQUIRE(size > 100'000);
+  {
+    std::fstream f(o.path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    std::string garbage(8192, '\x5a');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  auto verdict = BufferInspector::open(o.path)->verify();
+  REQUIRE(verdict);
+  CHECK_FALSE(verdict->ok);
+
+  auto b = open_ok(o, clock);
+  auto aside = corrupt_files(dir);
+  REQUIRE(aside.size() == 1);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 0);
+  CHECK(s->corrupt_recoveries == 1);
+  auto r = append_one(*b, event_of(EventKind::json, 10));
+  REQUIRE(r);
+  CHECK(r->first_seq > 3000);  // never a seq the lost file may have handed out
+  auto moved = BufferInspector::open(aside[0]);
+  REQUIRE(moved);
+  CHECK_FALSE(moved->verify()->ok);
+}
+
+TEST_CASE("garbage that is not a database at all is recovered the same way") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  std::ofstream(o.path) << std::string(10000, 'x');
+  auto b = open_ok(o, clock);
+  CHECK(corrupt_files(dir).size() == 1);
+  CHECK(append_one(*b, event_of(EventKind::pixel, 10)));
+}
+
+TEST_CASE("recover_corrupt=false refuses a corrupt file and leaves it where it is") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.recover_corrupt = false;
+  std::ofstream(o.path) << std::string(10000, 'x');
+  auto b = SqliteBuffer::open(o, clock);
+  REQUIRE_FALSE(b);
+  CHECK(b.error().code == buffer_errc::corrupt);
+  CHECK(corrupt_files(dir).empty());
+}
+
+TEST_CASE("a file from a newer schema version is refused with a clear message") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  { open_ok(o, clock); }
+  exec_sql(o.path, "PRAGMA user_version = 99");
+  auto b = SqliteBuffer::open(o, clock);
+  REQUIRE_FALSE(b);
+  CHECK(b.error().code == buffer_errc::newer_schema);
+  CHECK(b.error().message.find("schema version 99") != std::string::npos);
+  CHECK(b.error().message.find("upgrade outpost-agent") != std::string::npos);
+  CHECK(corrupt_files(dir).empty());  // not mistaken for corruption
+}
+
+TEST_CASE("a SQLite file that is not a buffer is refused, not overwritten") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("other.db"));
+  exec_sql(o.path, "CREATE TABLE precious (x); INSERT INTO precious VALUES (1)");
+  auto b = SqliteBuffer::open(o, clock);
+  REQUIRE_FALSE(b);
+  CHECK(b.error().message.find("not an Outpost buffer") != std::string::npos);
+}
+
+TEST_CASE("two writers on one file (agent + buffer import) never share a seq") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  auto agent = open_ok(o, clock);
+  auto tool = open_ok(o, clock);
+  std::set<uint64_t> seqs;
+  for (int i = 0; i < 200; ++i) {
+    SqliteBuffer& w = (i % 3 == 0) ? *tool : *agent;
+    auto r = append_one(w, event_of(EventKind::json, 20));
+    REQUIRE(r);
+    CHECK(seqs.insert(r->first_seq).second);
+  }
+  auto s = agent->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 200);
+  CHECK(s->next_seq == 201);
+}
+
+TEST_CASE("purge by kind and by age counts the events as purged") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  auto b = open_ok(o, clock);
+  for (int i = 0; i < 4; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 10)));
+  clock.advance_ns(10'000'000'000);
+  for (int i = 0; i < 6; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 10)));
+  for (int i = 0; i < 2; ++i) REQUIRE(append_one(*b, event_of(EventKind::json, 10)));
+  auto old = b->purge(std::nullopt, clock.now_ns() - 5'000'000'000);
+  REQUIRE(old);
+  CHECK(*old == 4);
+  auto json = b->purge(EventKind::json, std::nullopt);
+  REQUIRE(json);
+  CHECK(*json == 2);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 6);
+  CHECK(dropped(*s, DropReason::purged, EventKind::pixel) == 4);
+  CHECK(dropped(*s, DropReason::purged, EventKind::json) == 2);
+}
+
+TEST_CASE("appends after close are refused with `closed`; callbacks always run") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.commit_interval_ns = 10'000'000;
+  auto b = open_ok(o, clock);
+  std::vector<std::future<Result<AppendResult>>> futures;
+  for (int i = 0; i < 50; ++i) {
+    std::vector<NewEvent> one{event_of(EventKind::json, 10)};
+    futures.push_back(b->append(std::move(one)));
+  }
+  b.reset();  // finishes what was queued
+  for (auto& f : futures) CHECK(f.get());
+}
