@@ -49,6 +49,8 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
                           ": buffer.max_file_bytes must be 0 (no limit) or at least "
                           "buffer.max_bytes, since the file also holds indexes and free pages");
   }
+  OUTPOST_TRY_ASSIGN(b.disk_reserve_bytes,
+                     doc.bytes("buffer.disk_reserve", "4MiB", 0, 1ULL << 32));
   std::string sync;
   OUTPOST_TRY_ASSIGN(sync, doc.choice("buffer.synchronous", "full", {"off", "normal", "full", "extra"}));
   b.synchronous = sync == "off"      ? Synchronous::off

@@ -142,12 +142,13 @@ bool inline_json(std::string_view raw) {
   return i < raw.size() && (raw[i] == '{' || raw[i] == '[') && valid_json_value(raw);
 }
 
-Result<NewEvent> to_new_event(v1::Event& event, const std::string& where) {
+Result<NewEvent> to_new_event(v1::Event& event, const std::string& where, std::string* agent_id) {
   auto kind = kind_from_number(event.kind());
   if (!kind) {
     return bad(where + ": kind " + std::to_string(event.kind()) +
                " is not one of EVENT_KIND_PIXEL, EVENT_KIND_SENSOR, EVENT_KIND_JSON");
   }
+  if (agent_id != nullptr) *agent_id = event.agent_id();
   NewEvent out;
   out.kind = *kind;
   out.priority = event.priority();
@@ -202,7 +203,7 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
   return out;
 }
 
-Result<NewEvent> event_from_json(std::string_view line) {
+Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id) {
   if (line.size() > kMaxEventBytes) return bad("event larger than 16 MiB");
   Scanner scanner(line);
   auto member = scanner.find("json");
@@ -229,16 +230,16 @@ Result<NewEvent> event_from_json(std::string_view line) {
   auto status = pb::util::JsonStringToMessage(rest, &event);
   if (!status.ok()) return bad("not an outpost.v1.Event: " + std::string(status.message()));
   if (!raw.empty()) event.set_json(raw);
-  return to_new_event(event, "event");
+  return to_new_event(event, "event", agent_id);
 }
 
-Result<NewEvent> event_from_bytes(std::string_view event_bytes) {
+Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* agent_id) {
   v1::Event event;
   if (event_bytes.size() > kMaxEventBytes ||
       !event.ParseFromArray(event_bytes.data(), static_cast<int>(event_bytes.size()))) {
     return bad("not an outpost.v1.Event in protobuf encoding");
   }
-  return to_new_event(event, "event");
+  return to_new_event(event, "event", agent_id);
 }
 
 void append_delimited(std::string& out, std::string_view message) {

@@ -33,8 +33,9 @@ Result<std::string> event_to_json(std::string_view event_bytes);
 // A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
 // priority and event_time are taken from it; agent_id, seq and collected_at are cleared,
 // because the importing buffer assigns them.
-Result<NewEvent> event_from_json(std::string_view line);
-Result<NewEvent> event_from_bytes(std::string_view event_bytes);
+// `agent_id`, when given, receives the event's agent id before it is cleared.
+Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id = nullptr);
+Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* agent_id = nullptr);
 
 // Length-delimited framing (a varint byte count before each message), as protobuf's
 // writeDelimitedTo / parseDelimitedFrom.

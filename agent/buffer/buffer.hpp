@@ -55,6 +55,9 @@ struct BufferOptions {
   // Hard limit on the database file (PRAGMA max_page_count); 0: only the disk limits it.
   // Reaching it behaves like a full disk.
   uint64_t max_file_bytes = 0;
+  // Space kept in "<path>.reserve" and released when the disk fills up, so that acks (which
+  // also need to write) can still free space. Re-created once the disk has room again.
+  uint64_t disk_reserve_bytes = 4ULL << 20;
   std::array<KindLimits, kKindCount> kinds{};  // indexed by kind_index()
   Synchronous synchronous = Synchronous::full;
   uint32_t commit_max_events = 1000;  // a group commit starts when this many wait...

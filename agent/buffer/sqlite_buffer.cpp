@@ -1,6 +1,8 @@
 #include "agent/buffer/sqlite_buffer.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <thread>
@@ -105,6 +108,7 @@ struct SqliteBuffer::Impl {
   int64_t data_version = 0;
   int64_t next_expiry_ns = 0;
   bool disk_full_logged = false;
+  bool reserve_held = false;
 
   // Shared between producers, the writer and stats().
   mutable std::mutex mu;
@@ -138,9 +142,50 @@ struct SqliteBuffer::Impl {
   Result<bool> evict_for(int32_t priority, uint64_t needed);
   Result<void> persist(const Counters& before);
   void note_error(const Error& e);
+  void hold_reserve();
+  Result<void> transact(const std::function<Result<void>()>& body);
+  Result<uint64_t> acknowledge(uint64_t up_to_seq);
+  Result<uint64_t> ack_in_chunks(uint64_t up_to_seq);
+  void release_reserve();
   template <typename JobT>
   auto submit_and_wait(JobT job) -> decltype(job.done.get_future().get());
 };
+
+// ---- the disk reserve -----------------------------------------------------------------------
+
+void SqliteBuffer::Impl::hold_reserve() {
+  if (opt.disk_reserve_bytes == 0 || reserve_held) return;
+  const std::string path = opt.path + ".reserve";
+  struct statvfs fs {};
+  std::string dir = opt.path.find('/') == std::string::npos
+                        ? "."
+                        : opt.path.substr(0, opt.path.find_last_of('/') + 1);
+  if (::statvfs(dir.c_str(), &fs) != 0) return;
+  uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  struct stat st {};
+  bool exists = ::stat(path.c_str(), &st) == 0 &&
+                static_cast<uint64_t>(st.st_size) >= opt.disk_reserve_bytes;
+  if (!exists && free_bytes < 2 * opt.disk_reserve_bytes) return;  // not yet: no thrashing
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  bool ok = exists || ::posix_fallocate(fd, 0, static_cast<off_t>(opt.disk_reserve_bytes)) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(path.c_str());
+    return;
+  }
+  reserve_held = true;
+}
+
+void SqliteBuffer::Impl::release_reserve() {
+  // A truncating checkpoint gives the WAL's space back too.
+  (void)writer.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!reserve_held) return;
+  ::unlink((opt.path + ".reserve").c_str());
+  reserve_held = false;
+  log->warn("buffer {}: released the {} disk reserve so that acknowledged events can be deleted",
+            opt.path, opt.disk_reserve_bytes);
+}
 
 // ---- opening --------------------------------------------------------------------------------
 
@@ -209,9 +254,13 @@ Result<void> SqliteBuffer::Impl::open_file() {
     if (!db) return db.error();
     writer = std::move(*db);
   }
+  // A small WAL (checkpoint every 512 pages, truncate it back to 8 MiB) keeps the data in the
+  // database file: a large WAL needs as much space again to be checkpointed, which a full
+  // disk does not have.
   std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
                         synchronous_pragma(opt.synchronous) +
-                        "; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-8192;";
+                        "; PRAGMA journal_size_limit=8388608; PRAGMA wal_autocheckpoint=512;"
+                        " PRAGMA cache_size=-8192;";
   if (auto r = writer.exec(pragmas); !r) return r;
   if (opt.max_file_bytes > 0) {
     auto page = writer.query_int("PRAGMA page_size");
@@ -330,6 +379,7 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   if (auto r = impl->prepare_statements(); !r) return r.error();
   if (auto r = impl->load_counters(impl->working); !r) return r.error();
   impl->committed = impl->working;
+  impl->hold_reserve();
   impl->next_expiry_ns = clock.now_ns();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->run(); });
@@ -757,12 +807,10 @@ Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
   return {};
 }
 
-void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
-  std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
-  std::vector<Result<uint64_t>> removed(jobs.size(), uint64_t{0});
-  const bool expiry_due = clock.now_ns() >= next_expiry_ns;
-
-  auto transaction = [&]() -> Result<void> {
+// Runs `body` in one write transaction over `working`; `committed` takes the result only if
+// the commit succeeds.
+Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& body) {
+  auto attempt = [&]() -> Result<void> {
     if (auto r = writer.exec("BEGIN IMMEDIATE"); !r) return r;
     // Another process (buffer import/purge) may have committed since our last transaction.
     auto version = writer.query_int("PRAGMA data_version");
@@ -774,16 +822,81 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
     } else {
       working = committed;
     }
+    if (auto r = body(); !r) return r;
+    if (auto r = persist(committed); !r) return r;
+    return writer.exec("COMMIT");
+  };
+  Result<void> result = attempt();
+  if (!result) {
+    (void)writer.exec("ROLLBACK");
+    note_error(result.error());
+    return result;
+  }
+  std::lock_guard lock(mu);
+  committed = working;
+  return result;
+}
+
+Result<uint64_t> SqliteBuffer::Impl::acknowledge(uint64_t up_to_seq) {
+  auto removed = remove_rows(up_to_seq, std::nullopt, std::nullopt);
+  if (!removed) return removed;
+  working.acked_seq = std::max(working.acked_seq, std::min(up_to_seq, working.next_seq - 1));
+  return removed;
+}
+
+// On a full disk: acknowledge in steps of a few hundred events, giving the WAL's space back
+// after each, so that each step fits in what the previous one freed.
+Result<uint64_t> SqliteBuffer::Impl::ack_in_chunks(uint64_t up_to_seq) {
+  constexpr uint64_t kChunk = 256;
+  uint64_t total = 0;
+  while (true) {
+    uint64_t bound = up_to_seq;
+    Result<uint64_t> removed = uint64_t{0};
+    auto r = transact([&]() -> Result<void> {
+      // From the oldest pending event: seqs below it may be long gone (a fresh file).
+      first_at_or_after_stmt.bind(1, 0);
+      uint64_t start = working.acked_seq;
+      if (first_at_or_after_stmt.step() == SQLITE_ROW) {
+        start = std::max(start, static_cast<uint64_t>(first_at_or_after_stmt.col_int(0)) - 1);
+      }
+      first_at_or_after_stmt.reset();
+      bound = std::min(up_to_seq, start + kChunk);
+      removed = acknowledge(bound);
+      return removed ? Result<void>() : Result<void>(removed.error());
+    });
+    if (!r) return r.error();
+    total += *removed;
+    (void)writer.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (bound >= up_to_seq) return total;
+  }
+}
+
+void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
+  std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
+  std::vector<Result<uint64_t>> removed(jobs.size(), uint64_t{0});
+  const bool expiry_due = clock.now_ns() >= next_expiry_ns;
+
+  // While the disk is full, acks go first and in small steps: one large delete would grow
+  // the WAL into the very space it is meant to free.
+  std::vector<bool> done_early(jobs.size(), false);
+  if (disk_full_logged) {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (auto* ack = std::get_if<AckJob>(&jobs[i])) {
+        removed[i] = ack_in_chunks(ack->up_to_seq);
+        done_early[i] = true;
+      }
+    }
+  }
+  Result<void> result = transact([&]() -> Result<void> {
     for (size_t i = 0; i < jobs.size(); ++i) {
       Job& job = jobs[i];
       Result<void> r;
+      if (done_early[i]) continue;
       if (auto* a = std::get_if<AppendJob>(&job)) {
         r = apply(*a, append_outcomes[i]);
       } else if (auto* ack = std::get_if<AckJob>(&job)) {
-        removed[i] = remove_rows(ack->up_to_seq, std::nullopt, std::nullopt);
+        removed[i] = acknowledge(ack->up_to_seq);
         if (!removed[i]) return removed[i].error();
-        uint64_t acked = std::min(ack->up_to_seq, working.next_seq - 1);
-        working.acked_seq = std::max(working.acked_seq, acked);
       } else if (auto* purge = std::get_if<PurgeJob>(&job)) {
         uint64_t max_seq = std::numeric_limits<uint64_t>::max();
         if (purge->collected_before_ns) {
@@ -799,28 +912,28 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
       }
       if (!r) return r;
     }
-    if (expiry_due) {
-      if (auto r = expire(); !r) return r;
-    }
-    if (auto r = persist(committed); !r) return r;
-    return writer.exec("COMMIT");
-  };
-
-  Result<void> result = transaction();
-  if (!result) {
-    (void)writer.exec("ROLLBACK");
-    note_error(result.error());
-    if (result.error().code == buffer_errc::disk_full && !disk_full_logged) {
+    if (expiry_due) return expire();
+    return {};
+  });
+  if (!result && result.error().code == buffer_errc::disk_full) {
+    if (!disk_full_logged) {
       disk_full_logged = true;
       log->error("{}; appends are refused until space is freed", result.error().describe());
     }
-  } else {
+    release_reserve();
+    // Acks are what frees the disk: retry them alone, in chunks small enough to fit.
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (auto* ack = std::get_if<AckJob>(&jobs[i]); ack && !done_early[i]) {
+        removed[i] = ack_in_chunks(ack->up_to_seq);
+      }
+    }
+  }
+  if (result) {
+    if (!reserve_held) hold_reserve();
     if (disk_full_logged) {
       disk_full_logged = false;
       log->info("buffer {}: writing again after the disk was full", opt.path);
     }
-    std::lock_guard lock(mu);
-    committed = working;
   }
 
   // Tell each producer and waiter how its part went; never let a callback kill the writer.
@@ -834,7 +947,7 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
           a->done(*append_outcomes[i]);
         }
       } else if (auto* ack = std::get_if<AckJob>(&job)) {
-        ack->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+        ack->done.set_value(removed[i] ? Result<void>() : Result<void>(removed[i].error()));
       } else if (auto* purge = std::get_if<PurgeJob>(&job)) {
         purge->done.set_value(result ? removed[i] : Result<uint64_t>(result.error()));
       } else if (auto* exp = std::get_if<ExpireJob>(&job)) {

@@ -192,7 +192,7 @@ int buffer_import(const BufferOptionsCli& o) {
       }
       if (!*message) return std::optional<NewEvent>();
       ++line_no;
-      auto event = proto::event_from_bytes(**message);
+      auto event = proto::event_from_bytes(**message, &first_agent_id);
       if (!event) {
         return make_error(event.error().code, "message " + std::to_string(line_no) + ": " +
                                                   event.error().describe());
@@ -203,7 +203,7 @@ int buffer_import(const BufferOptionsCli& o) {
     while (std::getline(std::cin, line)) {
       ++line_no;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      auto event = proto::event_from_json(line);
+      auto event = proto::event_from_json(line, &first_agent_id);
       if (!event) {
         return make_error(event.error().code,
                           "line " + std::to_string(line_no) + ": " + event.error().describe());
@@ -244,6 +244,7 @@ int buffer_import(const BufferOptionsCli& o) {
     }
     if (!*event) break;
     if (!buffer) {
+      if (options.agent_id.empty()) options.agent_id = first_agent_id;
       if (options.agent_id.empty()) options.agent_id = "imported";
       auto opened = SqliteBuffer::open(options, clock);
       if (!opened) return fail(opened.error());
