@@ -49,10 +49,10 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
                           ": buffer.max_file_bytes must be 0 (no limit) or at least "
                           "buffer.max_bytes, since the file also holds indexes and free pages");
   }
-  OUTPOST_TRY_ASSIGN(b.disk_reserve_bytes,
-                     doc.bytes("buffer.disk_reserve", "4MiB", 0, 1ULL << 32));
+  OUTPOST_TRY_ASSIGN(b.disk_reserve_bytes, doc.bytes("buffer.disk_reserve", "4MiB", 0, 1ULL << 32));
   std::string sync;
-  OUTPOST_TRY_ASSIGN(sync, doc.choice("buffer.synchronous", "full", {"off", "normal", "full", "extra"}));
+  OUTPOST_TRY_ASSIGN(sync,
+                     doc.choice("buffer.synchronous", "full", {"off", "normal", "full", "extra"}));
   b.synchronous = sync == "off"      ? Synchronous::off
                   : sync == "normal" ? Synchronous::normal
                   : sync == "extra"  ? Synchronous::extra
@@ -60,7 +60,8 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   int64_t n = 0;
   OUTPOST_TRY_ASSIGN(n, doc.integer("buffer.commit_max_events", 1000, 1, 100'000));
   b.commit_max_events = static_cast<uint32_t>(n);
-  OUTPOST_TRY_ASSIGN(b.commit_interval_ns, doc.duration_ns("buffer.commit_interval", "5ms", 0, 10 * kMs));
+  OUTPOST_TRY_ASSIGN(b.commit_interval_ns,
+                     doc.duration_ns("buffer.commit_interval", "5ms", 0, 10 * kMs));
   OUTPOST_TRY_ASSIGN(n, doc.integer("buffer.queue_max_events", 100'000, 1'000, 10'000'000));
   b.queue_max_events = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(b.expire_interval_ns,
@@ -77,12 +78,13 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
     const std::string prefix = "buffer.kinds." + std::string(kind_name(k)) + ".";
     KindLimits& limits = b.kinds[kind_index(k)];
     std::string policy;
-    OUTPOST_TRY_ASSIGN(policy, doc.choice(prefix + "policy",
-                                          default_policy(k) == FullPolicy::reject ? "reject"
-                                                                                   : "drop_oldest",
-                                          {"reject", "drop_oldest"}));
+    OUTPOST_TRY_ASSIGN(
+        policy, doc.choice(prefix + "policy",
+                           default_policy(k) == FullPolicy::reject ? "reject" : "drop_oldest",
+                           {"reject", "drop_oldest"}));
     limits.policy = policy == "reject" ? FullPolicy::reject : FullPolicy::drop_oldest;
-    OUTPOST_TRY_ASSIGN(limits.max_age_ns, doc.duration_ns(prefix + "max_age", "0s", 0, 3650 * kDay));
+    OUTPOST_TRY_ASSIGN(limits.max_age_ns,
+                       doc.duration_ns(prefix + "max_age", "0s", 0, 3650 * kDay));
   }
 
   OUTPOST_TRY_ASSIGN(c.generator.enabled, doc.boolean("generator.enabled", false));

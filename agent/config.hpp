@@ -15,8 +15,8 @@ namespace outpost::agent {
 
 struct GeneratorConfig {
   bool enabled = false;
-  uint64_t events = 0;       // 0: until the agent stops
-  uint64_t rate = 1000;      // events per second
+  uint64_t events = 0;   // 0: until the agent stops
+  uint64_t rate = 1000;  // events per second
   bool stop_when_done = false;
 };
 

@@ -85,8 +85,8 @@ Result<ConfigDoc> ConfigDoc::parse_string(std::string_view text, std::string sou
     return ConfigDoc(std::move(impl));
   } catch (const toml::parse_error& e) {
     std::ostringstream os;
-    os << "config " << source_name << ": " << e.description() << " (line "
-       << e.source().begin.line << ")";
+    os << "config " << source_name << ": " << e.description() << " (line " << e.source().begin.line
+       << ")";
     return make_error(common_errc::config_unreadable, os.str());
   }
 }
@@ -102,9 +102,9 @@ const std::string& ConfigDoc::source_name() const { return impl_->source; }
 Result<void> ConfigDoc::set_override(std::string_view assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string_view::npos || eq == 0) {
-    return make_error(common_errc::config_invalid,
-                      "--set " + std::string(assignment) + ": expected KEY=VALUE, e.g. " +
-                          "buffer.max_bytes=1GiB");
+    return make_error(common_errc::config_invalid, "--set " + std::string(assignment) +
+                                                       ": expected KEY=VALUE, e.g. " +
+                                                       "buffer.max_bytes=1GiB");
   }
   std::string key(assignment.substr(0, eq));
   std::string text(assignment.substr(eq + 1));

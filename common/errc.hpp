@@ -13,7 +13,9 @@ enum class common_errc {
 };
 
 const std::error_category& common_category();
-inline std::error_code make_error_code(common_errc e) { return {static_cast<int>(e), common_category()}; }
+inline std::error_code make_error_code(common_errc e) {
+  return {static_cast<int>(e), common_category()};
+}
 
 }  // namespace outpost
 

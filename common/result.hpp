@@ -23,7 +23,7 @@ struct Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
@@ -75,11 +75,11 @@ class [[nodiscard]] Result<void> {
 };
 
 // Assigns the value of a Result expression to `target`, or returns its error.
-#define OUTPOST_TRY_ASSIGN(target, expr) \
-  do {                                   \
-    auto outpost_r_ = (expr);            \
+#define OUTPOST_TRY_ASSIGN(target, expr)        \
+  do {                                          \
+    auto outpost_r_ = (expr);                   \
     if (!outpost_r_) return outpost_r_.error(); \
-    target = std::move(*outpost_r_);     \
+    target = std::move(*outpost_r_);            \
   } while (0)
 
 inline Error make_error(std::error_code code, std::string message) {

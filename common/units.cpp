@@ -70,10 +70,16 @@ std::optional<uint64_t> parse_bytes(std::string_view text) {
     std::string_view name;
     uint64_t factor;
   };
-  static constexpr Unit kUnits[] = {
-      {"", 1},           {"B", 1},           {"KB", 1000ULL},         {"MB", 1000ULL * 1000},
-      {"GB", 1000000000ULL}, {"TB", 1000000000000ULL}, {"KiB", 1ULL << 10},
-      {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"TiB", 1ULL << 40}};
+  static constexpr Unit kUnits[] = {{"", 1},
+                                    {"B", 1},
+                                    {"KB", 1000ULL},
+                                    {"MB", 1000ULL * 1000},
+                                    {"GB", 1000000000ULL},
+                                    {"TB", 1000000000000ULL},
+                                    {"KiB", 1ULL << 10},
+                                    {"MiB", 1ULL << 20},
+                                    {"GiB", 1ULL << 30},
+                                    {"TiB", 1ULL << 40}};
   size_t pos = 0;
   auto number = read_number(text, pos);
   if (!number) return std::nullopt;

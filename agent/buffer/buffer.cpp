@@ -57,8 +57,7 @@ std::string_view drop_reason_name(DropReason r) {
 std::future<Result<AppendResult>> Buffer::append(std::vector<NewEvent> events) {
   auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
   auto future = promise->get_future();
-  append(std::move(events),
-         [promise](const Result<AppendResult>& r) { promise->set_value(r); });
+  append(std::move(events), [promise](const Result<AppendResult>& r) { promise->set_value(r); });
   return future;
 }
 

@@ -37,7 +37,9 @@ enum class buffer_errc {
   busy,          // another process holds the write lock for too long
 };
 const std::error_category& buffer_category();
-inline std::error_code make_error_code(buffer_errc e) { return {static_cast<int>(e), buffer_category()}; }
+inline std::error_code make_error_code(buffer_errc e) {
+  return {static_cast<int>(e), buffer_category()};
+}
 
 enum class FullPolicy { reject, drop_oldest };
 
@@ -60,9 +62,9 @@ struct BufferOptions {
   uint64_t disk_reserve_bytes = 4ULL << 20;
   std::array<KindLimits, kKindCount> kinds{};  // indexed by kind_index()
   Synchronous synchronous = Synchronous::full;
-  uint32_t commit_max_events = 1000;  // a group commit starts when this many wait...
-  int64_t commit_interval_ns = 5'000'000;  // ...or when the oldest has waited this long
-  uint32_t queue_max_events = 100'000;     // appends waiting for the writer (bounded)
+  uint32_t commit_max_events = 1000;           // a group commit starts when this many wait...
+  int64_t commit_interval_ns = 5'000'000;      // ...or when the oldest has waited this long
+  uint32_t queue_max_events = 100'000;         // appends waiting for the writer (bounded)
   int64_t expire_interval_ns = 1'000'000'000;  // how often max_age is enforced
   // At open, a file that fails PRAGMA quick_check is moved aside and a fresh buffer starts.
   // Tools that must not do that behind the agent's back (buffer purge/import) set false.

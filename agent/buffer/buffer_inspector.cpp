@@ -78,7 +78,8 @@ Result<size_t> BufferInspector::scan(const ScanFilter& filter,
 Result<Verdict> BufferInspector::verify() {
   auto version = impl_->db.query_int("PRAGMA user_version");
   if (!version) {
-    if (version.error().code == buffer_errc::corrupt) return Verdict{false, version.error().message};
+    if (version.error().code == buffer_errc::corrupt)
+      return Verdict{false, version.error().message};
     return version.error();
   }
   if (*version == 0 || *version > static_cast<int64_t>(sqlite::kSchemaVersion)) {

@@ -163,8 +163,8 @@ void SqliteBuffer::Impl::hold_reserve() {
   if (::statvfs(dir.c_str(), &fs) != 0) return;
   uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
   struct stat st {};
-  bool exists = ::stat(path.c_str(), &st) == 0 &&
-                static_cast<uint64_t>(st.st_size) >= opt.disk_reserve_bytes;
+  bool exists =
+      ::stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) >= opt.disk_reserve_bytes;
   if (!exists && free_bytes < 2 * opt.disk_reserve_bytes) return;  // not yet: no thrashing
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return;
@@ -234,8 +234,10 @@ Result<void> SqliteBuffer::Impl::open_file() {
       }
       const std::string aside = path + ".corrupt-" + utc_stamp(clock.now_ns());
       if (::rename(path.c_str(), aside.c_str()) != 0) {
-        return make_error(buffer_errc::io, "buffer " + path + " is corrupt and cannot be moved "
-                                               "aside to " + aside);
+        return make_error(buffer_errc::io, "buffer " + path +
+                                               " is corrupt and cannot be moved "
+                                               "aside to " +
+                                               aside);
       }
       ::rename((path + "-wal").c_str(), (aside + "-wal").c_str());
       ::unlink((path + "-shm").c_str());
@@ -318,7 +320,8 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
                           "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
   if (!rs) return rs.error();
   read_stmt = std::move(*rs);
-  auto os = Stmt::prepare(reader, "SELECT collected_at, event_time FROM events ORDER BY seq LIMIT 1");
+  auto os =
+      Stmt::prepare(reader, "SELECT collected_at, event_time FROM events ORDER BY seq LIMIT 1");
   if (!os) return os.error();
   oldest_stmt = std::move(*os);
   return {};
@@ -335,8 +338,8 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   c.acked_seq = static_cast<uint64_t>(*acked);
   c.reserved_seq = std::max(sqlite::read_state_file(opt.path).reserved_seq, c.next_seq - 1);
 
-  auto totals = Stmt::prepare(writer,
-                              "SELECT kind, count(*), sum(length(body)) FROM events GROUP BY kind");
+  auto totals =
+      Stmt::prepare(writer, "SELECT kind, count(*), sum(length(body)) FROM events GROUP BY kind");
   if (!totals) return totals.error();
   int rc;
   while ((rc = totals->step()) == SQLITE_ROW) {
@@ -409,8 +412,8 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
     if (m.stopping) {
       refused = make_error(buffer_errc::closed, "buffer " + m.opt.path + " is closing");
     } else if (!m.healthy) {
-      refused = make_error(buffer_errc::corrupt, "buffer " + m.opt.path +
-                                                     " hit corruption; the agent must restart");
+      refused = make_error(buffer_errc::corrupt,
+                           "buffer " + m.opt.path + " hit corruption; the agent must restart");
     } else if (!m.queue.empty() && m.queued_events + events.size() > m.opt.queue_max_events) {
       refused = make_error(buffer_errc::queue_full,
                            "buffer " + m.opt.path + ": " + std::to_string(m.queued_events) +
@@ -582,8 +585,7 @@ void SqliteBuffer::Impl::run() {
 
 void SqliteBuffer::Impl::note_error(const Error& e) {
   if (e.code == buffer_errc::corrupt && healthy.exchange(false)) {
-    log->error("{}: the buffer is unusable until the agent restarts and recovers it",
-               e.describe());
+    log->error("{}: the buffer is unusable until the agent restarts and recovers it", e.describe());
   }
 }
 
@@ -613,10 +615,10 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
       for (const NewEvent& e : job.events) {
         ++working.dropped[static_cast<int>(DropReason::rejected_full)][kind_index(e.kind)];
       }
-      outcome = make_error(buffer_errc::full,
-                           "buffer " + opt.path + " is full (" +
-                               std::to_string(working.total_bytes()) + " of " +
-                               std::to_string(opt.max_bytes) + " bytes, buffer.max_bytes)");
+      outcome =
+          make_error(buffer_errc::full,
+                     "buffer " + opt.path + " is full (" + std::to_string(working.total_bytes()) +
+                         " of " + std::to_string(opt.max_bytes) + " bytes, buffer.max_bytes)");
       return {};
     }
   }
@@ -875,6 +877,7 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
   std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
   std::vector<Result<uint64_t>> removed(jobs.size(), uint64_t{0});
   const bool expiry_due = clock.now_ns() >= next_expiry_ns;
+  if (jobs.empty() && !expiry_due) return;  // an idle tick
 
   // While the disk is full, acks go first and in small steps: one large delete would grow
   // the WAL into the very space it is meant to free.

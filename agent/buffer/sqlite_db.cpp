@@ -159,9 +159,9 @@ Result<void> create_schema(Db& db, std::string_view agent_id) {
 }
 
 Result<std::string> check_integrity(Db& db, bool full, int max_rows) {
-  auto st = Stmt::prepare(
-      db, std::string(full ? "PRAGMA integrity_check(" : "PRAGMA quick_check(") +
-              std::to_string(max_rows) + ")");
+  auto st =
+      Stmt::prepare(db, std::string(full ? "PRAGMA integrity_check(" : "PRAGMA quick_check(") +
+                            std::to_string(max_rows) + ")");
   if (!st) return st.error();
   std::string out;
   int rc;
@@ -305,9 +305,8 @@ Result<void> write_state_file(const std::string& db_path, const StateFile& state
     return err;
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
-  std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos
-                                       ? 0
-                                       : path.find_last_of('/'));
+  std::string dir =
+      path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
   int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);

@@ -27,8 +27,8 @@ Result<BufferInspector> open_inspector(const BufferOptionsCli& o) {
 }
 
 std::string age(int64_t now, int64_t then) {
-  return then > now ? "in the future" : format_duration_ns((now - then) / 1'000'000'000 *
-                                                           1'000'000'000) + " ago";
+  return then > now ? "in the future"
+                    : format_duration_ns((now - then) / 1'000'000'000 * 1'000'000'000) + " ago";
 }
 
 void stats_json(const BufferStats& s, const std::string& path) {
@@ -126,12 +126,13 @@ int buffer_peek(const BufferOptionsCli& o) {
   auto n = inspector->scan(filter, [&](const StoredEvent& e) {
     auto json = proto::event_to_json(proto::stamp(e.body, agent_id, e.seq, e.collected_at_ns));
     if (o.json) {
-      std::cout << (json ? *json : "{\"seq\":\"" + std::to_string(e.seq) + "\",\"error\":" +
-                                       "\"does not decode\"}")
+      std::cout << (json ? *json
+                         : "{\"seq\":\"" + std::to_string(e.seq) +
+                               "\",\"error\":" + "\"does not decode\"}")
                 << "\n";
     } else {
-      std::cout << "#" << e.seq << "  " << kind_name(e.kind) << "  priority " << e.priority
-                << "  " << format_time_ns(e.event_time_ns) << "\n  "
+      std::cout << "#" << e.seq << "  " << kind_name(e.kind) << "  priority " << e.priority << "  "
+                << format_time_ns(e.event_time_ns) << "\n  "
                 << (json ? *json : "(does not decode: " + json.error().describe() + ")") << "\n";
     }
     return true;
@@ -156,8 +157,8 @@ int buffer_export(const BufferOptionsCli& o) {
     } else {
       auto json = proto::event_to_json(full);
       if (!json) {
-        bad = make_error(json.error().code, "event seq " + std::to_string(e.seq) + ": " +
-                                                json.error().describe());
+        bad = make_error(json.error().code,
+                         "event seq " + std::to_string(e.seq) + ": " + json.error().describe());
         return false;
       }
       out += *json;
@@ -194,8 +195,8 @@ int buffer_import(const BufferOptionsCli& o) {
       ++line_no;
       auto event = proto::event_from_bytes(**message, &first_agent_id);
       if (!event) {
-        return make_error(event.error().code, "message " + std::to_string(line_no) + ": " +
-                                                  event.error().describe());
+        return make_error(event.error().code,
+                          "message " + std::to_string(line_no) + ": " + event.error().describe());
       }
       return std::optional<NewEvent>(std::move(*event));
     }

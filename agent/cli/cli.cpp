@@ -9,8 +9,9 @@
 namespace outpost::agent {
 
 int agent_main(int argc, char** argv) {
-  CLI::App app{"outpost-agent: collects events on an edge device, buffers them durably and "
-               "forwards them to the Outpost gateway"};
+  CLI::App app{
+      "outpost-agent: collects events on an edge device, buffers them durably and "
+      "forwards them to the Outpost gateway"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "outpost-agent 0.1.0");
 
@@ -50,7 +51,8 @@ int agent_main(int argc, char** argv) {
   add_kind(exp);
   exp->add_option("-f,--format", b.format, "ndjson or protobuf (length-delimited)")
       ->check(CLI::IsMember({"ndjson", "protobuf"}));
-  auto* imp = buffer->add_subcommand("import", "Append events read from stdin (the export formats)");
+  auto* imp =
+      buffer->add_subcommand("import", "Append events read from stdin (the export formats)");
   add_path(imp);
   imp->add_option("-f,--format", b.format, "ndjson or protobuf (length-delimited)")
       ->check(CLI::IsMember({"ndjson", "protobuf"}));

@@ -52,8 +52,8 @@ int run_agent(const RunOptions& o) {
     log->critical("cannot open the buffer: {}", buffer.error().describe());
     return buffer.error().code == buffer_errc::newer_schema ? kExitUsage : kExitError;
   }
-  log->info("agent {} started; buffer {} (cap {})", config->agent_id,
-            config->buffer.path, format_bytes(config->buffer.max_bytes));
+  log->info("agent {} started; buffer {} (cap {})", config->agent_id, config->buffer.path,
+            format_bytes(config->buffer.max_bytes));
 
   std::unique_ptr<SyntheticGenerator> generator;
   if (config->generator.enabled) {

@@ -111,8 +111,9 @@ void SyntheticGenerator::run() {
     pending.pop_front();
     sizes.pop_front();
   }
-  log::get("generator")->info("generated {} events: {} durable, {} refused by the buffer", made,
-                              accepted_.load(), refused_.load());
+  log::get("generator")
+      ->info("generated {} events: {} durable, {} refused by the buffer", made, accepted_.load(),
+             refused_.load());
   done_ = true;
 }
 

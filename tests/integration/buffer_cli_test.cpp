@@ -103,8 +103,8 @@ TEST_CASE("every verb works on a buffer that a running agent is writing") {
   auto lines = lines_of(exported.out);
   REQUIRE(lines.size() > 300);
   const std::string copy = dir.file("copy.db");
-  auto imported = run({kAgent, "buffer", "import", "--path", copy, "--format", "ndjson"},
-                      exported.out);
+  auto imported =
+      run({kAgent, "buffer", "import", "--path", copy, "--format", "ndjson"}, exported.out);
   REQUIRE_MESSAGE(imported.exit_code == 0, imported.err);
   auto again = run({kAgent, "buffer", "export", "--path", copy});
   auto copied = lines_of(again.out);
@@ -118,8 +118,8 @@ TEST_CASE("every verb works on a buffer that a running agent is writing") {
   // The protobuf format too, imported into the live buffer itself (a requeue).
   auto proto_out = run({kAgent, "buffer", "export", "--path", copy, "--format", "protobuf"});
   REQUIRE(proto_out.exit_code == 0);
-  auto requeued = run({kAgent, "buffer", "import", "--path", buffer, "--format", "protobuf"},
-                      proto_out.out);
+  auto requeued =
+      run({kAgent, "buffer", "import", "--path", buffer, "--format", "protobuf"}, proto_out.out);
   CHECK_MESSAGE(requeued.exit_code == 0, requeued.err);
   CHECK(requeued.err.find("imported " + std::to_string(lines.size())) != std::string::npos);
 
@@ -186,8 +186,9 @@ TEST_CASE("verify reports a corrupt file; the agent moves it aside and carries o
   const std::string buffer = dir.file("buffer.db");
   const std::string config = write_config(dir, buffer, 3000, 100000, true);
   REQUIRE(run({kAgent, "run", "--config", config}).exit_code == 0);
-  REQUIRE(std::system(("sqlite3 " + buffer + " 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null")
-                          .c_str()) == 0);
+  REQUIRE(std::system(
+              ("sqlite3 " + buffer + " 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null").c_str()) ==
+          0);
   {
     std::fstream f(buffer, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(64 * 1024);

@@ -22,8 +22,8 @@ TEST_CASE("50 SIGKILLs: every event reported durable survives exactly once") {
   const std::string path = dir.file("buffer.db");
   std::mt19937 rng(50);
   std::map<uint64_t, std::string> expected;  // seq -> token, not yet acked
-  uint64_t acked = 0;        // acks that returned: those events must be gone
-  uint64_t maybe_acked = 0;  // acks that were started: those events may be gone
+  uint64_t acked = 0;                        // acks that returned: those events must be gone
+  uint64_t maybe_acked = 0;                  // acks that were started: those events may be gone
   uint64_t highest_seq = 0;
   uint64_t total_durable = 0;
 

@@ -79,8 +79,7 @@ class Child {
 // Runs argv to completion; `input` is written to its stdin.
 inline Output run(const std::vector<std::string>& argv, const std::string& input = "") {
   int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
-      ::pipe2(err, O_CLOEXEC) != 0) {
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
     return {};
   }
   pid_t pid = ::fork();
@@ -116,11 +115,17 @@ inline Output run(const std::vector<std::string>& argv, const std::string& input
     char buf[65536];
     if (p[0].revents) {
       ssize_t n = ::read(out[0], buf, sizeof buf);
-      if (n <= 0) out_open = false; else result.out.append(buf, static_cast<size_t>(n));
+      if (n <= 0)
+        out_open = false;
+      else
+        result.out.append(buf, static_cast<size_t>(n));
     }
     if (p[1].revents) {
       ssize_t n = ::read(err[0], buf, sizeof buf);
-      if (n <= 0) err_open = false; else result.err.append(buf, static_cast<size_t>(n));
+      if (n <= 0)
+        err_open = false;
+      else
+        result.err.append(buf, static_cast<size_t>(n));
     }
     if (in_fd >= 0 && p[2].revents) {
       ssize_t n = ::write(in_fd, input.data() + written, input.size() - written);

@@ -2,8 +2,8 @@
 
 #include <sstream>
 
-#include "agent/generator/synthetic_generator.hpp"
 #include <google/protobuf/util/message_differencer.h>
+#include "agent/generator/synthetic_generator.hpp"
 
 #include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"

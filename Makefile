@@ -1,0 +1,42 @@
+# The two commands that matter (README): `make demo` and `make test`. Both install what they
+# need (scripts/install-deps, Debian packages only) and work as root on a fresh Debian 12.
+.PHONY: deps demo test build build-asan test-asan format format-check bench clean
+
+JOBS ?= $(shell nproc)
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev -j $(JOBS)
+
+build-asan: deps
+	cmake --preset asan-ubsan >/dev/null
+	cmake --build --preset asan-ubsan -j $(JOBS)
+
+# The local demo: builds, runs the agent with the synthetic generator, prints buffer stats.
+demo: build
+	scripts/demo
+
+# Every test: formatting, the dev build's full suite, the unit tests under ASan + UBSan.
+test: deps
+	$(MAKE) format-check
+	$(MAKE) build
+	ctest --preset dev
+	$(MAKE) test-asan
+
+test-asan: build-asan
+	ctest --preset asan-ubsan
+
+format:
+	scripts/format
+
+format-check: deps
+	scripts/format --check
+
+bench: build
+	build/dev/bench/buffer_bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,188 @@
+// buffer_bench: what the agent's buffer sustains on this machine, beside the reference limit.
+//
+//   append     events/s and MB/s of 200-byte events through SqliteBuffer with its defaults
+//              (synchronous=FULL, group commit), producers keeping appends in flight
+//   reference  plain batched SQLite inserts of the same rows (WAL, synchronous=FULL,
+//              one transaction per 1000 rows) into a table of the same columns
+//   drain      read_batch(1000) + ack, as the forwarder does, events/s
+//   peak RSS   of the whole process
+//
+// Each figure is the median of --runs runs (default 3). The last lines are the figures.
+// Usage: buffer_bench [--events N] [--runs R] [--dir DIR]
+#include <sqlite3.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "agent/buffer/sqlite_buffer.hpp"
+
+using namespace outpost;
+using namespace outpost::agent;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kEventBytes = 200;
+
+double seconds_since(steady::time_point t0) {
+  return std::chrono::duration<double>(steady::now() - t0).count();
+}
+
+NewEvent bench_event(uint64_t i) {
+  NewEvent e;
+  e.kind = kAllKinds[i % 3];
+  e.priority = static_cast<int32_t>(i % 2);
+  e.event_time_ns = static_cast<int64_t>(i);
+  e.body.resize(kEventBytes);
+  for (size_t k = 0; k < kEventBytes; ++k) e.body[k] = static_cast<char>('a' + (i + k) % 26);
+  return e;
+}
+
+double reference_inserts(const std::string& path, uint64_t events) {
+  std::filesystem::remove(path);
+  std::filesystem::remove(path + "-wal");
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE events (seq INTEGER PRIMARY KEY, kind INTEGER, priority INTEGER,"
+               " event_time INTEGER, collected_at INTEGER, body BLOB)",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &st, nullptr);
+  std::vector<NewEvent> rows;
+  for (uint64_t i = 0; i < 1000; ++i) rows.push_back(bench_event(i));
+  auto t0 = steady::now();
+  for (uint64_t i = 0; i < events;) {
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    for (uint64_t k = 0; k < 1000 && i < events; ++k, ++i) {
+      const NewEvent& e = rows[i % 1000];
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(i + 1));
+      sqlite3_bind_int64(st, 2, static_cast<int64_t>(e.kind));
+      sqlite3_bind_int64(st, 3, e.priority);
+      sqlite3_bind_int64(st, 4, e.event_time_ns);
+      sqlite3_bind_int64(st, 5, static_cast<int64_t>(i));
+      sqlite3_bind_blob(st, 6, e.body.data(), static_cast<int>(e.body.size()), SQLITE_STATIC);
+      sqlite3_step(st);
+      sqlite3_reset(st);
+    }
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  double rate = static_cast<double>(events) / seconds_since(t0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rate;
+}
+
+struct BufferRun {
+  double append_rate = 0;
+  double drain_rate = 0;
+};
+
+BufferRun buffer_run(const std::string& path, uint64_t events) {
+  for (const char* suffix : {"", "-wal", "-shm", ".state", ".reserve"}) {
+    std::filesystem::remove(path + suffix);
+  }
+  BufferOptions o;  // the defaults an agent runs with
+  o.path = path;
+  o.agent_id = "bench";
+  o.max_bytes = 64ULL << 30;
+  SystemClock clock;
+  auto opened = SqliteBuffer::open(o, clock);
+  if (!opened) {
+    std::fprintf(stderr, "open: %s\n", opened.error().describe().c_str());
+    std::exit(1);
+  }
+  SqliteBuffer& b = **opened;
+  std::vector<NewEvent> templates;
+  for (uint64_t i = 0; i < 1000; ++i) templates.push_back(bench_event(i));
+
+  // Producers hand in batches of 100 and keep up to 64 appends in flight, like the sources.
+  BufferRun out;
+  auto t0 = steady::now();
+  std::deque<std::future<Result<AppendResult>>> in_flight;
+  for (uint64_t i = 0; i < events; i += 100) {
+    std::vector<NewEvent> batch(templates.begin() + static_cast<long>(i % 1000),
+                                templates.begin() + static_cast<long>(i % 1000 + 100));
+    in_flight.push_back(b.append(std::move(batch)));
+    while (in_flight.size() > 64) {
+      if (!in_flight.front().get()) std::exit(1);
+      in_flight.pop_front();
+    }
+  }
+  while (!in_flight.empty()) {
+    if (!in_flight.front().get()) std::exit(1);
+    in_flight.pop_front();
+  }
+  out.append_rate = static_cast<double>(events) / seconds_since(t0);
+
+  auto t1 = steady::now();
+  uint64_t drained = 0, cursor = 0;
+  while (true) {
+    auto batch = b.read_batch(cursor, 1000, 1 << 20);
+    if (!batch || batch->empty()) break;
+    cursor = batch->back().seq;
+    drained += batch->size();
+    if (!b.ack(cursor)) std::exit(1);
+  }
+  out.drain_rate = static_cast<double>(drained) / seconds_since(t1);
+  if (drained != events) {
+    std::fprintf(stderr, "drained %llu of %llu events\n", static_cast<unsigned long long>(drained),
+                 static_cast<unsigned long long>(events));
+    std::exit(1);
+  }
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t events = 500'000;
+  int runs = 3;
+  std::string dir = std::filesystem::temp_directory_path().string();
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--events")) events = std::stoull(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--runs")) runs = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+  }
+  const std::string path = dir + "/outpost-buffer-bench.db";
+  std::vector<double> appends, drains, references;
+  for (int r = 0; r < runs; ++r) {
+    BufferRun run = buffer_run(path, events);
+    double ref = reference_inserts(path + ".ref", events);
+    std::printf("run %d: append %.0f events/s, drain %.0f events/s, reference %.0f rows/s\n", r + 1,
+                run.append_rate, run.drain_rate, ref);
+    appends.push_back(run.append_rate);
+    drains.push_back(run.drain_rate);
+    references.push_back(ref);
+  }
+  for (const char* suffix :
+       {"", "-wal", "-shm", ".state", ".reserve", ".ref", ".ref-wal", ".ref-shm"}) {
+    std::filesystem::remove(path + suffix);
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const double append = median(appends), drain = median(drains), ref = median(references);
+  std::printf("events per run: %llu of %zu bytes; medians of %d runs\n",
+              static_cast<unsigned long long>(events), kEventBytes, runs);
+  std::printf("append: %.0f events/s, %.1f MB/s (synchronous=FULL, group commit)\n", append,
+              append * kEventBytes / 1e6);
+  std::printf("reference (plain batched SQLite inserts): %.0f rows/s, %.1f MB/s\n", ref,
+              ref * kEventBytes / 1e6);
+  std::printf("append / reference: %.0f %%\n", 100.0 * append / ref);
+  std::printf("drain (read_batch 1000 + ack): %.0f events/s\n", drain);
+  std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
+  return 0;
+}
