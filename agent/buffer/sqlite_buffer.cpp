@@ -13,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <variant>
@@ -69,6 +70,23 @@ struct Counters {
   std::array<uint64_t, kKindCount> events{};
   std::array<uint64_t, kKindCount> bytes{};
   std::array<std::array<uint64_t, kKindCount>, kDropReasonCount> dropped{};
+  // Pending events by priority (ascending) and kind: eviction's order without an index.
+  std::map<int32_t, std::array<uint64_t, kKindCount>> by_priority;
+
+  void add(EventKind k, int32_t priority, uint64_t size) {
+    ++events[kind_index(k)];
+    bytes[kind_index(k)] += size;
+    ++by_priority[priority][kind_index(k)];
+  }
+  void remove(EventKind k, int32_t priority, uint64_t size) {
+    --events[kind_index(k)];
+    bytes[kind_index(k)] -= size;
+    auto it = by_priority.find(priority);
+    if (it != by_priority.end() && --it->second[kind_index(k)] == 0 &&
+        it->second == std::array<uint64_t, kKindCount>{}) {
+      by_priority.erase(it);
+    }
+  }
 
   uint64_t total_bytes() const { return bytes[0] + bytes[1] + bytes[2]; }
   uint64_t total_events() const { return events[0] + events[1] + events[2]; }
@@ -295,14 +313,13 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
       {&remove_stmt,
        "DELETE FROM events WHERE seq <= ?1 AND (?2 = 0 OR kind = ?2) "
-       "RETURNING kind, length(body)"},
+       "RETURNING kind, priority, length(body)"},
       {&update_meta_stmt, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)"},
       {&add_drops_stmt,
        "INSERT INTO drops (reason, kind, count) VALUES (?1, ?2, ?3) "
        "ON CONFLICT (reason, kind) DO UPDATE SET count = count + excluded.count"},
       {&evict_candidates_stmt,
-       "SELECT seq, kind, length(body), priority FROM events "
-       "WHERE (priority, seq) > (?1, ?2) AND priority <= ?3 ORDER BY priority, seq LIMIT 512"},
+       "SELECT seq, kind, length(body) FROM events WHERE priority = ?1 ORDER BY seq"},
       {&delete_one_stmt, "DELETE FROM events WHERE seq = ?1"},
       {&first_at_or_after_stmt,
        "SELECT seq, collected_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1"},
@@ -639,8 +656,7 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
       return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
     }
     ++working.next_seq;
-    ++working.events[kind_index(e.kind)];
-    working.bytes[kind_index(e.kind)] += e.body.size();
+    working.add(e.kind, e.priority, e.body.size());
   }
   outcome = seqs;
   return {};
@@ -649,49 +665,52 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
 // Frees at least `needed` bytes (plus headroom, so that eviction does not run on every
 // append) by deleting the oldest events of the lowest priority not above `priority`, among
 // kinds whose policy is drop_oldest. Deletes nothing and returns false if that cannot free
-// `needed`.
+// `needed`. There is no index on priority (it cost a third of the append rate): each
+// priority, lowest first, is found by a scan in seq order that stops as soon as enough is
+// found; with the headroom this runs once per 1/64 of max_bytes.
 Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
   const uint64_t target = needed + opt.max_bytes / 64;
-  std::vector<std::pair<uint64_t, EventKind>> victims;
-  std::vector<uint64_t> sizes;
+  struct Victim {
+    uint64_t seq;
+    EventKind kind;
+    int32_t priority;
+    uint64_t size;
+  };
+  std::vector<Victim> victims;
   uint64_t freed = 0;
-  int64_t after_priority = std::numeric_limits<int32_t>::min();
-  int64_t after_seq = -1;
-  bool more = true;
-  while (more && freed < target) {
+  for (const auto& [p, counts] : working.by_priority) {
+    if (p > priority || freed >= target) break;
+    bool droppable = false;
+    for (EventKind k : kAllKinds) {
+      droppable = droppable || (counts[kind_index(k)] > 0 &&
+                                opt.kinds[kind_index(k)].policy == FullPolicy::drop_oldest);
+    }
+    if (!droppable) continue;
     Stmt& st = evict_candidates_stmt;
-    st.bind(1, after_priority).bind(2, after_seq).bind(3, priority);
-    int rc;
-    int rows = 0;
+    st.bind(1, p);
+    int rc = SQLITE_ROW;
     while (freed < target && (rc = st.step()) == SQLITE_ROW) {
-      ++rows;
-      after_seq = st.col_int(0);
-      after_priority = st.col_int(3);
       auto k = kind_from_number(st.col_int(1));
       if (!k || opt.kinds[kind_index(*k)].policy != FullPolicy::drop_oldest) continue;
-      victims.emplace_back(static_cast<uint64_t>(after_seq), *k);
-      sizes.push_back(static_cast<uint64_t>(st.col_int(2)));
-      freed += sizes.back();
-    }
-    if (freed < target && rc != SQLITE_DONE && rc != SQLITE_ROW) {
-      st.reset();
-      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
+      victims.push_back(
+          {static_cast<uint64_t>(st.col_int(0)), *k, p, static_cast<uint64_t>(st.col_int(2))});
+      freed += victims.back().size;
     }
     st.reset();
-    more = rows == 512;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
+    }
   }
   if (freed < needed) return false;
-  for (size_t i = 0; i < victims.size(); ++i) {
-    delete_one_stmt.bind(1, static_cast<int64_t>(victims[i].first));
+  for (const Victim& v : victims) {
+    delete_one_stmt.bind(1, static_cast<int64_t>(v.seq));
     int rc = delete_one_stmt.step();
     delete_one_stmt.reset();
     if (rc != SQLITE_DONE) {
       return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
     }
-    int k = kind_index(victims[i].second);
-    --working.events[k];
-    working.bytes[k] -= sizes[i];
-    ++working.dropped[static_cast<int>(DropReason::evicted_full)][k];
+    working.remove(v.kind, v.priority, v.size);
+    ++working.dropped[static_cast<int>(DropReason::evicted_full)][kind_index(v.kind)];
   }
   return true;
 }
@@ -708,8 +727,7 @@ Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional
   while ((rc = st.step()) == SQLITE_ROW) {
     auto k = kind_from_number(st.col_int(0));
     if (!k) continue;
-    --working.events[kind_index(*k)];
-    working.bytes[kind_index(*k)] -= static_cast<uint64_t>(st.col_int(1));
+    working.remove(*k, static_cast<int32_t>(st.col_int(1)), static_cast<uint64_t>(st.col_int(2)));
     if (reason) ++working.dropped[static_cast<int>(*reason)][kind_index(*k)];
     ++removed;
   }
@@ -882,6 +900,14 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
   // While the disk is full, acks go first and in small steps: one large delete would grow
   // the WAL into the very space it is meant to free.
   std::vector<bool> done_early(jobs.size(), false);
+  // A group of acks only commits without fsync: losing an ack to a power cut means the
+  // events are sent again, and the gateway drops them as duplicates by (agent_id, seq).
+  // The next durable commit syncs the WAL, and these frames with it.
+  const bool acks_only = !jobs.empty() && std::all_of(jobs.begin(), jobs.end(), [](const Job& j) {
+    return std::holds_alternative<AckJob>(j);
+  });
+  const bool relax = acks_only && opt.synchronous >= Synchronous::full;
+  if (relax) (void)writer.exec("PRAGMA synchronous=NORMAL");
   if (disk_full_logged) {
     for (size_t i = 0; i < jobs.size(); ++i) {
       if (auto* ack = std::get_if<AckJob>(&jobs[i])) {
@@ -930,6 +956,9 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         removed[i] = ack_in_chunks(ack->up_to_seq);
       }
     }
+  }
+  if (relax) {
+    (void)writer.exec(std::string("PRAGMA synchronous=") + synchronous_pragma(opt.synchronous));
   }
   if (result) {
     if (!reserve_held) hold_reserve();

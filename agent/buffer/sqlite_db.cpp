@@ -129,7 +129,6 @@ Result<void> create_schema(Db& db, std::string_view agent_id) {
       collected_at INTEGER NOT NULL,
       body         BLOB NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS events_by_priority ON events (priority, seq);
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS drops (
       reason TEXT NOT NULL,
