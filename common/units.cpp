@@ -137,12 +137,13 @@ std::string format_bytes(uint64_t bytes) {
   return buf;
 }
 
-std::string format_time_ns(int64_t ns) {
+std::string format_time_ns(int64_t ns, bool compact) {
   std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::strftime(date, sizeof date, compact ? "%Y%m%dT%H%M%SZ" : "%Y-%m-%dT%H:%M:%S", &tm);
+  if (compact) return date;
   char out[48];
   std::snprintf(out, sizeof out, "%s.%03lldZ", date,
                 static_cast<long long>((ns % 1'000'000'000) / 1'000'000));

@@ -19,8 +19,9 @@ std::optional<int64_t> parse_duration_ns(std::string_view text);
 // a bare number means bytes.
 std::optional<uint64_t> parse_bytes(std::string_view text);
 
-std::string format_duration_ns(int64_t ns);          // "1h2m3s", "250ms"
-std::string format_bytes(uint64_t bytes);            // "1.5 MiB"
-std::string format_time_ns(int64_t ns_since_epoch);  // "2026-11-21T10:47:00.123Z"
+std::string format_duration_ns(int64_t ns);  // "1h2m3s", "250ms"
+std::string format_bytes(uint64_t bytes);    // "1.5 MiB"
+// "2026-11-21T10:47:00.123Z", or with `compact` "20261121T104700Z" (safe in file names).
+std::string format_time_ns(int64_t ns_since_epoch, bool compact = false);
 
 }  // namespace outpost

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <ctime>
 #include <deque>
 #include <functional>
 #include <limits>
@@ -20,6 +19,7 @@
 
 #include "agent/buffer/sqlite_db.hpp"
 #include "common/log.hpp"
+#include "common/units.hpp"
 
 namespace outpost::agent {
 namespace {
@@ -35,15 +35,6 @@ constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
-}
-
-std::string utc_stamp(int64_t ns) {
-  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
 }
 
 const char* synchronous_pragma(Synchronous s) {
@@ -250,7 +241,8 @@ Result<void> SqliteBuffer::Impl::open_file() {
         return make_error(buffer_errc::corrupt,
                           "buffer " + path + " is corrupt (" + damage->message + ")");
       }
-      const std::string aside = path + ".corrupt-" + utc_stamp(clock.now_ns());
+      const std::string aside =
+          path + ".corrupt-" + format_time_ns(clock.now_ns(), /*compact=*/true);
       if (::rename(path.c_str(), aside.c_str()) != 0) {
         return make_error(buffer_errc::io, "buffer " + path +
                                                " is corrupt and cannot be moved "

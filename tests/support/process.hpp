@@ -24,6 +24,15 @@ inline int decode_status(int status) {
   return -1;
 }
 
+// In a forked child: replaces it with argv, or exits 127.
+[[noreturn]] inline void exec_argv(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
 class Child {
  public:
   explicit Child(const std::vector<std::string>& argv, bool capture_stdout = true) {
@@ -32,11 +41,7 @@ class Child {
     pid_ = ::fork();
     if (pid_ == 0) {
       if (capture_stdout) ::dup2(out[1], 1);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
+      exec_argv(argv);
     }
     ::close(out[1]);
     out_fd_ = out[0];
@@ -87,11 +92,7 @@ inline Output run(const std::vector<std::string>& argv, const std::string& input
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
+    exec_argv(argv);
   }
   ::close(in[0]);
   ::close(out[1]);
