@@ -118,6 +118,7 @@ struct SqliteBuffer::Impl {
   int64_t next_expiry_ns = 0;
   bool disk_full_logged = false;
   bool reserve_held = false;
+  uint64_t corrupt_recoveries = 0;  // from the state file; changes only in open_file()
 
   // Shared between producers, the writer and stats().
   mutable std::mutex mu;
@@ -146,6 +147,7 @@ struct SqliteBuffer::Impl {
   Result<void> apply(AppendJob& job, std::optional<Result<AppendResult>>& outcome);
   Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind,
                                std::optional<DropReason> reason);
+  Result<std::optional<std::pair<uint64_t, int64_t>>> first_at_or_after(uint64_t seq);
   Result<std::optional<uint64_t>> last_seq_collected_before(int64_t cutoff_ns);
   Result<void> expire();
   Result<bool> evict_for(int32_t priority, uint64_t needed);
@@ -261,6 +263,7 @@ Result<void> SqliteBuffer::Impl::open_file() {
       fresh = true;
     }
   }
+  corrupt_recoveries = state.corrupt_recoveries;
   if (!writer.handle()) {
     auto db = Db::open(path, /*read_only=*/false);
     if (!db) return db.error();
@@ -544,7 +547,7 @@ Result<BufferStats> SqliteBuffer::stats() {
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     return sqlite::error_from(rc, m.reader.handle(), "buffer " + m.opt.path + ": stats");
   }
-  s.corrupt_recoveries = sqlite::read_state_file(m.opt.path).corrupt_recoveries;
+  s.corrupt_recoveries = m.corrupt_recoveries;
   struct stat st {};
   if (::stat(m.opt.path.c_str(), &st) == 0) s.file_bytes += static_cast<uint64_t>(st.st_size);
   if (::stat((m.opt.path + "-wal").c_str(), &st) == 0) {
@@ -730,29 +733,32 @@ Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional
   return removed;
 }
 
+// The pending event with the lowest seq >= `seq`: its seq and collected_at (an indexed read).
+Result<std::optional<std::pair<uint64_t, int64_t>>> SqliteBuffer::Impl::first_at_or_after(
+    uint64_t seq) {
+  Stmt& st = first_at_or_after_stmt;
+  st.bind(1, static_cast<int64_t>(seq));
+  int rc = st.step();
+  std::optional<std::pair<uint64_t, int64_t>> row;
+  if (rc == SQLITE_ROW) row.emplace(static_cast<uint64_t>(st.col_int(0)), st.col_int(1));
+  st.reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": read");
+  }
+  return row;
+}
+
 // The highest seq whose collected_at is before `cutoff_ns`, by binary search over seqs
 // (collected_at never decreases in seq order), in O(log n) indexed reads.
 Result<std::optional<uint64_t>> SqliteBuffer::Impl::last_seq_collected_before(int64_t cutoff_ns) {
-  auto probe = [&](uint64_t at) -> Result<std::optional<std::pair<uint64_t, int64_t>>> {
-    Stmt& st = first_at_or_after_stmt;
-    st.bind(1, static_cast<int64_t>(at));
-    int rc = st.step();
-    std::optional<std::pair<uint64_t, int64_t>> row;
-    if (rc == SQLITE_ROW) row.emplace(static_cast<uint64_t>(st.col_int(0)), st.col_int(1));
-    st.reset();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": expire");
-    }
-    return row;
-  };
-  auto first = probe(0);
+  auto first = first_at_or_after(0);
   if (!first) return first.error();
   if (!*first || (*first)->second >= cutoff_ns) return std::optional<uint64_t>();
   uint64_t good = (*first)->first;  // collected before the cutoff
   uint64_t bad = working.next_seq;  // nothing at or above is
   while (bad - good > 1) {
     uint64_t mid = good + (bad - good) / 2;
-    auto row = probe(mid);
+    auto row = first_at_or_after(mid);
     if (!row) return row.error();
     if (!*row || (*row)->first >= bad || (*row)->second >= cutoff_ns) {
       bad = mid;
@@ -866,12 +872,10 @@ Result<uint64_t> SqliteBuffer::Impl::ack_in_chunks(uint64_t up_to_seq) {
     Result<uint64_t> removed = uint64_t{0};
     auto r = transact([&]() -> Result<void> {
       // From the oldest pending event: seqs below it may be long gone (a fresh file).
-      first_at_or_after_stmt.bind(1, 0);
+      auto oldest = first_at_or_after(0);
+      if (!oldest) return oldest.error();
       uint64_t start = working.acked_seq;
-      if (first_at_or_after_stmt.step() == SQLITE_ROW) {
-        start = std::max(start, static_cast<uint64_t>(first_at_or_after_stmt.col_int(0)) - 1);
-      }
-      first_at_or_after_stmt.reset();
+      if (*oldest) start = std::max(start, (*oldest)->first - 1);
       bound = std::min(up_to_seq, start + kChunk);
       removed = acknowledge(bound);
       return removed ? Result<void>() : Result<void>(removed.error());

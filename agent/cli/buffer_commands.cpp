@@ -22,10 +22,6 @@ int fail(const Error& e) {
   return e.code == buffer_errc::newer_schema ? kExitUsage : kExitError;
 }
 
-Result<BufferInspector> open_inspector(const BufferOptionsCli& o) {
-  return BufferInspector::open(o.path);
-}
-
 std::string age(int64_t now, int64_t then) {
   return then > now ? "in the future"
                     : format_duration_ns((now - then) / 1'000'000'000 * 1'000'000'000) + " ago";
@@ -109,7 +105,7 @@ void stats_table(const BufferStats& s, const std::string& path) {
 }  // namespace
 
 int buffer_stats(const BufferOptionsCli& o) {
-  auto inspector = open_inspector(o);
+  auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
   auto stats = inspector->stats();
   if (!stats) return fail(stats.error());
@@ -118,11 +114,10 @@ int buffer_stats(const BufferOptionsCli& o) {
 }
 
 int buffer_peek(const BufferOptionsCli& o) {
-  auto inspector = open_inspector(o);
+  auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
   const std::string agent_id = inspector->agent_id();
   ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, o.since, o.limit};
-  std::optional<Error> bad;
   auto n = inspector->scan(filter, [&](const StoredEvent& e) {
     auto json = proto::event_to_json(proto::stamp(e.body, agent_id, e.seq, e.collected_at_ns));
     if (o.json) {
@@ -143,7 +138,7 @@ int buffer_peek(const BufferOptionsCli& o) {
 }
 
 int buffer_export(const BufferOptionsCli& o) {
-  auto inspector = open_inspector(o);
+  auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
   const std::string agent_id = inspector->agent_id();
   ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, 0,
@@ -293,7 +288,7 @@ int buffer_purge(const BufferOptionsCli& o) {
 }
 
 int buffer_verify(const BufferOptionsCli& o) {
-  auto inspector = open_inspector(o);
+  auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
   auto verdict = inspector->verify();
   if (!verdict) return fail(verdict.error());

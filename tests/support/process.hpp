@@ -113,21 +113,18 @@ inline Output run(const std::vector<std::string>& argv, const std::string& input
                    {err_open ? err[0] : -1, POLLIN, 0},
                    {in_fd, POLLOUT, 0}};
     ::poll(p, 3, 1000);
-    char buf[65536];
-    if (p[0].revents) {
-      ssize_t n = ::read(out[0], buf, sizeof buf);
-      if (n <= 0)
-        out_open = false;
-      else
-        result.out.append(buf, static_cast<size_t>(n));
-    }
-    if (p[1].revents) {
-      ssize_t n = ::read(err[0], buf, sizeof buf);
-      if (n <= 0)
-        err_open = false;
-      else
-        result.err.append(buf, static_cast<size_t>(n));
-    }
+    auto drain = [](const pollfd& fd, bool& open, std::string& into) {
+      if (!fd.revents) return;
+      char buf[65536];
+      ssize_t n = ::read(fd.fd, buf, sizeof buf);
+      if (n <= 0) {
+        open = false;
+      } else {
+        into.append(buf, static_cast<size_t>(n));
+      }
+    };
+    drain(p[0], out_open, result.out);
+    drain(p[1], err_open, result.err);
     if (in_fd >= 0 && p[2].revents) {
       ssize_t n = ::write(in_fd, input.data() + written, input.size() - written);
       if (n > 0) written += static_cast<size_t>(n);
