@@ -4,21 +4,26 @@
 //              (synchronous=FULL, group commit), producers keeping appends in flight
 //   reference  plain batched SQLite inserts of the same rows (WAL, synchronous=FULL,
 //              one transaction per 1000 rows) into a table of the same columns
-//   drain      read_batch(1000) + ack, as the forwarder does, events/s
+//   drain      read_batch(--batch events) on one thread and ack() on another, as the
+//              pipelined forwarder does (it reads the next batch while acks come back)
 //   peak RSS   of the whole process
 //
 // Each figure is the median of --runs runs (default 3). The last lines are the figures.
-// Usage: buffer_bench [--events N] [--runs R] [--dir DIR]
+// --ack-inline acks on the reading thread instead, one batch at a time (no pipelining).
+// Usage: buffer_bench [--events N] [--runs R] [--batch B] [--ack-inline] [--dir DIR]
 #include <sqlite3.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/buffer/sqlite_buffer.hpp"
@@ -87,7 +92,8 @@ struct BufferRun {
   double read_share = 0;  // of the drain time, spent in read_batch
 };
 
-BufferRun buffer_run(const std::string& path, uint64_t events) {
+BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_events,
+                     bool ack_inline) {
   for (const char* suffix : {"", "-wal", "-shm", ".state", ".reserve"}) {
     std::filesystem::remove(path + suffix);
   }
@@ -127,15 +133,47 @@ BufferRun buffer_run(const std::string& path, uint64_t events) {
   auto t1 = steady::now();
   uint64_t drained = 0, cursor = 0;
   double reading = 0;
+  // The acker acknowledges the newest seq read so far, as a forwarder's acks arrive.
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t to_ack = 0;
+  bool reading_done = false;
+  std::thread acker([&] {
+    uint64_t acked = 0;
+    std::unique_lock lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return to_ack > acked || reading_done; });
+      if (to_ack == acked && reading_done) return;
+      uint64_t seq = to_ack;
+      lock.unlock();
+      if (!b.ack(seq)) std::exit(1);
+      acked = seq;
+      lock.lock();
+    }
+  });
   while (true) {
     auto tr = steady::now();
-    auto batch = b.read_batch(cursor, 1000, 1 << 20);
+    auto batch = b.read_batch(cursor, batch_events, 1 << 20);
     reading += seconds_since(tr);
     if (!batch || batch->empty()) break;
     cursor = batch->back().seq;
     drained += batch->size();
-    if (!b.ack(cursor)) std::exit(1);
+    if (ack_inline) {
+      if (!b.ack(cursor)) std::exit(1);
+      continue;
+    }
+    {
+      std::lock_guard lock(mu);
+      to_ack = cursor;
+    }
+    cv.notify_one();
   }
+  {
+    std::lock_guard lock(mu);
+    reading_done = true;
+  }
+  cv.notify_one();
+  acker.join();
   out.drain_rate = static_cast<double>(drained) / seconds_since(t1);
   out.read_share = reading / seconds_since(t1);
   if (drained != events) {
@@ -156,16 +194,37 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   uint64_t events = 500'000;
   int runs = 3;
+  size_t batch = 1000;
+  bool ack_inline = false;
   std::string dir = std::filesystem::temp_directory_path().string();
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--events")) events = std::stoull(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--runs")) runs = std::stoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+  for (int i = 1; i < argc; ++i) {
+    const char* flag = argv[i];
+    if (!std::strcmp(flag, "--ack-inline")) {
+      ack_inline = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "buffer_bench: %s needs a value\n", flag);
+      return 2;
+    }
+    const char* value = argv[++i];
+    if (!std::strcmp(flag, "--events")) {
+      events = std::stoull(value);
+    } else if (!std::strcmp(flag, "--runs")) {
+      runs = std::stoi(value);
+    } else if (!std::strcmp(flag, "--dir")) {
+      dir = value;
+    } else if (!std::strcmp(flag, "--batch")) {
+      batch = std::stoull(value);
+    } else {
+      std::fprintf(stderr, "buffer_bench: unknown flag %s\n", flag);
+      return 2;
+    }
   }
   const std::string path = dir + "/outpost-buffer-bench.db";
   std::vector<double> appends, drains, references;
   for (int r = 0; r < runs; ++r) {
-    BufferRun run = buffer_run(path, events);
+    BufferRun run = buffer_run(path, events, batch, ack_inline);
     double ref = reference_inserts(path + ".ref", events);
     std::printf(
         "run %d: append %.0f events/s, drain %.0f events/s (%.0f %% in read_batch), "
@@ -189,7 +248,8 @@ int main(int argc, char** argv) {
   std::printf("reference (plain batched SQLite inserts): %.0f rows/s, %.1f MB/s\n", ref,
               ref * kEventBytes / 1e6);
   std::printf("append / reference: %.0f %%\n", 100.0 * append / ref);
-  std::printf("drain (read_batch 1000 + ack): %.0f events/s\n", drain);
+  std::printf("drain (read_batch %zu, %s): %.0f events/s\n", batch,
+              ack_inline ? "ack after each batch" : "acks on a second thread", drain);
   std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
 }

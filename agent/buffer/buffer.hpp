@@ -66,6 +66,9 @@ struct BufferOptions {
   int64_t commit_interval_ns = 5'000'000;      // ...or when the oldest has waited this long
   uint32_t queue_max_events = 100'000;         // appends waiting for the writer (bounded)
   int64_t expire_interval_ns = 1'000'000'000;  // how often max_age is enforced
+  // Events are stored in tables of 2^segment_shift seqs each, dropped whole once acknowledged
+  // (docs/buffer.md). Applies to new files; an existing file keeps the value it was made with.
+  unsigned segment_shift = 14;
   // At open, a file that fails PRAGMA quick_check is moved aside and a fresh buffer starts.
   // Tools that must not do that behind the agent's back (buffer purge/import) set false.
   bool recover_corrupt = true;

@@ -43,35 +43,23 @@ Result<BufferStats> BufferInspector::stats() {
 
 Result<size_t> BufferInspector::scan(const ScanFilter& filter,
                                      const std::function<bool(const StoredEvent&)>& visit) {
-  auto st = sqlite::Stmt::prepare(
-      impl_->db,
-      "SELECT seq, kind, priority, event_time, collected_at, body FROM events "
-      "WHERE seq > ?1 AND (?2 = 0 OR kind = ?2) ORDER BY seq LIMIT ?3");
-  if (!st) return st.error();
-  int64_t limit = filter.limit > static_cast<size_t>(std::numeric_limits<int64_t>::max())
-                      ? std::numeric_limits<int64_t>::max()
-                      : static_cast<int64_t>(filter.limit);
-  st->bind(1, static_cast<int64_t>(filter.after_seq))
-      .bind(2, filter.kind ? static_cast<int64_t>(*filter.kind) : 0)
-      .bind(3, limit);
+  if (filter.limit == 0) return size_t{0};
   size_t n = 0;
-  int rc;
-  while ((rc = st->step()) == SQLITE_ROW) {
+  sqlite::ReadTransaction snapshot(impl_->db);
+  auto r = sqlite::scan_events(impl_->db, filter.after_seq, filter.kind, [&](sqlite::Stmt& row) {
+    auto kind = kind_from_number(row.col_int(1));
+    if (!kind) return true;
     StoredEvent e;
-    e.seq = static_cast<uint64_t>(st->col_int(0));
-    auto kind = kind_from_number(st->col_int(1));
-    if (!kind) continue;
+    e.seq = static_cast<uint64_t>(row.col_int(0));
     e.kind = *kind;
-    e.priority = static_cast<int32_t>(st->col_int(2));
-    e.event_time_ns = st->col_int(3);
-    e.collected_at_ns = st->col_int(4);
-    e.body = st->col_blob(5);
+    e.priority = static_cast<int32_t>(row.col_int(2));
+    e.event_time_ns = row.col_int(3);
+    e.collected_at_ns = row.col_int(4);
+    e.body = row.col_blob(5);
     ++n;
-    if (!visit(e)) break;
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    return sqlite::error_from(rc, impl_->db.handle(), "buffer " + impl_->db.path() + ": read");
-  }
+    return visit(e) && n < filter.limit;
+  });
+  if (!r) return r.error();
   return n;
 }
 

@@ -51,6 +51,40 @@ const char* synchronous_pragma(Synchronous s) {
   return "FULL";
 }
 
+// Pending (stored, not acknowledged) events by kind, and by priority and kind.
+struct Tally {
+  std::array<uint64_t, kKindCount> events{};
+  std::array<uint64_t, kKindCount> bytes{};
+  // Eviction's order without an index: the priorities present, ascending.
+  std::map<int32_t, std::array<uint64_t, kKindCount>> by_priority;
+
+  void add(EventKind k, int32_t priority, uint64_t size, uint64_t n = 1) {
+    events[kind_index(k)] += n;
+    bytes[kind_index(k)] += size;
+    by_priority[priority][kind_index(k)] += n;
+  }
+  void remove(EventKind k, int32_t priority, uint64_t size, uint64_t n = 1) {
+    events[kind_index(k)] -= n;
+    bytes[kind_index(k)] -= size;
+    auto it = by_priority.find(priority);
+    if (it == by_priority.end()) return;
+    it->second[kind_index(k)] -= n;
+    if (it->second == std::array<uint64_t, kKindCount>{}) by_priority.erase(it);
+  }
+  void remove(const Tally& part) {
+    for (const auto& [priority, counts] : part.by_priority) {
+      for (EventKind k : kAllKinds) {
+        if (counts[kind_index(k)] == 0) continue;
+        // Bytes by kind only: subtract them once, below.
+        remove(k, priority, 0, counts[kind_index(k)]);
+      }
+    }
+    for (EventKind k : kAllKinds) bytes[kind_index(k)] -= part.bytes[kind_index(k)];
+  }
+  uint64_t total_bytes() const { return bytes[0] + bytes[1] + bytes[2]; }
+  uint64_t total_events() const { return events[0] + events[1] + events[2]; }
+};
+
 // What the writer knows about the file; `committed` mirrors the database, `working` is the
 // copy a transaction changes and that becomes `committed` only when the commit succeeds.
 struct Counters {
@@ -58,29 +92,9 @@ struct Counters {
   uint64_t acked_seq = 0;
   uint64_t reserved_seq = 0;
   int64_t last_collected_at = 0;
-  std::array<uint64_t, kKindCount> events{};
-  std::array<uint64_t, kKindCount> bytes{};
+  Tally pending;
+  std::map<uint64_t, Tally> segments;  // one per segment table, by its first seq
   std::array<std::array<uint64_t, kKindCount>, kDropReasonCount> dropped{};
-  // Pending events by priority (ascending) and kind: eviction's order without an index.
-  std::map<int32_t, std::array<uint64_t, kKindCount>> by_priority;
-
-  void add(EventKind k, int32_t priority, uint64_t size) {
-    ++events[kind_index(k)];
-    bytes[kind_index(k)] += size;
-    ++by_priority[priority][kind_index(k)];
-  }
-  void remove(EventKind k, int32_t priority, uint64_t size) {
-    --events[kind_index(k)];
-    bytes[kind_index(k)] -= size;
-    auto it = by_priority.find(priority);
-    if (it != by_priority.end() && --it->second[kind_index(k)] == 0 &&
-        it->second == std::array<uint64_t, kKindCount>{}) {
-      by_priority.erase(it);
-    }
-  }
-
-  uint64_t total_bytes() const { return bytes[0] + bytes[1] + bytes[2]; }
-  uint64_t total_events() const { return events[0] + events[1] + events[2]; }
 };
 
 struct AppendJob {
@@ -111,8 +125,10 @@ struct SqliteBuffer::Impl {
 
   // Writer side: only the writer thread touches these after open().
   Db writer;
-  Stmt insert_stmt, remove_stmt, update_meta_stmt, add_drops_stmt, evict_candidates_stmt,
-      delete_one_stmt, first_at_or_after_stmt;
+  Stmt update_meta_stmt, add_drops_stmt;
+  Stmt insert_stmt;  // into the segment insert_segment
+  std::optional<uint64_t> insert_segment;
+  uint64_t segment_size = 0;  // seqs per segment table: 2^segment_shift
   Counters working;
   int64_t data_version = 0;
   int64_t next_expiry_ns = 0;
@@ -135,7 +151,6 @@ struct SqliteBuffer::Impl {
   // Reader side (forwarder, stats).
   std::mutex read_mu;
   Db reader;
-  Stmt read_stmt, oldest_stmt;
 
   Impl(BufferOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
 
@@ -145,13 +160,18 @@ struct SqliteBuffer::Impl {
   void run();
   void run_group(std::vector<Job>& jobs);
   Result<void> apply(AppendJob& job, std::optional<Result<AppendResult>>& outcome);
-  Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind,
-                               std::optional<DropReason> reason);
+  Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind, DropReason reason);
   Result<std::optional<std::pair<uint64_t, int64_t>>> first_at_or_after(uint64_t seq);
   Result<std::optional<uint64_t>> last_seq_collected_before(int64_t cutoff_ns);
   Result<void> expire();
   Result<bool> evict_for(int32_t priority, uint64_t needed);
   Result<void> persist(const Counters& before);
+  uint64_t segment_of(uint64_t seq) const { return seq & ~(segment_size - 1); }
+  void count_in(uint64_t seq, EventKind k, int32_t priority, uint64_t size);
+  void count_out(uint64_t seq, EventKind k, int32_t priority, uint64_t size);
+  Result<Stmt*> insert_statement(uint64_t seq);
+  Result<void> drop_segment(uint64_t first);
+  Result<void> drop_empty_segments();
   void note_error(const Error& e);
   void hold_reserve();
   Result<void> transact(const std::function<Result<void>()>& body);
@@ -226,6 +246,9 @@ Result<void> SqliteBuffer::Impl::open_file() {
         damage = verdict.error();
       } else if (*verdict != "ok") {
         damage = make_error(buffer_errc::corrupt, "quick_check: " + *verdict);
+      } else if (*version == 1) {
+        if (auto r = sqlite::upgrade_from_v1(writer, opt.segment_shift); !r) return r;
+        log->info("buffer {}: upgraded from schema version 1 to {}", path, sqlite::kSchemaVersion);
       } else if (*version == 0) {
         auto tables = writer.query_int("SELECT count(*) FROM sqlite_master");
         if (!tables) return tables.error();
@@ -275,7 +298,7 @@ Result<void> SqliteBuffer::Impl::open_file() {
   std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
                         synchronous_pragma(opt.synchronous) +
                         "; PRAGMA journal_size_limit=8388608; PRAGMA wal_autocheckpoint=512;"
-                        " PRAGMA cache_size=-8192;";
+                        " PRAGMA cache_size=-8192; PRAGMA secure_delete=FAST;";
   if (auto r = writer.exec(pragmas); !r) return r;
   if (opt.max_file_bytes > 0) {
     auto page = writer.query_int("PRAGMA page_size");
@@ -284,7 +307,12 @@ Result<void> SqliteBuffer::Impl::open_file() {
     if (auto r = writer.exec("PRAGMA max_page_count = " + std::to_string(pages)); !r) return r;
   }
   if (fresh) {
-    if (auto r = sqlite::create_schema(writer, opt.agent_id); !r) return r;
+    if (opt.segment_shift < 4 || opt.segment_shift > 30) {
+      return make_error(
+          buffer_errc::io,
+          "buffer segment_shift " + std::to_string(opt.segment_shift) + " is outside 4..30");
+    }
+    if (auto r = sqlite::create_schema(writer, opt.agent_id, opt.segment_shift); !r) return r;
     if (state.reserved_seq > 0) {
       // Continue above every seq the previous file may have handed out.
       if (auto r = writer.exec("UPDATE meta SET value = " + std::to_string(state.reserved_seq + 1) +
@@ -294,6 +322,13 @@ Result<void> SqliteBuffer::Impl::open_file() {
       }
     }
   }
+  auto shift = sqlite::meta_int(writer, "segment_shift", opt.segment_shift);
+  if (!shift) return shift.error();
+  if (*shift < 4 || *shift > 30) {
+    return make_error(buffer_errc::corrupt, "buffer " + path + ": meta segment_shift " +
+                                                std::to_string(*shift) + " is outside 4..30");
+  }
+  segment_size = uint64_t{1} << *shift;
   return {};
 }
 
@@ -303,21 +338,10 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
     const char* sql;
   };
   const Want wants[] = {
-      {&insert_stmt,
-       "INSERT INTO events (seq, kind, priority, event_time, collected_at, body) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
-      {&remove_stmt,
-       "DELETE FROM events WHERE seq <= ?1 AND (?2 = 0 OR kind = ?2) "
-       "RETURNING kind, priority, length(body)"},
       {&update_meta_stmt, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)"},
       {&add_drops_stmt,
        "INSERT INTO drops (reason, kind, count) VALUES (?1, ?2, ?3) "
        "ON CONFLICT (reason, kind) DO UPDATE SET count = count + excluded.count"},
-      {&evict_candidates_stmt,
-       "SELECT seq, kind, length(body) FROM events WHERE priority = ?1 ORDER BY seq"},
-      {&delete_one_stmt, "DELETE FROM events WHERE seq = ?1"},
-      {&first_at_or_after_stmt,
-       "SELECT seq, collected_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1"},
   };
   for (const Want& w : wants) {
     auto st = Stmt::prepare(writer, w.sql);
@@ -327,15 +351,6 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
   auto db = Db::open(opt.path, /*read_only=*/true);
   if (!db) return db.error();
   reader = std::move(*db);
-  auto rs = Stmt::prepare(reader,
-                          "SELECT seq, kind, priority, event_time, collected_at, body FROM events "
-                          "WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-  if (!rs) return rs.error();
-  read_stmt = std::move(*rs);
-  auto os =
-      Stmt::prepare(reader, "SELECT collected_at, event_time FROM events ORDER BY seq LIMIT 1");
-  if (!os) return os.error();
-  oldest_stmt = std::move(*os);
   return {};
 }
 
@@ -350,22 +365,37 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   c.acked_seq = static_cast<uint64_t>(*acked);
   c.reserved_seq = std::max(sqlite::read_state_file(opt.path).reserved_seq, c.next_seq - 1);
 
-  auto totals =
-      Stmt::prepare(writer, "SELECT kind, count(*), sum(length(body)) FROM events GROUP BY kind");
-  if (!totals) return totals.error();
-  int rc;
-  while ((rc = totals->step()) == SQLITE_ROW) {
-    if (auto k = kind_from_number(totals->col_int(0))) {
-      c.events[kind_index(*k)] = static_cast<uint64_t>(totals->col_int(1));
-      c.bytes[kind_index(*k)] = static_cast<uint64_t>(totals->col_int(2));
-    }
+  insert_stmt = Stmt();  // the tables may have changed under it
+  insert_segment.reset();
+  auto segments = sqlite::list_segments(writer);
+  if (!segments) return segments.error();
+  for (const sqlite::Segment& seg : *segments) {
+    Tally& t = c.segments[seg.first_seq];
+    auto counted = sqlite::for_each_row(writer,
+                                        "SELECT kind, priority, count(*), sum(length(body)) FROM " +
+                                            seg.table + " WHERE seq > ?1 GROUP BY kind, priority",
+                                        {static_cast<int64_t>(c.acked_seq)}, [&](Stmt& row) {
+                                          if (auto k = kind_from_number(row.col_int(0))) {
+                                            auto p = static_cast<int32_t>(row.col_int(1));
+                                            auto n = static_cast<uint64_t>(row.col_int(2));
+                                            auto bytes = static_cast<uint64_t>(row.col_int(3));
+                                            t.add(*k, p, bytes, n);
+                                            c.pending.add(*k, p, bytes, n);
+                                          }
+                                          return true;
+                                        });
+    if (!counted) return counted;
   }
-  if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+  if (!segments->empty()) {
+    auto last = sqlite::for_each_row(
+        writer, "SELECT max(collected_at) FROM " + segments->back().table, {}, [&](Stmt& row) {
+          c.last_collected_at = row.col_int(0);
+          return false;
+        });
+    if (!last) return last;
+  }
 
-  auto last = writer.query_int("SELECT collected_at FROM events ORDER BY seq DESC LIMIT 1");
-  if (!last) return last.error();
-  c.last_collected_at = *last;
-
+  int rc;
   auto drops = Stmt::prepare(writer, "SELECT reason, kind, count FROM drops");
   if (!drops) return drops.error();
   while ((rc = drops->step()) == SQLITE_ROW) {
@@ -482,28 +512,29 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
   Impl& m = *impl_;
   std::lock_guard lock(m.read_mu);
   std::vector<StoredEvent> out;
-  Stmt& st = m.read_stmt;
-  st.bind(1, static_cast<int64_t>(after_seq)).bind(2, static_cast<int64_t>(max_events));
+  if (max_events == 0) return out;
   size_t bytes = 0;
-  int rc;
-  while ((rc = st.step()) == SQLITE_ROW) {
-    size_t size = static_cast<size_t>(sqlite3_column_bytes(st.handle(), 5));
-    if (!out.empty() && bytes + size > max_bytes) break;
-    StoredEvent e;
-    e.seq = static_cast<uint64_t>(st.col_int(0));
-    e.kind = kind_from_number(st.col_int(1)).value_or(EventKind::json);
-    e.priority = static_cast<int32_t>(st.col_int(2));
-    e.event_time_ns = st.col_int(3);
-    e.collected_at_ns = st.col_int(4);
-    e.body = st.col_blob(5);
-    bytes += size;
-    out.push_back(std::move(e));
+  Result<void> r;
+  {
+    sqlite::ReadTransaction snapshot(m.reader);
+    r = sqlite::scan_events(m.reader, after_seq, std::nullopt, [&](Stmt& row) {
+      size_t size = static_cast<size_t>(sqlite3_column_bytes(row.handle(), 5));
+      if (!out.empty() && bytes + size > max_bytes) return false;
+      StoredEvent e;
+      e.seq = static_cast<uint64_t>(row.col_int(0));
+      e.kind = kind_from_number(row.col_int(1)).value_or(EventKind::json);
+      e.priority = static_cast<int32_t>(row.col_int(2));
+      e.event_time_ns = row.col_int(3);
+      e.collected_at_ns = row.col_int(4);
+      e.body = row.col_blob(5);
+      bytes += size;
+      out.push_back(std::move(e));
+      return out.size() < max_events;
+    });
   }
-  st.reset();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    auto err = sqlite::error_from(rc, m.reader.handle(), "buffer " + m.opt.path + ": read");
-    m.note_error(err);
-    return err;
+  if (!r) {
+    m.note_error(r.error());
+    return r.error();
   }
   return out;
 }
@@ -516,8 +547,8 @@ Result<BufferStats> SqliteBuffer::stats() {
   {
     std::lock_guard lock(m.mu);
     const Counters& c = m.committed;
-    s.pending_events = c.total_events();
-    s.pending_bytes = c.total_bytes();
+    s.pending_events = c.pending.total_events();
+    s.pending_bytes = c.pending.total_bytes();
     s.acked_seq = c.acked_seq;
     s.next_seq = c.next_seq;
     for (int r = 0; r < kDropReasonCount; ++r) {
@@ -528,25 +559,23 @@ Result<BufferStats> SqliteBuffer::stats() {
       }
     }
     for (EventKind k : kAllKinds) {
-      if (c.events[kind_index(k)] != 0) {
+      if (c.pending.events[kind_index(k)] != 0) {
         GroupStats g;
         g.kind = k;
-        g.events = c.events[kind_index(k)];
-        g.bytes = c.bytes[kind_index(k)];
+        g.events = c.pending.events[kind_index(k)];
+        g.bytes = c.pending.bytes[kind_index(k)];
         s.groups.push_back(g);
       }
     }
   }
   std::lock_guard lock(m.read_mu);
-  int rc = m.oldest_stmt.step();
-  if (rc == SQLITE_ROW) {
-    s.oldest_collected_at_ns = m.oldest_stmt.col_int(0);
-    s.oldest_event_time_ns = m.oldest_stmt.col_int(1);
-  }
-  m.oldest_stmt.reset();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    return sqlite::error_from(rc, m.reader.handle(), "buffer " + m.opt.path + ": stats");
-  }
+  sqlite::ReadTransaction snapshot(m.reader);
+  auto oldest = sqlite::scan_events(m.reader, 0, std::nullopt, [&](Stmt& row) {
+    s.oldest_collected_at_ns = row.col_int(4);
+    s.oldest_event_time_ns = row.col_int(3);
+    return false;
+  });
+  if (!oldest) return oldest.error();
   s.corrupt_recoveries = m.corrupt_recoveries;
   struct stat st {};
   if (::stat(m.opt.path.c_str(), &st) == 0) s.file_bytes += static_cast<uint64_t>(st.st_size);
@@ -609,7 +638,7 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
     outcome = AppendResult{working.next_seq, working.next_seq - 1};
     return {};
   }
-  if (working.total_bytes() + job.body_bytes > opt.max_bytes) {
+  if (working.pending.total_bytes() + job.body_bytes > opt.max_bytes) {
     // Every event of one append must fit; the strictest kind in it decides.
     int32_t priority = job.events.front().priority;
     bool may_evict = true;
@@ -619,7 +648,8 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
     }
     bool fits = false;
     if (may_evict) {
-      auto evicted = evict_for(priority, working.total_bytes() + job.body_bytes - opt.max_bytes);
+      auto evicted =
+          evict_for(priority, working.pending.total_bytes() + job.body_bytes - opt.max_bytes);
       if (!evicted) return evicted.error();
       fits = *evicted;
     }
@@ -627,10 +657,10 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
       for (const NewEvent& e : job.events) {
         ++working.dropped[static_cast<int>(DropReason::rejected_full)][kind_index(e.kind)];
       }
-      outcome =
-          make_error(buffer_errc::full,
-                     "buffer " + opt.path + " is full (" + std::to_string(working.total_bytes()) +
-                         " of " + std::to_string(opt.max_bytes) + " bytes, buffer.max_bytes)");
+      outcome = make_error(buffer_errc::full, "buffer " + opt.path + " is full (" +
+                                                  std::to_string(working.pending.total_bytes()) +
+                                                  " of " + std::to_string(opt.max_bytes) +
+                                                  " bytes, buffer.max_bytes)");
       return {};
     }
   }
@@ -639,21 +669,78 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
   for (const NewEvent& e : job.events) {
     // collected_at never decreases in seq order (docs/buffer.md): expiry relies on it.
     working.last_collected_at = std::max(working.last_collected_at, now);
-    insert_stmt.bind(1, static_cast<int64_t>(working.next_seq))
+    auto insert = insert_statement(working.next_seq);
+    if (!insert) return insert.error();
+    Stmt& st = **insert;
+    st.bind(1, static_cast<int64_t>(working.next_seq))
         .bind(2, static_cast<int64_t>(e.kind))
         .bind(3, e.priority)
         .bind(4, e.event_time_ns)
         .bind(5, working.last_collected_at)
         .bind(6, std::string_view(e.body));
-    int rc = insert_stmt.step();
-    insert_stmt.reset();
+    int rc = st.step();
+    st.reset();
     if (rc != SQLITE_DONE) {
       return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
     }
+    count_in(working.next_seq, e.kind, e.priority, e.body.size());
     ++working.next_seq;
-    working.add(e.kind, e.priority, e.body.size());
   }
   outcome = seqs;
+  return {};
+}
+
+void SqliteBuffer::Impl::count_in(uint64_t seq, EventKind k, int32_t priority, uint64_t size) {
+  working.pending.add(k, priority, size);
+  working.segments[segment_of(seq)].add(k, priority, size);
+}
+
+void SqliteBuffer::Impl::count_out(uint64_t seq, EventKind k, int32_t priority, uint64_t size) {
+  working.pending.remove(k, priority, size);
+  auto it = working.segments.find(segment_of(seq));
+  if (it != working.segments.end()) it->second.remove(k, priority, size);
+}
+
+// The insert statement for `seq`'s segment, creating the segment table when it is new.
+Result<Stmt*> SqliteBuffer::Impl::insert_statement(uint64_t seq) {
+  const uint64_t first = segment_of(seq);
+  if (insert_segment == first) return &insert_stmt;
+  if (!working.segments.contains(first)) {
+    if (auto r = writer.exec(sqlite::segment_ddl(first)); !r) return r.error();
+    working.segments[first];
+  }
+  auto st =
+      Stmt::prepare(writer, "INSERT INTO " + sqlite::segment_table(first) +
+                                " (" OUTPOST_EVENT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!st) return st.error();
+  insert_stmt = std::move(*st);
+  insert_segment = first;
+  return &insert_stmt;
+}
+
+// Drops a segment table with every row in it, pending or hidden by acked_seq.
+Result<void> SqliteBuffer::Impl::drop_segment(uint64_t first) {
+  if (insert_segment == first) {
+    insert_stmt = Stmt();
+    insert_segment.reset();
+  }
+  if (auto r = writer.exec("DROP TABLE " + sqlite::segment_table(first)); !r) return r;
+  auto it = working.segments.find(first);
+  if (it != working.segments.end()) {
+    working.pending.remove(it->second);
+    working.segments.erase(it);
+  }
+  return {};
+}
+
+Result<void> SqliteBuffer::Impl::drop_empty_segments() {
+  std::vector<uint64_t> empty;
+  for (const auto& [first, tally] : working.segments) {
+    if (tally.total_events() == 0) empty.push_back(first);
+  }
+  for (uint64_t first : empty) {
+    if (auto r = drop_segment(first); !r) return r;
+  }
   return {};
 }
 
@@ -673,79 +760,105 @@ Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
   };
   std::vector<Victim> victims;
   uint64_t freed = 0;
-  for (const auto& [p, counts] : working.by_priority) {
-    if (p > priority || freed >= target) break;
-    bool droppable = false;
+  auto droppable_in = [&](const Tally& t, int32_t p) {
+    auto it = t.by_priority.find(p);
+    if (it == t.by_priority.end()) return false;
     for (EventKind k : kAllKinds) {
-      droppable = droppable || (counts[kind_index(k)] > 0 &&
-                                opt.kinds[kind_index(k)].policy == FullPolicy::drop_oldest);
+      if (it->second[kind_index(k)] > 0 &&
+          opt.kinds[kind_index(k)].policy == FullPolicy::drop_oldest) {
+        return true;
+      }
     }
-    if (!droppable) continue;
-    Stmt& st = evict_candidates_stmt;
-    st.bind(1, p);
-    int rc = SQLITE_ROW;
-    while (freed < target && (rc = st.step()) == SQLITE_ROW) {
-      auto k = kind_from_number(st.col_int(1));
-      if (!k || opt.kinds[kind_index(*k)].policy != FullPolicy::drop_oldest) continue;
-      victims.push_back(
-          {static_cast<uint64_t>(st.col_int(0)), *k, p, static_cast<uint64_t>(st.col_int(2))});
-      freed += victims.back().size;
-    }
-    st.reset();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
+    return false;
+  };
+  for (const auto& [p, counts] : working.pending.by_priority) {
+    if (p > priority || freed >= target) break;
+    if (!droppable_in(working.pending, p)) continue;
+    for (const auto& [first, tally] : working.segments) {
+      if (freed >= target) break;
+      if (!droppable_in(tally, p)) continue;
+      auto scanned = sqlite::for_each_row(
+          writer,
+          "SELECT seq, kind, length(body) FROM " + sqlite::segment_table(first) +
+              " WHERE seq > ?1 AND priority = ?2 ORDER BY seq",
+          {static_cast<int64_t>(working.acked_seq), p}, [&](Stmt& row) {
+            auto k = kind_from_number(row.col_int(1));
+            if (k && opt.kinds[kind_index(*k)].policy == FullPolicy::drop_oldest) {
+              victims.push_back({static_cast<uint64_t>(row.col_int(0)), *k, p,
+                                 static_cast<uint64_t>(row.col_int(2))});
+              freed += victims.back().size;
+            }
+            return freed < target;
+          });
+      if (!scanned) return scanned.error();
     }
   }
   if (freed < needed) return false;
   for (const Victim& v : victims) {
-    delete_one_stmt.bind(1, static_cast<int64_t>(v.seq));
-    int rc = delete_one_stmt.step();
-    delete_one_stmt.reset();
-    if (rc != SQLITE_DONE) {
-      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": evict");
-    }
-    working.remove(v.kind, v.priority, v.size);
+    auto deleted = sqlite::for_each_row(
+        writer, "DELETE FROM " + sqlite::segment_table(segment_of(v.seq)) + " WHERE seq = ?1",
+        {static_cast<int64_t>(v.seq)});
+    if (!deleted) return deleted.error();
+    count_out(v.seq, v.kind, v.priority, v.size);
     ++working.dropped[static_cast<int>(DropReason::evicted_full)][kind_index(v.kind)];
   }
   return true;
 }
 
-// Deletes events with seq <= max_seq (of `kind`, if given); a drop when `reason` is given,
-// an acknowledgement otherwise.
+// Deletes pending events with seq <= max_seq (of `kind`, if given), counted as drops for
+// `reason`. Purges and expiry only: acknowledgements hide and drop segments instead.
 Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional<EventKind> kind,
-                                                 std::optional<DropReason> reason) {
-  Stmt& st = remove_stmt;
-  st.bind(1, static_cast<int64_t>(std::min<uint64_t>(max_seq, kNoLimit)))
-      .bind(2, kind ? static_cast<int64_t>(*kind) : 0);
+                                                 DropReason reason) {
   uint64_t removed = 0;
-  int rc;
-  while ((rc = st.step()) == SQLITE_ROW) {
-    auto k = kind_from_number(st.col_int(0));
-    if (!k) continue;
-    working.remove(*k, static_cast<int32_t>(st.col_int(1)), static_cast<uint64_t>(st.col_int(2)));
-    if (reason) ++working.dropped[static_cast<int>(*reason)][kind_index(*k)];
-    ++removed;
+  std::vector<uint64_t> firsts;
+  for (const auto& [first, tally] : working.segments) {
+    if (first > max_seq) break;
+    if (tally.total_events() > 0 && (!kind || tally.events[kind_index(*kind)] > 0)) {
+      firsts.push_back(first);
+    }
   }
-  st.reset();
-  if (rc != SQLITE_DONE) {
-    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": delete");
+  for (uint64_t first : firsts) {
+    auto deleted = sqlite::for_each_row(
+        writer,
+        "DELETE FROM " + sqlite::segment_table(first) +
+            " WHERE seq > ?1 AND seq <= ?2 AND (?3 = 0 OR kind = ?3) "
+            "RETURNING seq, kind, priority, length(body)",
+        {static_cast<int64_t>(working.acked_seq),
+         static_cast<int64_t>(std::min<uint64_t>(max_seq, kNoLimit)),
+         kind ? static_cast<int64_t>(*kind) : 0},
+        [&](Stmt& row) {
+          if (auto k = kind_from_number(row.col_int(1))) {
+            count_out(static_cast<uint64_t>(row.col_int(0)), *k,
+                      static_cast<int32_t>(row.col_int(2)), static_cast<uint64_t>(row.col_int(3)));
+            ++working.dropped[static_cast<int>(reason)][kind_index(*k)];
+            ++removed;
+          }
+          return true;
+        });
+    if (!deleted) return deleted.error();
   }
   return removed;
 }
 
-// The pending event with the lowest seq >= `seq`: its seq and collected_at (an indexed read).
+// The pending event with the lowest seq >= `seq`: its seq and collected_at (indexed reads).
 Result<std::optional<std::pair<uint64_t, int64_t>>> SqliteBuffer::Impl::first_at_or_after(
     uint64_t seq) {
-  Stmt& st = first_at_or_after_stmt;
-  st.bind(1, static_cast<int64_t>(seq));
-  int rc = st.step();
-  std::optional<std::pair<uint64_t, int64_t>> row;
-  if (rc == SQLITE_ROW) row.emplace(static_cast<uint64_t>(st.col_int(0)), st.col_int(1));
-  st.reset();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": read");
+  std::optional<std::pair<uint64_t, int64_t>> found;
+  const uint64_t from = std::max(seq, working.acked_seq + 1);
+  for (auto it = working.segments.lower_bound(segment_of(from));
+       it != working.segments.end() && !found; ++it) {
+    if (it->second.total_events() == 0) continue;
+    auto r =
+        sqlite::for_each_row(writer,
+                             "SELECT seq, collected_at FROM " + sqlite::segment_table(it->first) +
+                                 " WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                             {static_cast<int64_t>(from)}, [&](Stmt& row) {
+                               found.emplace(static_cast<uint64_t>(row.col_int(0)), row.col_int(1));
+                               return false;
+                             });
+    if (!r) return r.error();
   }
-  return row;
+  return found;
 }
 
 // The highest seq whose collected_at is before `cutoff_ns`, by binary search over seqs
@@ -773,7 +886,7 @@ Result<void> SqliteBuffer::Impl::expire() {
   const int64_t now = clock.now_ns();
   for (EventKind k : kAllKinds) {
     int64_t max_age = opt.kinds[kind_index(k)].max_age_ns;
-    if (max_age <= 0 || working.events[kind_index(k)] == 0) continue;
+    if (max_age <= 0 || working.pending.events[kind_index(k)] == 0) continue;
     auto boundary = last_seq_collected_before(now - max_age);
     if (!boundary) return boundary.error();
     if (!*boundary) continue;
@@ -841,12 +954,15 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
       working = committed;
     }
     if (auto r = body(); !r) return r;
+    if (auto r = drop_empty_segments(); !r) return r;
     if (auto r = persist(committed); !r) return r;
     return writer.exec("COMMIT");
   };
   Result<void> result = attempt();
   if (!result) {
     (void)writer.exec("ROLLBACK");
+    insert_stmt = Stmt();  // its table may have been created by the rolled-back transaction
+    insert_segment.reset();
     note_error(result.error());
     return result;
   }
@@ -855,35 +971,82 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
   return result;
 }
 
+// Acknowledges every seq <= up_to_seq: drops the segments wholly at or below it, and hides
+// the acknowledged rows of a partly acknowledged segment behind acked_seq (they go when the
+// rest of it does). Returns how many pending events that removed.
 Result<uint64_t> SqliteBuffer::Impl::acknowledge(uint64_t up_to_seq) {
-  auto removed = remove_rows(up_to_seq, std::nullopt, std::nullopt);
-  if (!removed) return removed;
-  working.acked_seq = std::max(working.acked_seq, std::min(up_to_seq, working.next_seq - 1));
+  const uint64_t up_to = std::min(up_to_seq, working.next_seq - 1);
+  if (up_to <= working.acked_seq) return uint64_t{0};
+  uint64_t removed = 0;
+  while (!working.segments.empty()) {
+    auto& [first, tally] = *working.segments.begin();
+    if (first > up_to) break;
+    if (first + segment_size - 1 <= up_to) {
+      removed += tally.total_events();
+      if (auto r = drop_segment(first); !r) return r.error();
+      continue;
+    }
+    const uint64_t seg = first;
+    auto hidden = sqlite::for_each_row(
+        writer,
+        "SELECT kind, priority, length(body) FROM " + sqlite::segment_table(seg) +
+            " WHERE seq > ?1 AND seq <= ?2",
+        {static_cast<int64_t>(working.acked_seq), static_cast<int64_t>(up_to)}, [&](Stmt& row) {
+          if (auto k = kind_from_number(row.col_int(0))) {
+            auto p = static_cast<int32_t>(row.col_int(1));
+            auto size = static_cast<uint64_t>(row.col_int(2));
+            working.pending.remove(*k, p, size);
+            working.segments[seg].remove(*k, p, size);
+            ++removed;
+          }
+          return true;
+        });
+    if (!hidden) return hidden.error();
+    break;
+  }
+  working.acked_seq = up_to;
   return removed;
 }
 
-// On a full disk: acknowledge in steps of a few hundred events, giving the WAL's space back
-// after each, so that each step fits in what the previous one freed.
+// On a full disk: acknowledge one segment per transaction, giving the WAL's space back after
+// each, so that each step fits in what the previous one freed.
 Result<uint64_t> SqliteBuffer::Impl::ack_in_chunks(uint64_t up_to_seq) {
-  constexpr uint64_t kChunk = 256;
   uint64_t total = 0;
   while (true) {
     uint64_t bound = up_to_seq;
     Result<uint64_t> removed = uint64_t{0};
     auto r = transact([&]() -> Result<void> {
-      // From the oldest pending event: seqs below it may be long gone (a fresh file).
-      auto oldest = first_at_or_after(0);
-      if (!oldest) return oldest.error();
-      uint64_t start = working.acked_seq;
-      if (*oldest) start = std::max(start, (*oldest)->first - 1);
-      bound = std::min(up_to_seq, start + kChunk);
+      if (!working.segments.empty()) {
+        bound = std::min(up_to_seq, working.segments.begin()->first + segment_size - 1);
+      }
       removed = acknowledge(bound);
       return removed ? Result<void>() : Result<void>(removed.error());
     });
     if (!r) return r.error();
     total += *removed;
     (void)writer.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    if (bound >= up_to_seq) return total;
+    if (bound >= up_to_seq) break;
+  }
+  // The hidden rows of a partly acknowledged segment still take space, which a full disk
+  // needs now: delete them too, a few hundred per transaction.
+  while (true) {
+    int changes = 0;
+    auto r = transact([&]() -> Result<void> {
+      if (working.segments.empty() || working.segments.begin()->first > working.acked_seq) {
+        return {};
+      }
+      const std::string table = sqlite::segment_table(working.segments.begin()->first);
+      auto deleted =
+          sqlite::for_each_row(writer,
+                               "DELETE FROM " + table + " WHERE seq IN (SELECT seq FROM " + table +
+                                   " WHERE seq <= ?1 ORDER BY seq LIMIT 256)",
+                               {static_cast<int64_t>(working.acked_seq)});
+      changes = sqlite3_changes(writer.handle());
+      return deleted;
+    });
+    if (!r) return r.error();
+    (void)writer.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (changes == 0) return total;
   }
 }
 

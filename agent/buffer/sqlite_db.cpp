@@ -4,9 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace outpost::agent::sqlite {
@@ -117,18 +120,10 @@ std::string Stmt::col_blob(int i) const {
   return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
 }
 
-Result<void> create_schema(Db& db, std::string_view agent_id) {
+Result<void> create_schema(Db& db, std::string_view agent_id, unsigned segment_shift) {
   // docs/buffer.md documents every table and column; change both together.
   static const char* kSchema = R"sql(
     BEGIN IMMEDIATE;
-    CREATE TABLE IF NOT EXISTS events (
-      seq          INTEGER PRIMARY KEY,
-      kind         INTEGER NOT NULL,
-      priority     INTEGER NOT NULL,
-      event_time   INTEGER NOT NULL,
-      collected_at INTEGER NOT NULL,
-      body         BLOB NOT NULL
-    );
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS drops (
       reason TEXT NOT NULL,
@@ -142,9 +137,11 @@ Result<void> create_schema(Db& db, std::string_view agent_id) {
     (void)db.exec("ROLLBACK");
     return r;
   }
-  auto st = Stmt::prepare(db, "INSERT OR IGNORE INTO meta (key, value) VALUES ('agent_id', ?1)");
+  auto st = Stmt::prepare(db,
+                          "INSERT OR IGNORE INTO meta (key, value) VALUES ('agent_id', ?1), "
+                          "('segment_shift', ?2)");
   if (!st) return st.error();
-  st->bind_text(1, agent_id);
+  st->bind_text(1, agent_id).bind(2, static_cast<int64_t>(segment_shift));
   if (int rc = st->step(); rc != SQLITE_DONE) {
     (void)db.exec("ROLLBACK");
     return error_from(rc, db.handle(), "buffer " + db.path() + ": create schema");
@@ -153,6 +150,109 @@ Result<void> create_schema(Db& db, std::string_view agent_id) {
       !r) {
     (void)db.exec("ROLLBACK");
     return r;
+  }
+  return {};
+}
+
+Result<void> for_each_row(Db& db, const std::string& sql, std::initializer_list<int64_t> args,
+                          const std::function<bool(Stmt&)>& row) {
+  auto st = Stmt::prepare(db, sql);
+  if (!st) return st.error();
+  int i = 1;
+  for (int64_t a : args) st->bind(i++, a);
+  int rc;
+  while ((rc = st->step()) == SQLITE_ROW) {
+    if (!row || !row(*st)) {
+      st->reset();
+      return {};
+    }
+  }
+  if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path());
+  return {};
+}
+
+Result<void> upgrade_from_v1(Db& db, unsigned segment_shift) {
+  auto body = [&]() -> Result<void> {
+    auto acked = meta_int(db, "acked_seq", 0);
+    if (!acked) return acked.error();
+    std::vector<int64_t> firsts;
+    auto listed =
+        for_each_row(db, "SELECT DISTINCT (seq >> ?1) << ?1 FROM events WHERE seq > ?2 ORDER BY 1",
+                     {static_cast<int64_t>(segment_shift), *acked}, [&](Stmt& row) {
+                       firsts.push_back(row.col_int(0));
+                       return true;
+                     });
+    if (!listed) return listed;
+    for (int64_t first : firsts) {
+      if (auto r = db.exec(segment_ddl(static_cast<uint64_t>(first))); !r) return r;
+      auto moved = for_each_row(db,
+                                "INSERT INTO " + segment_table(static_cast<uint64_t>(first)) +
+                                    " SELECT " OUTPOST_EVENT_COLUMNS
+                                    " FROM events WHERE seq >= ?1 AND seq < ?2 AND seq > ?3",
+                                {first, first + (int64_t{1} << segment_shift), *acked});
+      if (!moved) return moved;
+    }
+    return db.exec(
+        "DROP TABLE events; INSERT OR REPLACE INTO meta (key, value) VALUES "
+        "('segment_shift', " +
+        std::to_string(segment_shift) +
+        "); PRAGMA user_version = " + std::to_string(kSchemaVersion));
+  };
+  if (auto r = db.exec("BEGIN IMMEDIATE"); !r) return r;
+  if (auto r = body(); !r) {
+    (void)db.exec("ROLLBACK");
+    return r;
+  }
+  return db.exec("COMMIT");
+}
+
+std::string segment_table(uint64_t first_seq) { return "events_" + std::to_string(first_seq); }
+
+std::string segment_ddl(uint64_t first_seq) {
+  return "CREATE TABLE " + segment_table(first_seq) +
+         " (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, priority INTEGER NOT NULL, "
+         "event_time INTEGER NOT NULL, collected_at INTEGER NOT NULL, body BLOB NOT NULL)";
+}
+
+Result<std::vector<Segment>> list_segments(Db& db) {
+  auto st = Stmt::prepare(db,
+                          "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                          "(name = 'events' OR name GLOB 'events_[0-9]*')");
+  if (!st) return st.error();
+  std::vector<Segment> out;
+  int rc;
+  while ((rc = st->step()) == SQLITE_ROW) {
+    Segment seg;
+    seg.table = st->col_blob(0);
+    if (seg.table != "events") seg.first_seq = std::strtoull(seg.table.c_str() + 7, nullptr, 10);
+    out.push_back(std::move(seg));
+  }
+  if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": schema");
+  std::sort(out.begin(), out.end(),
+            [](const Segment& a, const Segment& b) { return a.first_seq < b.first_seq; });
+  return out;
+}
+
+Result<void> scan_events(Db& db, uint64_t after_seq, std::optional<EventKind> kind,
+                         const std::function<bool(Stmt&)>& visit) {
+  auto acked = meta_int(db, "acked_seq", 0);
+  if (!acked) return acked.error();
+  const uint64_t bound = std::max(after_seq, static_cast<uint64_t>(*acked));
+  auto segments = list_segments(db);
+  if (!segments) return segments.error();
+  for (size_t i = 0; i < segments->size(); ++i) {
+    // Segments hold disjoint, ascending seq ranges: skip those entirely at or below bound.
+    if (i + 1 < segments->size() && (*segments)[i + 1].first_seq <= bound + 1) continue;
+    auto st = Stmt::prepare(db, "SELECT " OUTPOST_EVENT_COLUMNS " FROM " + (*segments)[i].table +
+                                    " WHERE seq > ?1 AND (?2 = 0 OR kind = ?2) ORDER BY seq");
+    if (!st) return st.error();
+    st->bind(1, static_cast<int64_t>(std::min<uint64_t>(bound, INT64_MAX)))
+        .bind(2, kind ? static_cast<int64_t>(*kind) : 0);
+    int rc;
+    while ((rc = st->step()) == SQLITE_ROW) {
+      if (!visit(*st)) return {};
+    }
+    if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": read");
   }
   return {};
 }
@@ -190,12 +290,7 @@ uint64_t file_size(const std::string& path) {
 }  // namespace
 
 Result<BufferStats> read_stats(Db& db) {
-  // One read transaction, so that every figure comes from the same snapshot.
-  if (auto r = db.exec("BEGIN"); !r) return r.error();
-  struct EndRead {
-    Db& db;
-    ~EndRead() { (void)db.exec("COMMIT"); }
-  } end_read{db};
+  ReadTransaction snapshot(db);  // every figure from the same snapshot
 
   BufferStats s;
   auto version = db.query_int("PRAGMA user_version");
@@ -213,22 +308,34 @@ Result<BufferStats> read_stats(Db& db) {
   s.next_seq = static_cast<uint64_t>(*next);
   s.acked_seq = static_cast<uint64_t>(*acked);
 
-  auto groups = Stmt::prepare(db,
-                              "SELECT kind, priority, count(*), sum(length(body)), "
-                              "min(event_time), max(event_time) FROM events "
-                              "GROUP BY kind, priority ORDER BY kind, priority");
-  if (!groups) return groups.error();
+  auto segments = list_segments(db);
+  if (!segments) return segments.error();
+  std::map<std::pair<int64_t, int32_t>, GroupStats> groups;
   int rc;
-  while ((rc = groups->step()) == SQLITE_ROW) {
-    GroupStats g;
-    auto kind = kind_from_number(groups->col_int(0));
-    if (!kind) continue;  // a row no writer of this version makes; verify reports the file
-    g.kind = *kind;
-    g.priority = static_cast<int32_t>(groups->col_int(1));
-    g.events = static_cast<uint64_t>(groups->col_int(2));
-    g.bytes = static_cast<uint64_t>(groups->col_int(3));
-    g.oldest_event_time_ns = groups->col_int(4);
-    g.newest_event_time_ns = groups->col_int(5);
+  for (const Segment& seg : *segments) {
+    auto st = Stmt::prepare(db,
+                            "SELECT kind, priority, count(*), sum(length(body)), "
+                            "min(event_time), max(event_time) FROM " +
+                                seg.table + " WHERE seq > ?1 GROUP BY kind, priority");
+    if (!st) return st.error();
+    st->bind(1, *acked);
+    while ((rc = st->step()) == SQLITE_ROW) {
+      auto kind = kind_from_number(st->col_int(0));
+      if (!kind) continue;  // a row no writer of this version makes; verify reports the file
+      GroupStats& g = groups[{st->col_int(0), static_cast<int32_t>(st->col_int(1))}];
+      bool first = g.events == 0;
+      g.kind = *kind;
+      g.priority = static_cast<int32_t>(st->col_int(1));
+      g.events += static_cast<uint64_t>(st->col_int(2));
+      g.bytes += static_cast<uint64_t>(st->col_int(3));
+      g.oldest_event_time_ns =
+          first ? st->col_int(4) : std::min(g.oldest_event_time_ns, st->col_int(4));
+      g.newest_event_time_ns =
+          first ? st->col_int(5) : std::max(g.newest_event_time_ns, st->col_int(5));
+    }
+    if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
+  }
+  for (const auto& [key, g] : groups) {
     s.pending_events += g.events;
     s.pending_bytes += g.bytes;
     if (!s.oldest_event_time_ns || g.oldest_event_time_ns < *s.oldest_event_time_ns) {
@@ -239,11 +346,12 @@ Result<BufferStats> read_stats(Db& db) {
     }
     s.groups.push_back(g);
   }
-  if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
 
-  auto oldest = Stmt::prepare(db, "SELECT collected_at FROM events ORDER BY seq LIMIT 1");
+  auto oldest = scan_events(db, 0, std::nullopt, [&](Stmt& row) {
+    s.oldest_collected_at_ns = row.col_int(4);
+    return false;
+  });
   if (!oldest) return oldest.error();
-  if (oldest->step() == SQLITE_ROW) s.oldest_collected_at_ns = oldest->col_int(0);
 
   auto drops = Stmt::prepare(db, "SELECT reason, kind, count FROM drops ORDER BY reason, kind");
   if (!drops) return drops.error();

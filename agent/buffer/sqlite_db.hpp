@@ -8,15 +8,24 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/buffer/buffer.hpp"
 
 namespace outpost::agent::sqlite {
 
 // Schema version stored in PRAGMA user_version; docs/buffer.md describes each version.
-inline constexpr uint32_t kSchemaVersion = 1;
+// Version 1 kept every event in one table `events`; version 2 keeps them in segment tables
+// (below). Read-only tools read both; the writer upgrades a version-1 file at open.
+inline constexpr uint32_t kSchemaVersion = 2;
+
+// The columns every event query selects, in this order.
+#define OUTPOST_EVENT_COLUMNS "seq, kind, priority, event_time, collected_at, body"
 
 Error error_from(int rc, sqlite3* db, const std::string& what);
 
@@ -81,8 +90,46 @@ class Stmt {
   sqlite3* db_ = nullptr;
 };
 
-// Creates the version-1 schema in an empty database (in one transaction).
-Result<void> create_schema(Db& db, std::string_view agent_id);
+// Creates the current schema in an empty database (in one transaction).
+Result<void> create_schema(Db& db, std::string_view agent_id, unsigned segment_shift);
+
+// Events live in segment tables: `events_<F>` holds the seqs [F, F + 2^segment_shift), F a
+// multiple of 2^segment_shift. A fully acknowledged segment is dropped whole, which costs a
+// few pages instead of a B-tree delete per row; acked_seq hides the acknowledged rows of the
+// segment that is only partly acknowledged. (A version-1 file's `events` table is first_seq 0.)
+struct Segment {
+  uint64_t first_seq = 0;
+  std::string table;
+};
+std::string segment_table(uint64_t first_seq);
+std::string segment_ddl(uint64_t first_seq);
+// The event tables of the current snapshot, lowest seqs first.
+Result<std::vector<Segment>> list_segments(Db& db);
+// Calls `visit` with each pending event (seq > max(after_seq, acked_seq), and of `kind` when
+// given) in seq order, as a row of OUTPOST_EVENT_COLUMNS, until it returns false. Call it in
+// a read transaction so that every table comes from one snapshot.
+Result<void> scan_events(Db& db, uint64_t after_seq, std::optional<EventKind> kind,
+                         const std::function<bool(Stmt&)>& visit);
+// A read transaction for the guard's lifetime: every query in it sees one snapshot.
+class ReadTransaction {
+ public:
+  explicit ReadTransaction(Db& db) : db_(db) { ok_ = static_cast<bool>(db_.exec("BEGIN")); }
+  ReadTransaction(const ReadTransaction&) = delete;
+  ReadTransaction& operator=(const ReadTransaction&) = delete;
+  ~ReadTransaction() {
+    if (ok_) (void)db_.exec("COMMIT");
+  }
+
+ private:
+  Db& db_;
+  bool ok_ = false;
+};
+// Prepares `sql`, binds `args` to ?1, ?2, ... and calls `row` for each result row until it
+// returns false (or for none, for a statement without results).
+Result<void> for_each_row(Db& db, const std::string& sql, std::initializer_list<int64_t> args,
+                          const std::function<bool(Stmt&)>& row = {});
+// Moves a version-1 file's events (one table) into segment tables, in one transaction.
+Result<void> upgrade_from_v1(Db& db, unsigned segment_shift);
 // "ok", or the first problems SQLite reports. `full` runs integrity_check, else quick_check.
 Result<std::string> check_integrity(Db& db, bool full, int max_rows = 20);
 // Counts and times from the tables themselves (a full scan: for tools, not the hot path).

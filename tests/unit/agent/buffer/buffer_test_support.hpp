@@ -14,6 +14,7 @@ inline agent::BufferOptions fast_options(const std::string& path) {
   o.agent_id = "test-agent";
   o.synchronous = agent::Synchronous::normal;  // the crash test covers durability
   o.commit_interval_ns = 0;
+  o.segment_shift = 5;  // 32 seqs per segment table: every test crosses segments
   return o;
 }
 

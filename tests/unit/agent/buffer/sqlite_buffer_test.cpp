@@ -48,6 +48,29 @@ std::vector<std::string> corrupt_files(const test::TempDir& dir) {
   return out;
 }
 
+int64_t query_int(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+std::vector<uint64_t> inspected_seqs(const std::string& path) {
+  auto inspector = BufferInspector::open(path);
+  REQUIRE(inspector);
+  std::vector<uint64_t> seqs;
+  REQUIRE(inspector->scan({}, [&](const StoredEvent& e) {
+    seqs.push_back(e.seq);
+    return true;
+  }));
+  return seqs;
+}
+
 void exec_sql(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
@@ -274,6 +297,115 @@ TEST_CASE("recover_corrupt=false refuses a corrupt file and leaves it where it i
   REQUIRE_FALSE(b);
   CHECK(b.error().code == buffer_errc::corrupt);
   CHECK(corrupt_files(dir).empty());
+}
+
+TEST_CASE("acknowledged segments are dropped whole; a partly acknowledged one hides its rows") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));  // 32 seqs per segment
+  const std::string segments =
+      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name GLOB 'events_*'";
+  {
+    auto b = open_ok(o, clock);
+    std::vector<NewEvent> many;
+    for (int i = 0; i < 100; ++i) many.push_back(event_of(EventKind::json, 10));
+    REQUIRE(b->append(std::move(many)).get());  // seqs 1..100: segments 0, 32, 64, 96
+    CHECK(query_int(o.path, segments) == 4);
+    REQUIRE(b->ack(40));  // drops 0 (1..31); hides 32..40 of segment 32
+    CHECK(query_int(o.path, segments) == 3);
+    CHECK(query_int(o.path, "SELECT count(*) FROM events_32") == 32);  // hidden, not deleted
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == 60);
+    CHECK(s->pending_bytes == 600);
+    auto first = b->read_batch(0, 1, 1 << 20);
+    REQUIRE(first);
+    REQUIRE(first->size() == 1);
+    CHECK(first->front().seq == 41);  // reading from 0 never returns hidden rows
+  }
+  // The read-only tools and a reopened writer see the same: acked_seq hides the rows.
+  auto seqs = inspected_seqs(o.path);
+  REQUIRE(seqs.size() == 60);
+  CHECK(seqs.front() == 41);
+  CHECK(seqs.back() == 100);
+  auto inspector = BufferInspector::open(o.path);
+  REQUIRE(inspector);
+  auto file_stats = inspector->stats();
+  REQUIRE(file_stats);
+  CHECK(file_stats->pending_events == 60);
+  CHECK(file_stats->pending_bytes == 600);
+  auto b = open_ok(o, clock);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 60);
+  // Acking the rest of a segment drops it with its hidden rows; acking all leaves no table.
+  REQUIRE(b->ack(70));
+  CHECK(query_int(o.path, segments) == 2);
+  REQUIRE(b->ack(100));
+  CHECK(query_int(o.path, segments) == 0);
+  CHECK(query_int(o.path, "PRAGMA freelist_count") > 0);  // the pages are free for reuse
+  auto next = append_one(*b, event_of(EventKind::json, 10));
+  REQUIRE(next);
+  CHECK(next->first_seq == 101);
+}
+
+TEST_CASE("purging or evicting a whole segment's pending events drops its table") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  auto b = open_ok(o, clock);
+  std::vector<NewEvent> many;
+  for (int i = 0; i < 64; ++i)
+    many.push_back(event_of(i < 40 ? EventKind::pixel : EventKind::json, 10));
+  // Segment 0: pixel 1..31; segment 32: pixel 32..40, json 41..63; segment 64: json 64.
+  REQUIRE(b->append(std::move(many)).get());
+  auto purged = b->purge(EventKind::pixel, std::nullopt);
+  REQUIRE(purged);
+  CHECK(*purged == 40);
+  CHECK(query_int(o.path, "SELECT count(*) FROM sqlite_master WHERE name = 'events_0'") == 0);
+  CHECK(query_int(o.path, "SELECT count(*) FROM events_32") == 23);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 24);
+  CHECK(dropped(*s, DropReason::purged, EventKind::pixel) == 40);
+}
+
+TEST_CASE("a version-1 file (one events table) is upgraded to segments at open") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("v1.db"));
+  // The version-1 schema as docs/buffer.md described it, with 70 events of which 5 acked.
+  std::string sql =
+      "PRAGMA journal_mode=WAL;"
+      "CREATE TABLE events (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, priority INTEGER "
+      "NOT NULL, event_time INTEGER NOT NULL, collected_at INTEGER NOT NULL, body BLOB NOT "
+      "NULL);"
+      "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+      "CREATE TABLE drops (reason TEXT NOT NULL, kind INTEGER NOT NULL, count INTEGER NOT NULL, "
+      "PRIMARY KEY (reason, kind)) WITHOUT ROWID;"
+      "INSERT INTO meta VALUES ('next_seq', 71), ('acked_seq', 5), ('agent_id', 'old-agent');"
+      "INSERT INTO drops VALUES ('expired', 3, 7);"
+      "WITH RECURSIVE c(x) AS (SELECT 6 UNION ALL SELECT x + 1 FROM c WHERE x < 70) "
+      "INSERT INTO events SELECT x, 3, 0, x, x, 'body-' || x FROM c;"
+      "PRAGMA user_version = 1;";
+  exec_sql(o.path, sql);
+  auto b = open_ok(o, clock);
+  CHECK(query_int(o.path, "PRAGMA user_version") == 2);
+  CHECK(query_int(o.path, "SELECT count(*) FROM sqlite_master WHERE name = 'events'") == 0);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 65);
+  CHECK(s->acked_seq == 5);
+  CHECK(dropped(*s, DropReason::expired, EventKind::json) == 7);
+  auto all = b->read_batch(0, 1000, 1 << 20);
+  REQUIRE(all);
+  REQUIRE(all->size() == 65);
+  CHECK(all->front().seq == 6);
+  CHECK(all->front().body == "body-6");
+  CHECK(all->back().seq == 70);
+  auto next = append_one(*b, event_of(EventKind::json, 10));
+  REQUIRE(next);
+  CHECK(next->first_seq == 71);
 }
 
 TEST_CASE("a file from a newer schema version is refused with a clear message") {
