@@ -1,0 +1,144 @@
+#include "common/wire/frame.hpp"
+
+#include <google/protobuf/io/coded_stream.h>
+
+namespace outpost::wire {
+namespace {
+
+class WireCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "outpost.wire"; }
+  std::string message(int c) const override {
+    switch (static_cast<wire_errc>(c)) {
+      case wire_errc::frame_too_large:
+        return "frame larger than the session allows";
+      case wire_errc::bad_frame:
+        return "malformed frame";
+      case wire_errc::truncated:
+        return "stream ended inside a frame";
+      case wire_errc::bad_batch:
+        return "malformed batch payload";
+    }
+    return "unknown wire error";
+  }
+};
+
+uint32_t read_be32(const char* p) {
+  auto b = reinterpret_cast<const unsigned char*>(p);
+  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+}
+
+}  // namespace
+
+const std::error_category& wire_category() {
+  static const WireCategory category;
+  return category;
+}
+
+void append_frame(std::string& out, const v1::Frame& frame) {
+  const size_t n = frame.ByteSizeLong();
+  const char prefix[kLengthPrefixBytes] = {
+      static_cast<char>((n >> 24) & 0xff), static_cast<char>((n >> 16) & 0xff),
+      static_cast<char>((n >> 8) & 0xff), static_cast<char>(n & 0xff)};
+  out.append(prefix, kLengthPrefixBytes);
+  const size_t at = out.size();
+  out.resize(at + n);
+  frame.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at));
+}
+
+std::string encode_frame(const v1::Frame& frame) {
+  std::string out;
+  append_frame(out, frame);
+  return out;
+}
+
+Result<std::optional<v1::Frame>> FrameDecoder::next() {
+  if (buffered_bytes() < kLengthPrefixBytes) return std::optional<v1::Frame>();
+  const uint32_t length = read_be32(buffer_.data() + consumed_);
+  if (length > max_frame_bytes_) {
+    return make_error(wire_errc::frame_too_large,
+                      "frame of " + std::to_string(length) + " bytes exceeds the limit of " +
+                          std::to_string(max_frame_bytes_));
+  }
+  if (buffered_bytes() < kLengthPrefixBytes + length) return std::optional<v1::Frame>();
+  v1::Frame frame;
+  const char* body = buffer_.data() + consumed_ + kLengthPrefixBytes;
+  if (!frame.ParseFromArray(body, static_cast<int>(length))) {
+    return make_error(wire_errc::bad_frame,
+                      "frame of " + std::to_string(length) + " bytes is not an outpost.v1.Frame");
+  }
+  if (frame.body_case() == v1::Frame::BODY_NOT_SET) {
+    return make_error(wire_errc::bad_frame, "frame carries no message this version knows");
+  }
+  consumed_ += kLengthPrefixBytes + length;
+  if (consumed_ == buffer_.size()) {
+    buffer_.clear();
+    consumed_ = 0;
+  } else if (consumed_ > buffer_.size() / 2) {
+    buffer_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  return std::optional<v1::Frame>(std::move(frame));
+}
+
+Result<void> FrameDecoder::finish() const {
+  if (buffered_bytes() == 0) return {};
+  return make_error(wire_errc::truncated, "the stream ended " + std::to_string(buffered_bytes()) +
+                                              " bytes into a frame");
+}
+
+void append_payload_event(std::string& payload, std::string_view event_bytes) {
+  uint8_t header[10];
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(event_bytes.size()), header);
+  payload.append(reinterpret_cast<const char*>(header), static_cast<size_t>(end - header));
+  payload.append(event_bytes);
+}
+
+Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t expected_count,
+                                              uint64_t first_seq, uint64_t last_seq) {
+  auto bad = [](const std::string& why) { return make_error(wire_errc::bad_batch, why); };
+  if (first_seq == 0 || last_seq < first_seq) {
+    return bad("batch seq range [" + std::to_string(first_seq) + ", " + std::to_string(last_seq) +
+               "] is empty or starts at 0");
+  }
+  if (expected_count == 0 || expected_count - 1 > last_seq - first_seq) {
+    return bad("batch declares " + std::to_string(expected_count) + " events for the seq range [" +
+               std::to_string(first_seq) + ", " + std::to_string(last_seq) + "]");
+  }
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
+                                            static_cast<int>(payload.size()));
+  std::vector<v1::Event> events;
+  events.reserve(expected_count);
+  uint64_t previous = 0;
+  while (!in.ExpectAtEnd()) {
+    if (events.size() == expected_count) {
+      return bad("batch payload holds more than the " + std::to_string(expected_count) +
+                 " events its header declares");
+    }
+    uint32_t size = 0;
+    if (!in.ReadVarint32(&size) || size > payload.size()) {
+      return bad("event " + std::to_string(events.size()) + " has a bad length prefix");
+    }
+    auto limit = in.PushLimit(static_cast<int>(size));
+    v1::Event e;
+    if (!e.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
+      return bad("event " + std::to_string(events.size()) + " is not an outpost.v1.Event");
+    }
+    in.PopLimit(limit);
+    if (e.seq() < first_seq || e.seq() > last_seq || e.seq() <= previous) {
+      return bad("event seq " + std::to_string(e.seq()) + " is outside [" +
+                 std::to_string(first_seq) + ", " + std::to_string(last_seq) +
+                 "] or not increasing");
+    }
+    previous = e.seq();
+    events.push_back(std::move(e));
+  }
+  if (events.size() != expected_count) {
+    return bad("batch payload holds " + std::to_string(events.size()) + " events, its header " +
+               std::to_string(expected_count));
+  }
+  return events;
+}
+
+}  // namespace outpost::wire

@@ -1,0 +1,168 @@
+// Framing round trips, and every malformed-frame case: oversized length (refused before the
+// body arrives), garbage protobuf, an empty frame, truncation, byte-by-byte delivery; and the
+// batch payload decoder's checks.
+#include "common/wire/frame.hpp"
+
+#include <doctest/doctest.h>
+
+#include <random>
+
+using namespace outpost;
+using namespace outpost::wire;
+
+namespace {
+
+v1::Frame batch_frame(uint64_t batch_seq, size_t payload_bytes) {
+  v1::Frame f;
+  auto* b = f.mutable_batch();
+  b->set_batch_seq(batch_seq);
+  b->set_first_seq(10);
+  b->set_last_seq(19);
+  b->set_event_count(10);
+  b->set_codec(v1::CODEC_ZSTD);
+  b->set_payload(std::string(payload_bytes, 'p'));
+  return f;
+}
+
+std::string event_bytes(uint64_t seq) {
+  v1::Event e;
+  e.set_agent_id("dev-1");
+  e.set_seq(seq);
+  e.set_kind(v1::EVENT_KIND_JSON);
+  e.set_json("{\"n\":" + std::to_string(seq) + "}");
+  return e.SerializeAsString();
+}
+
+}  // namespace
+
+TEST_CASE("every frame type round-trips, fed whole or one byte at a time") {
+  std::vector<v1::Frame> frames(7);
+  frames[0].mutable_hello()->set_agent_id("dev-1");
+  frames[0].mutable_hello()->add_codecs(v1::CODEC_ZSTD);
+  frames[1].mutable_welcome()->set_max_frame_bytes(1 << 20);
+  frames[2] = batch_frame(3, 1000);
+  frames[3].mutable_ack()->set_batch_seq(3);
+  frames[3].mutable_ack()->set_status(v1::Ack::OK);
+  frames[4].mutable_ping()->set_nonce(9);
+  frames[5].mutable_pong()->set_nonce(9);
+  frames[6].mutable_goodbye()->set_reason("replaced by a newer session");
+  std::string stream;
+  for (const auto& f : frames) append_frame(stream, f);
+
+  for (bool bytewise : {false, true}) {
+    CAPTURE(bytewise);
+    FrameDecoder d(1 << 20);
+    std::vector<v1::Frame> got;
+    auto drain = [&] {
+      while (true) {
+        auto r = d.next();
+        REQUIRE(r);
+        if (!*r) break;
+        got.push_back(std::move(**r));
+      }
+    };
+    if (bytewise) {
+      for (char c : stream) {
+        d.feed(std::string_view(&c, 1));
+        drain();
+      }
+    } else {
+      d.feed(stream);
+      drain();
+    }
+    REQUIRE(got.size() == frames.size());
+    for (size_t i = 0; i < frames.size(); ++i) {
+      CHECK(got[i].SerializeAsString() == frames[i].SerializeAsString());
+    }
+    CHECK(d.finish());
+    CHECK(d.buffered_bytes() == 0);
+  }
+}
+
+TEST_CASE("an oversized length is refused from the 4-byte prefix alone") {
+  FrameDecoder d(1000);
+  std::string prefix = encode_frame(batch_frame(1, 5000)).substr(0, kLengthPrefixBytes);
+  d.feed(prefix);  // the body never needs to arrive
+  auto r = d.next();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == wire_errc::frame_too_large);
+  CHECK(r.error().message.find("exceeds the limit of 1000") != std::string::npos);
+
+  FrameDecoder huge(1 << 20);
+  huge.feed(std::string("\xff\xff\xff\xff", 4));  // 4 GiB claimed
+  auto r2 = huge.next();
+  REQUIRE_FALSE(r2);
+  CHECK(r2.error().code == wire_errc::frame_too_large);
+}
+
+TEST_CASE("garbage protobuf and an empty frame are bad frames") {
+  FrameDecoder d(1000);
+  d.feed(std::string("\x00\x00\x00\x05\xff\xff\xff\xff\xff", 9));
+  auto r = d.next();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == wire_errc::bad_frame);
+
+  FrameDecoder e(1000);
+  e.feed(std::string("\x00\x00\x00\x00", 4));  // a valid, empty Frame: no message in it
+  auto r2 = e.next();
+  REQUIRE_FALSE(r2);
+  CHECK(r2.error().code == wire_errc::bad_frame);
+  CHECK(r2.error().message.find("no message") != std::string::npos);
+}
+
+TEST_CASE("a stream that ends inside a frame is truncated") {
+  std::string whole = encode_frame(batch_frame(1, 100));
+  for (size_t cut : {size_t{1}, size_t{3}, size_t{4}, whole.size() - 1}) {
+    CAPTURE(cut);
+    FrameDecoder d(1000);
+    d.feed(std::string_view(whole).substr(0, cut));
+    auto r = d.next();
+    REQUIRE(r);
+    CHECK_FALSE(*r);
+    auto end = d.finish();
+    REQUIRE_FALSE(end);
+    CHECK(end.error().code == wire_errc::truncated);
+  }
+}
+
+TEST_CASE("random bytes never crash the decoder, and it holds at most one frame plus a read") {
+  std::mt19937 rng(5);
+  for (int i = 0; i < 3000; ++i) {
+    FrameDecoder d(4096);
+    std::string noise(rng() % 200, '\0');
+    for (char& c : noise) c = static_cast<char>(rng());
+    d.feed(noise);
+    for (int k = 0; k < 10; ++k) {
+      auto r = d.next();
+      if (!r || !*r) break;
+    }
+    CHECK(d.buffered_bytes() <= noise.size());
+  }
+}
+
+TEST_CASE("a batch payload decodes to its events and is checked against its header") {
+  std::string payload;
+  for (uint64_t seq = 10; seq <= 19; ++seq) append_payload_event(payload, event_bytes(seq));
+  auto events = decode_payload(payload, 10, 10, 19);
+  REQUIRE_MESSAGE(events, (events ? "" : events.error().message));
+  REQUIRE(events->size() == 10);
+  CHECK(events->front().seq() == 10);
+  CHECK(events->back().json() == "{\"n\":19}");
+
+  auto wrong_count = decode_payload(payload, 9, 10, 19);
+  REQUIRE_FALSE(wrong_count);
+  CHECK(wrong_count.error().code == wire_errc::bad_batch);
+  CHECK_FALSE(decode_payload(payload, 11, 10, 20));              // fewer than declared
+  CHECK_FALSE(decode_payload(payload, 10, 11, 19));              // seq 10 outside the range
+  CHECK_FALSE(decode_payload(payload, 10, 10, 18));              // seq 19 outside the range
+  CHECK_FALSE(decode_payload(payload, 0, 10, 19));               // empty batch
+  CHECK_FALSE(decode_payload(payload.substr(0, 50), 10, 10, 19));  // truncated event
+  CHECK_FALSE(decode_payload(payload + "\x05zz", 10, 10, 19));   // trailing garbage
+
+  std::string repeated;
+  append_payload_event(repeated, event_bytes(5));
+  append_payload_event(repeated, event_bytes(5));
+  auto dup = decode_payload(repeated, 2, 1, 9);
+  REQUIRE_FALSE(dup);
+  CHECK(dup.error().message.find("not increasing") != std::string::npos);
+}
