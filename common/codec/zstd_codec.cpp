@@ -103,9 +103,9 @@ Result<std::string> decompress(std::string_view input, const DecompressLimits& l
     if (ZSTD_isError(remaining)) {
       ZSTD_ErrorCode code = ZSTD_getErrorCode(remaining);
       if (code == ZSTD_error_frameParameter_windowTooLarge) {
-        return make_error(codec_errc::window_too_large,
-                          "zstd frame needs a window above 2^" +
-                              std::to_string(limits.max_window_log) + " bytes");
+        return make_error(codec_errc::window_too_large, "zstd frame needs a window above 2^" +
+                                                            std::to_string(limits.max_window_log) +
+                                                            " bytes");
       }
       return make_error(codec_errc::corrupt,
                         std::string("corrupt zstd data: ") + ZSTD_getErrorName(remaining));

@@ -19,7 +19,7 @@
 namespace outpost::codec {
 
 enum class codec_errc {
-  too_large = 1,  // the output would exceed max_output_bytes (a bomb, or a lying header)
+  too_large = 1,     // the output would exceed max_output_bytes (a bomb, or a lying header)
   window_too_large,  // the frame needs a window above max_window_log
   corrupt,           // not a zstd frame, bad magic, a corrupt block, a checksum mismatch
   truncated,         // the input ends inside the frame
@@ -27,7 +27,9 @@ enum class codec_errc {
   internal,          // zstd could not allocate or was misused
 };
 const std::error_category& codec_category();
-inline std::error_code make_error_code(codec_errc e) { return {static_cast<int>(e), codec_category()}; }
+inline std::error_code make_error_code(codec_errc e) {
+  return {static_cast<int>(e), codec_category()};
+}
 
 struct DecompressLimits {
   size_t max_output_bytes = 64u << 20;

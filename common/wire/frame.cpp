@@ -56,9 +56,9 @@ Result<std::optional<v1::Frame>> FrameDecoder::next() {
   if (buffered_bytes() < kLengthPrefixBytes) return std::optional<v1::Frame>();
   const uint32_t length = read_be32(buffer_.data() + consumed_);
   if (length > max_frame_bytes_) {
-    return make_error(wire_errc::frame_too_large,
-                      "frame of " + std::to_string(length) + " bytes exceeds the limit of " +
-                          std::to_string(max_frame_bytes_));
+    return make_error(wire_errc::frame_too_large, "frame of " + std::to_string(length) +
+                                                      " bytes exceeds the limit of " +
+                                                      std::to_string(max_frame_bytes_));
   }
   if (buffered_bytes() < kLengthPrefixBytes + length) return std::optional<v1::Frame>();
   v1::Frame frame;
@@ -83,8 +83,8 @@ Result<std::optional<v1::Frame>> FrameDecoder::next() {
 
 Result<void> FrameDecoder::finish() const {
   if (buffered_bytes() == 0) return {};
-  return make_error(wire_errc::truncated, "the stream ended " + std::to_string(buffered_bytes()) +
-                                              " bytes into a frame");
+  return make_error(wire_errc::truncated,
+                    "the stream ended " + std::to_string(buffered_bytes()) + " bytes into a frame");
 }
 
 void append_payload_event(std::string& payload, std::string_view event_bytes) {

@@ -30,7 +30,9 @@ enum class wire_errc {
   bad_batch,            // a Batch payload that is not what its header says
 };
 const std::error_category& wire_category();
-inline std::error_code make_error_code(wire_errc e) { return {static_cast<int>(e), wire_category()}; }
+inline std::error_code make_error_code(wire_errc e) {
+  return {static_cast<int>(e), wire_category()};
+}
 
 inline constexpr size_t kLengthPrefixBytes = 4;
 

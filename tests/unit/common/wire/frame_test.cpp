@@ -152,12 +152,12 @@ TEST_CASE("a batch payload decodes to its events and is checked against its head
   auto wrong_count = decode_payload(payload, 9, 10, 19);
   REQUIRE_FALSE(wrong_count);
   CHECK(wrong_count.error().code == wire_errc::bad_batch);
-  CHECK_FALSE(decode_payload(payload, 11, 10, 20));              // fewer than declared
-  CHECK_FALSE(decode_payload(payload, 10, 11, 19));              // seq 10 outside the range
-  CHECK_FALSE(decode_payload(payload, 10, 10, 18));              // seq 19 outside the range
-  CHECK_FALSE(decode_payload(payload, 0, 10, 19));               // empty batch
+  CHECK_FALSE(decode_payload(payload, 11, 10, 20));                // fewer than declared
+  CHECK_FALSE(decode_payload(payload, 10, 11, 19));                // seq 10 outside the range
+  CHECK_FALSE(decode_payload(payload, 10, 10, 18));                // seq 19 outside the range
+  CHECK_FALSE(decode_payload(payload, 0, 10, 19));                 // empty batch
   CHECK_FALSE(decode_payload(payload.substr(0, 50), 10, 10, 19));  // truncated event
-  CHECK_FALSE(decode_payload(payload + "\x05zz", 10, 10, 19));   // trailing garbage
+  CHECK_FALSE(decode_payload(payload + "\x05zz", 10, 10, 19));     // trailing garbage
 
   std::string repeated;
   append_payload_event(repeated, event_bytes(5));
