@@ -182,6 +182,10 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
   if (!event.ParseFromArray(event_bytes.data(), static_cast<int>(event_bytes.size()))) {
     return bad("stored event does not parse as outpost.v1.Event");
   }
+  return event_to_json(std::move(event));
+}
+
+Result<std::string> event_to_json(v1::Event event) {
   std::string raw;
   if (event.payload_case() == v1::Event::kJson && inline_json(event.json())) {
     raw = event.json();

@@ -179,9 +179,9 @@ struct TlsSession::Impl {
       for (char& c : why) c = c == '\n' ? ';' : c;
       return make_error(tls_errc::peer_verify, "peer certificate rejected: " + why);
     }
-    if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE ||
-        ret == MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED) {
-      return make_error(tls_errc::peer_verify, "no acceptable peer certificate: " + mbed_error(ret));
+    if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE || ret == MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED) {
+      return make_error(tls_errc::peer_verify,
+                        "no acceptable peer certificate: " + mbed_error(ret));
     }
     return make_error(tls_errc::handshake, "TLS handshake failed: " + mbed_error(ret));
   }

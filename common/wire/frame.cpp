@@ -87,14 +87,6 @@ Result<void> FrameDecoder::finish() const {
                     "the stream ended " + std::to_string(buffered_bytes()) + " bytes into a frame");
 }
 
-void append_payload_event(std::string& payload, std::string_view event_bytes) {
-  uint8_t header[10];
-  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
-      static_cast<uint32_t>(event_bytes.size()), header);
-  payload.append(reinterpret_cast<const char*>(header), static_cast<size_t>(end - header));
-  payload.append(event_bytes);
-}
-
 Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t expected_count,
                                               uint64_t first_seq, uint64_t last_seq) {
   auto bad = [](const std::string& why) { return make_error(wire_errc::bad_batch, why); };

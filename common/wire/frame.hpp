@@ -61,8 +61,7 @@ class FrameDecoder {
   size_t consumed_ = 0;
 };
 
-// A Batch payload: the events, each length-delimited.
-void append_payload_event(std::string& payload, std::string_view event_bytes);
+// A Batch payload is the events, each length-delimited (proto::append_delimited builds it).
 // Splits a payload into its events; an error unless it holds exactly `expected_count`
 // well-formed events with seqs in [first_seq, last_seq], strictly increasing.
 Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t expected_count,

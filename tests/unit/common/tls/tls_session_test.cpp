@@ -24,8 +24,9 @@ struct Pki {
     main = dir.file("main");
     other = dir.file("other");
     std::string script = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs";
-    std::string cmd = script + " " + main + " --devices 2 --expired-device device-old >/dev/null && " +
-                      script + " " + other + " --devices 1 --ca-name 'Some other CA' >/dev/null";
+    std::string cmd = script + " " + main +
+                      " --devices 2 --expired-device device-old >/dev/null && " + script + " " +
+                      other + " --devices 1 --ca-name 'Some other CA' >/dev/null";
     REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "make-certs failed: is openssl installed?");
   }
   Files gateway() const { return {main + "/ca.crt", main + "/gateway.crt", main + "/gateway.key"}; }
@@ -124,11 +125,11 @@ TEST_CASE("the server refuses a client without a certificate") {
 
 TEST_CASE("the server refuses a client certificate signed by another CA") {
   auto server_ctx = server_context();
-  auto client_ctx = context({Role::client,
-                             {pki().main + "/ca.crt", pki().other + "/device-1.crt",
-                              pki().other + "/device-1.key"},
-                             "localhost",
-                             ""});
+  auto client_ctx = context(
+      {Role::client,
+       {pki().main + "/ca.crt", pki().other + "/device-1.crt", pki().other + "/device-1.key"},
+       "localhost",
+       ""});
   TlsSession client(client_ctx), server(server_ctx);
   auto o = pump(client, server);
   REQUIRE_FALSE(o.server);
@@ -158,11 +159,11 @@ TEST_CASE("the client refuses a server whose name does not match") {
 }
 
 TEST_CASE("the client refuses a server certificate from another CA") {
-  auto server_ctx = context({Role::server,
-                             {pki().main + "/ca.crt", pki().other + "/gateway.crt",
-                              pki().other + "/gateway.key"},
-                             "",
-                             ""});
+  auto server_ctx =
+      context({Role::server,
+               {pki().main + "/ca.crt", pki().other + "/gateway.crt", pki().other + "/gateway.key"},
+               "",
+               ""});
   auto client_ctx = context({Role::client, pki().device("device-1"), "localhost", ""});
   TlsSession client(client_ctx), server(server_ctx);
   auto o = pump(client, server);

@@ -3,6 +3,8 @@
 // batch payload decoder's checks.
 #include "common/wire/frame.hpp"
 
+#include "proto/event_codec.hpp"
+
 #include <doctest/doctest.h>
 
 #include <random>
@@ -142,7 +144,7 @@ TEST_CASE("random bytes never crash the decoder, and it holds at most one frame 
 
 TEST_CASE("a batch payload decodes to its events and is checked against its header") {
   std::string payload;
-  for (uint64_t seq = 10; seq <= 19; ++seq) append_payload_event(payload, event_bytes(seq));
+  for (uint64_t seq = 10; seq <= 19; ++seq) proto::append_delimited(payload, event_bytes(seq));
   auto events = decode_payload(payload, 10, 10, 19);
   REQUIRE_MESSAGE(events, (events ? "" : events.error().message));
   REQUIRE(events->size() == 10);
@@ -160,8 +162,8 @@ TEST_CASE("a batch payload decodes to its events and is checked against its head
   CHECK_FALSE(decode_payload(payload + "\x05zz", 10, 10, 19));     // trailing garbage
 
   std::string repeated;
-  append_payload_event(repeated, event_bytes(5));
-  append_payload_event(repeated, event_bytes(5));
+  proto::append_delimited(repeated, event_bytes(5));
+  proto::append_delimited(repeated, event_bytes(5));
   auto dup = decode_payload(repeated, 2, 1, 9);
   REQUIRE_FALSE(dup);
   CHECK(dup.error().message.find("not increasing") != std::string::npos);

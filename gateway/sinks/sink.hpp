@@ -1,0 +1,44 @@
+#pragma once
+// Where the gateway writes events: one interface, a file sink (the embedded default) and a
+// Kafka sink (issue 4). A sink also owns deduplication, because the high-water mark it keeps
+// per agent must be durable together with the data it describes: a sink writes only events
+// with seq above the agent's high-water mark and reports the rest as duplicates.
+//
+// Thread-safety: write() may be called from any thread; callbacks run on the sink's own
+// thread and must not block. The sink outlives every session that writes to it.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "outpost/v1/event.pb.h"
+
+namespace outpost::gateway {
+
+struct SinkBatch {
+  std::string agent_id;            // the device identity from its certificate
+  uint64_t last_seq = 0;           // the batch's declared last seq: the new high-water mark
+  std::vector<v1::Event> events;   // seq order; agent_id already stamped with the identity
+};
+
+struct SinkResult {
+  uint64_t written = 0;
+  uint64_t duplicates = 0;  // events at or below the high-water mark, not written again
+};
+
+using SinkCallback = std::function<void(const Result<SinkResult>&)>;
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Writes the batch durably (the callback runs after fsync / the broker's confirmation), or
+  // fails it; a failed batch was not written and may be sent again.
+  virtual void write(SinkBatch batch, SinkCallback done) = 0;
+  // Why the sink cannot take writes now (for /readyz), or nullopt when it can.
+  virtual std::optional<std::string> not_ready_reason() const = 0;
+};
+
+}  // namespace outpost::gateway
