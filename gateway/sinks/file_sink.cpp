@@ -84,7 +84,7 @@ struct FileSink::Impl {
   std::condition_variable wake;
   std::deque<Pending> queue;
   bool stopping = false;
-  std::optional<std::string> failure;                  // the last write error, until a success
+  std::optional<std::string> failure;                   // the last write error, until a success
   std::unordered_map<std::string, uint64_t> committed;  // high-water marks on disk
   std::thread thread;
 
@@ -105,9 +105,9 @@ Result<void> FileSink::Impl::recover() {
   std::error_code ec;
   fs::create_directories(root / "_outpost", ec);
   if (ec) {
-    return make_error(common_errc::bad_input,
-                      "file sink: cannot create " + (root / "_outpost").string() + ": " +
-                          ec.message());
+    return make_error(
+        common_errc::bad_input,
+        "file sink: cannot create " + (root / "_outpost").string() + ": " + ec.message());
   }
   state_path = root / "_outpost" / "state.log";
   std::unordered_map<std::string, uint64_t> hwm, tentative_hwm;
@@ -151,9 +151,10 @@ Result<void> FileSink::Impl::recover() {
     const fs::path p = root / rel;
     auto actual = fs::file_size(p, ec);
     if (!ec && actual > size) {
-      log->warn("file sink: cutting {} back from {} to {} bytes (a group that was never "
-                "acknowledged; its agents send it again)",
-                p.string(), actual, size);
+      log->warn(
+          "file sink: cutting {} back from {} to {} bytes (a group that was never "
+          "acknowledged; its agents send it again)",
+          p.string(), actual, size);
       fs::resize_file(p, size, ec);
       if (ec) {
         return make_error(common_errc::bad_input,
@@ -208,8 +209,8 @@ Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char part[64];
-  std::snprintf(part, sizeof part, "dt=%04d-%02d-%02d/hour=%02d", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour);
+  std::snprintf(part, sizeof part, "dt=%04d-%02d-%02d/hour=%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour);
   const fs::path dir = root / std::string(kind_name(kind)) / part;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -218,9 +219,8 @@ Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
                       "file sink: cannot create " + dir.string() + ": " + ec.message());
   }
   char name[96];
-  std::snprintf(name, sizeof name, "part-%lld-%llu.%s.zst",
-                static_cast<long long>(now / 1'000'000), static_cast<unsigned long long>(++file_counter),
-                opt.protobuf ? "pb" : "ndjson");
+  std::snprintf(name, sizeof name, "part-%lld-%llu.%s.zst", static_cast<long long>(now / 1'000'000),
+                static_cast<unsigned long long>(++file_counter), opt.protobuf ? "pb" : "ndjson");
   const fs::path path = dir / name;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return io_error("file sink: create " + path.string());
@@ -272,8 +272,9 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   std::array<std::string, kKindCount> data;
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
-    uint64_t mark = hwm.count(b.agent_id) ? hwm[b.agent_id]
-                                          : (committed.count(b.agent_id) ? committed[b.agent_id] : 0);
+    uint64_t mark = hwm.count(b.agent_id)
+                        ? hwm[b.agent_id]
+                        : (committed.count(b.agent_id) ? committed[b.agent_id] : 0);
     SinkResult r;
     for (v1::Event& e : b.events) {
       if (e.seq() <= mark) {

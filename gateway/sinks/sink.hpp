@@ -19,9 +19,9 @@
 namespace outpost::gateway {
 
 struct SinkBatch {
-  std::string agent_id;            // the device identity from its certificate
-  uint64_t last_seq = 0;           // the batch's declared last seq: the new high-water mark
-  std::vector<v1::Event> events;   // seq order; agent_id already stamped with the identity
+  std::string agent_id;           // the device identity from its certificate
+  uint64_t last_seq = 0;          // the batch's declared last seq: the new high-water mark
+  std::vector<v1::Event> events;  // seq order; agent_id already stamped with the identity
 };
 
 struct SinkResult {

@@ -106,7 +106,7 @@ TEST_CASE("files rotate by size and by age, and never straddle an hour") {
   REQUIRE(write_sync(*sink, batch("a", 1, 100)));
   REQUIRE(write_sync(*sink, batch("a", 101, 200)));
   size_t after_size = count_files();
-  CHECK(after_size == 4);  // two kinds, each rotated once by size
+  CHECK(after_size == 4);               // two kinds, each rotated once by size
   clock.advance_ns(3'600'000'000'000);  // the next hour
   REQUIRE(write_sync(*sink, batch("a", 201, 201)));
   CHECK(fs::exists(fs::path(o.dir) / "json" / "dt=2026-09-21" / "hour=15"));

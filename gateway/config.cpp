@@ -1,0 +1,111 @@
+#include "gateway/config.hpp"
+
+#include <unistd.h>
+
+#include <climits>
+
+#include "common/errc.hpp"
+
+namespace outpost::gateway {
+namespace {
+
+constexpr int64_t kMs = 1'000'000;
+constexpr int64_t kSecond = 1'000 * kMs;
+constexpr int64_t kHour = 3'600 * kSecond;
+
+Result<std::pair<std::string, uint16_t>> address(ConfigDoc& doc, std::string_view key,
+                                                 std::string_view fallback) {
+  std::string value;
+  OUTPOST_TRY_ASSIGN(value, doc.string(key, fallback));
+  auto colon = value.rfind(':');
+  int port = -1;
+  if (colon != std::string::npos && colon + 1 < value.size() &&
+      value.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+      value.size() - colon <= 6) {
+    port = std::stoi(value.substr(colon + 1));
+  }
+  if (port < 0 || port > 65535 || colon == 0) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() + ": " + std::string(key) + " = \"" + value +
+                          "\" is not allowed: expected HOST:PORT, e.g. 0.0.0.0:7443 (port 0 "
+                          "picks a free port)");
+  }
+  std::string host = value.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+}  // namespace
+
+Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
+  GatewayConfig c;
+  char host[HOST_NAME_MAX + 1] = {};
+  ::gethostname(host, sizeof host - 1);
+  OUTPOST_TRY_ASSIGN(c.gateway_id, doc.string("gateway.id", host[0] ? host : "outpost-gateway"));
+  OUTPOST_TRY_ASSIGN(c.log_level, doc.choice("gateway.log_level", "info",
+                                             {"trace", "debug", "info", "warn", "error", "off"}));
+  std::pair<std::string, uint16_t> listen, http;
+  OUTPOST_TRY_ASSIGN(listen, address(doc, "gateway.listen", "0.0.0.0:7443"));
+  OUTPOST_TRY_ASSIGN(http, address(doc, "gateway.http_listen", "127.0.0.1:9090"));
+  c.listen_address = listen.first;
+  c.listen_port = listen.second;
+  c.http_address = http.first;
+  c.http_port = http.second;
+  int64_t n = 0;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("gateway.threads", 2, 1, 256));
+  c.threads = static_cast<int>(n);
+  OUTPOST_TRY_ASSIGN(c.shutdown_grace_ns,
+                     doc.duration_ns("gateway.shutdown_grace", "20s", 0, kHour));
+
+  OUTPOST_TRY_ASSIGN(c.ca_file, doc.string("tls.ca_file", "/etc/outpost/certs/ca.crt"));
+  OUTPOST_TRY_ASSIGN(c.cert_file, doc.string("tls.cert_file", "/etc/outpost/certs/gateway.crt"));
+  OUTPOST_TRY_ASSIGN(c.key_file, doc.string("tls.key_file", "/etc/outpost/certs/gateway.key"));
+  std::string identity;
+  OUTPOST_TRY_ASSIGN(identity, doc.choice("tls.identity", "cn", {"cn", "uri_san"}));
+  c.identity_from_uri_san = identity == "uri_san";
+
+  Limits& l = c.limits;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections", 10'000, 1, 1'000'000));
+  l.max_connections = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections_per_ip", 256, 1, 1'000'000));
+  l.max_connections_per_ip = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(l.handshake_timeout_ns,
+                     doc.duration_ns("limits.handshake_timeout", "10s", 10 * kMs, kHour));
+  OUTPOST_TRY_ASSIGN(l.idle_timeout_ns,
+                     doc.duration_ns("limits.idle_timeout", "120s", 100 * kMs, 24 * kHour));
+  uint64_t bytes = 0;
+  OUTPOST_TRY_ASSIGN(bytes, doc.bytes("limits.max_frame_bytes", "16MiB", 4096, 1ULL << 30));
+  l.max_frame_bytes = static_cast<uint32_t>(bytes);
+  OUTPOST_TRY_ASSIGN(l.max_decompressed_bytes,
+                     doc.bytes("limits.max_decompressed_bytes", "64MiB", 4096, 1ULL << 32));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_window_log", 23, 10, 27));
+  l.max_window_log = static_cast<int>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_events_per_batch", 100'000, 1, 10'000'000));
+  l.max_events_per_batch = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_in_flight_batches", 8, 1, 1024));
+  l.max_in_flight_batches = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.device_events_per_second", 0, 0, 1'000'000'000));
+  l.device_events_per_second = static_cast<uint64_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.device_burst_events", 0, 0, 1'000'000'000));
+  l.device_burst_events = static_cast<uint64_t>(n);
+  if (l.device_events_per_second > 0 && l.device_burst_events == 0) {
+    l.device_burst_events = std::max<uint64_t>(l.device_events_per_second, 10'000);
+  }
+
+  OUTPOST_TRY_ASSIGN(c.sink, doc.choice("sink.type", "file", {"file"}));
+  FileSinkOptions& f = c.file_sink;
+  OUTPOST_TRY_ASSIGN(f.dir, doc.string("sink.file.dir", "/var/lib/outpost-gateway/events"));
+  OUTPOST_TRY_ASSIGN(f.rotate_bytes, doc.bytes("sink.file.rotate_bytes", "64MiB", 4096, 1ULL << 40));
+  OUTPOST_TRY_ASSIGN(f.rotate_age_ns, doc.duration_ns("sink.file.rotate_age", "5m", kSecond, kHour));
+  std::string format;
+  OUTPOST_TRY_ASSIGN(format, doc.choice("sink.file.format", "ndjson", {"ndjson", "protobuf"}));
+  f.protobuf = format == "protobuf";
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sink.file.zstd_level", 1, 1, 19));
+  f.zstd_level = static_cast<int>(n);
+  if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
+  return c;
+}
+
+}  // namespace outpost::gateway

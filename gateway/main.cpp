@@ -1,0 +1,94 @@
+// outpost-gateway: receives agents' batches over mutual TLS and writes them to a sink.
+// Usage and every option: `outpost-gateway --help`; configuration: docs/configuration.md.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <ctime>
+#include <iostream>
+
+#include "common/log.hpp"
+#include "gateway/config.hpp"
+#include "gateway/server/server.hpp"
+#include "gateway/sinks/file_sink.hpp"
+
+using namespace outpost;
+using namespace outpost::gateway;
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "outpost-gateway: receives events from outpost-agents over mutual TLS, drops "
+      "duplicates, and writes them to a sink.\nExit codes: 0 stopped cleanly, 1 runtime error, "
+      "2 bad command line or configuration."};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string log_level;
+  app.add_option("-c,--config", config_path,
+                 "TOML configuration file (docs/configuration.md; example deploy/gateway.toml)")
+      ->required();
+  app.add_option("--set", overrides,
+                 "override a configuration key, e.g. --set limits.max_connections=5000 "
+                 "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
+                 "log_level}, tls.{ca_file,cert_file,key_file,identity}, limits.{max_connections,"
+                 "max_connections_per_ip,handshake_timeout,idle_timeout,max_frame_bytes,"
+                 "max_decompressed_bytes,max_window_log,max_events_per_batch,"
+                 "max_in_flight_batches,device_events_per_second,device_burst_events}, "
+                 "sink.type, sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto doc = ConfigDoc::parse_file(config_path);
+  if (!doc) {
+    std::cerr << "outpost-gateway: " << doc.error().describe() << "\n";
+    return 2;
+  }
+  if (!log_level.empty()) overrides.push_back("gateway.log_level=" + log_level);
+  for (const std::string& set : overrides) {
+    if (auto r = doc->set_override(set); !r) {
+      std::cerr << "outpost-gateway: " << r.error().describe() << "\n";
+      return 2;
+    }
+  }
+  auto config = load_gateway_config(*doc);
+  if (!config) {
+    std::cerr << "outpost-gateway: " << config.error().describe() << "\n";
+    return 2;
+  }
+  (void)log::init(config->log_level);
+  auto log = log::get("gateway");
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  SystemClock clock;
+  auto sink = FileSink::open(config->file_sink, clock);
+  if (!sink) {
+    log->critical("cannot open the file sink: {}", sink.error().describe());
+    return 1;
+  }
+  Metrics metrics;
+  auto server = Server::start(*config, **sink, metrics, clock);
+  if (!server) {
+    log->critical("{}", server.error().describe());
+    return 2;
+  }
+  // Tests and scripts read the bound ports from this line (port 0 picks free ones).
+  std::cout << "outpost-gateway ready port=" << (*server)->port()
+            << " http_port=" << (*server)->http_port() << std::endl;
+
+  int sig = 0;
+  while (sig != SIGINT && sig != SIGTERM) sig = sigwaitinfo(&stop_signals, nullptr);
+  log->info("stopping on signal {}: finishing in-flight batches (grace {}s)", sig,
+            config->shutdown_grace_ns / 1'000'000'000);
+  size_t cut = (*server)->shutdown(std::chrono::nanoseconds(config->shutdown_grace_ns));
+  if (cut > 0) log->warn("{} sessions were cut off at the end of the grace period", cut);
+  server->reset();
+  sink->reset();  // fsyncs and closes the files
+  log->info("stopped");
+  return 0;
+}

@@ -1,0 +1,68 @@
+#include "gateway/metrics.hpp"
+
+#include <sstream>
+
+namespace outpost::gateway {
+
+void Metrics::reject(const std::string& reason) {
+  std::lock_guard lock(mu_);
+  ++rejects_[reason];
+}
+
+void Metrics::observe_sink_latency(double seconds) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    if (seconds <= kBuckets[i]) ++bucket_counts_[i];
+  }
+  ++latency_count_;
+  latency_sum_ += seconds;
+}
+
+std::string Metrics::render_prometheus() const {
+  std::ostringstream o;
+  auto counter = [&](const char* name, const char* help, const std::string& labels,
+                     uint64_t value, bool header) {
+    if (header) o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
+    o << name << labels << " " << value << "\n";
+  };
+  o << "# HELP outpost_gateway_connections Open connections.\n"
+    << "# TYPE outpost_gateway_connections gauge\n"
+    << "outpost_gateway_connections " << connections_open.load() << "\n";
+  counter("outpost_gateway_connections_accepted_total", "TCP connections accepted.", "",
+          connections_accepted, true);
+  counter("outpost_gateway_sessions_total", "Sessions by outcome.", "{result=\"established\"}",
+          sessions_established, true);
+  counter("outpost_gateway_sessions_total", "", "{result=\"replaced\"}", sessions_replaced, false);
+  counter("outpost_gateway_batches_total", "Batches by result.", "{result=\"ok\"}", batches_ok,
+          true);
+  counter("outpost_gateway_batches_total", "", "{result=\"duplicate\"}", batches_duplicate, false);
+  counter("outpost_gateway_batches_total", "", "{result=\"retry_later\"}", batches_retry_later,
+          false);
+  counter("outpost_gateway_batches_total", "", "{result=\"rejected\"}", batches_rejected, false);
+  counter("outpost_gateway_events_total", "Events by result.", "{result=\"written\"}",
+          events_written, true);
+  counter("outpost_gateway_events_total", "", "{result=\"duplicate\"}", events_duplicate, false);
+  counter("outpost_gateway_dedupe_hits_total", "Events not written again (already written).", "",
+          events_duplicate, true);
+  counter("outpost_gateway_bytes_total", "Batch payload bytes received.", "{form=\"compressed\"}",
+          bytes_compressed, true);
+  counter("outpost_gateway_bytes_total", "", "{form=\"raw\"}", bytes_raw, false);
+  std::lock_guard lock(mu_);
+  o << "# HELP outpost_gateway_rejects_total Refusals by reason.\n"
+    << "# TYPE outpost_gateway_rejects_total counter\n";
+  for (const auto& [reason, n] : rejects_) {
+    o << "outpost_gateway_rejects_total{reason=\"" << reason << "\"} " << n << "\n";
+  }
+  o << "# HELP outpost_gateway_sink_latency_seconds Sink write latency.\n"
+    << "# TYPE outpost_gateway_sink_latency_seconds histogram\n";
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    o << "outpost_gateway_sink_latency_seconds_bucket{le=\"" << kBuckets[i] << "\"} "
+      << bucket_counts_[i] << "\n";
+  }
+  o << "outpost_gateway_sink_latency_seconds_bucket{le=\"+Inf\"} " << latency_count_ << "\n"
+    << "outpost_gateway_sink_latency_seconds_sum " << latency_sum_ << "\n"
+    << "outpost_gateway_sink_latency_seconds_count " << latency_count_ << "\n";
+  return o.str();
+}
+
+}  // namespace outpost::gateway

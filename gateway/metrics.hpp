@@ -1,0 +1,48 @@
+#pragma once
+// The gateway's counters, rendered as Prometheus text on GET /metrics. Names and labels are
+// listed in docs/gateway.md ("Metrics"); they are an interface: add, never rename.
+//
+// Thread-safety: every member may be updated from any thread.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace outpost::gateway {
+
+class Metrics {
+ public:
+  std::atomic<int64_t> connections_open{0};
+  std::atomic<uint64_t> connections_accepted{0};
+  std::atomic<uint64_t> sessions_established{0};
+  std::atomic<uint64_t> sessions_replaced{0};
+  std::atomic<uint64_t> batches_ok{0};
+  std::atomic<uint64_t> batches_duplicate{0};  // every event of it was a duplicate
+  std::atomic<uint64_t> batches_retry_later{0};
+  std::atomic<uint64_t> batches_rejected{0};
+  std::atomic<uint64_t> events_written{0};
+  std::atomic<uint64_t> events_duplicate{0};
+  std::atomic<uint64_t> bytes_compressed{0};
+  std::atomic<uint64_t> bytes_raw{0};
+
+  // Refused connections, handshakes, sessions and batches, by reason.
+  void reject(const std::string& reason);
+  // Seconds from handing a batch to the sink to its completion.
+  void observe_sink_latency(double seconds);
+
+  std::string render_prometheus() const;
+
+ private:
+  static constexpr std::array<double, 12> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                      0.05,   0.1,   0.25,   0.5,   1,    5};
+  mutable std::mutex mu_;
+  std::map<std::string, uint64_t> rejects_;
+  std::array<uint64_t, kBuckets.size()> bucket_counts_{};
+  uint64_t latency_count_ = 0;
+  double latency_sum_ = 0;
+};
+
+}  // namespace outpost::gateway

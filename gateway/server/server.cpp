@@ -1,0 +1,758 @@
+#include "gateway/server/server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "common/codec/zstd_codec.hpp"
+#include "common/errc.hpp"
+#include "common/log.hpp"
+#include "common/tls/tls.hpp"
+#include "common/wire/frame.hpp"
+
+namespace outpost::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr const char* kVersion = "0.1.0";
+constexpr size_t kReadChunk = 64 * 1024;
+
+// Identities become file contents, log fields and metric labels: printable ASCII only.
+bool acceptable_identity(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+class Session;
+
+}  // namespace
+
+struct Server::Impl {
+  GatewayConfig config;
+  Sink& sink;
+  Metrics& metrics;
+  const Clock& clock;
+  std::shared_ptr<spdlog::logger> log = log::get("gateway");
+  std::shared_ptr<spdlog::logger> audit = log::get("audit");
+  std::shared_ptr<tls::TlsContext> tls;
+
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  tcp::acceptor http_acceptor{io};
+  std::vector<std::thread> threads;
+  std::atomic<bool> draining{false};
+
+  std::mutex mu;  // guards everything below
+  std::unordered_map<std::string, uint32_t> per_ip;
+  std::unordered_map<std::string, std::weak_ptr<Session>> by_identity;
+  std::set<std::shared_ptr<Session>> sessions;
+  struct Bucket {
+    double tokens = 0;
+    int64_t last_ns = 0;
+  };
+  std::unordered_map<std::string, Bucket> buckets;
+  struct AuditWindow {
+    int64_t start_ns = 0;
+    uint32_t lines = 0;
+    uint64_t suppressed = 0;
+  };
+  std::unordered_map<std::string, AuditWindow> audit_windows;
+
+  Impl(GatewayConfig c, Sink& s, Metrics& m, const Clock& cl)
+      : config(std::move(c)), sink(s), metrics(m), clock(cl) {}
+
+  void accept();
+  void accept_http();
+  // Logs a refused handshake or identity mismatch, at most 10 lines per source IP a minute.
+  void audit_line(const std::string& ip, const std::string& subject, const std::string& serial,
+                  const std::string& reason);
+  // Takes `events` from the device's bucket; false: over its rate.
+  bool take_tokens(const std::string& identity, uint64_t events);
+  void release(const std::string& ip, const std::shared_ptr<Session>& s);
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server::Impl& server, tcp::socket socket, std::string ip)
+      : s_(server),
+        socket_(std::move(socket)),
+        handshake_timer_(socket_.get_executor()),
+        idle_timer_(socket_.get_executor()),
+        tls_(server.tls),
+        decoder_(server.config.limits.max_frame_bytes),
+        ip_(std::move(ip)) {}
+
+  void start() {
+    auto self = shared_from_this();
+    handshake_timer_.expires_after(std::chrono::nanoseconds(s_.config.limits.handshake_timeout_ns));
+    handshake_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec && self->state_ == State::handshake) {
+        self->s_.metrics.reject("handshake_timeout");
+        self->s_.audit_line(self->ip_, "", "", "no TLS handshake within the handshake timeout");
+        self->finish();
+      }
+    });
+    read();
+  }
+
+  // Another session for the same device replaced this one.
+  void replaced() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      if (self->state_ == State::closed || self->state_ == State::closing) return;
+      self->s_.metrics.sessions_replaced++;
+      self->goodbye("replaced by a newer session of the same device");
+    });
+  }
+
+  // Graceful shutdown: read nothing more; close once in-flight batches are acknowledged.
+  void drain() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->draining_ = true;
+      if (self->state_ != State::active) {
+        if (self->state_ != State::closed && self->state_ != State::closing) self->finish();
+        return;
+      }
+      if (self->in_flight_ == 0) self->goodbye("the gateway is shutting down");
+    });
+  }
+
+  void cut() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->finish(); });
+  }
+
+ private:
+  enum class State { handshake, await_hello, active, closing, closed };
+
+  void read() {
+    if (reading_ || state_ == State::closing || state_ == State::closed || draining_) return;
+    if (in_flight_ >= s_.config.limits.max_in_flight_batches) return;  // resumes on an ack
+    reading_ = true;
+    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](
+                                                    const boost::system::error_code& ec, size_t n) {
+      self->reading_ = false;
+      self->on_read(ec, n);
+    });
+  }
+
+  void on_read(const boost::system::error_code& ec, size_t n) {
+    if (state_ == State::closed || state_ == State::closing) return;
+    if (ec) {
+      if (state_ == State::handshake) {
+        s_.metrics.reject("closed_during_handshake");
+        s_.audit_line(ip_, "", "", "connection closed before the TLS handshake completed");
+      } else if (auto end = decoder_.finish(); !end && state_ != State::handshake) {
+        s_.metrics.reject("truncated_frame");
+        s_.log->warn("{} ({}): {}", identity_, ip_, end.error().describe());
+      }
+      finish();
+      return;
+    }
+    touch();
+    tls_.feed(std::string_view(buf_.data(), n));
+    if (state_ == State::handshake) {
+      auto done = tls_.handshake();
+      if (!done) {
+        auto peer = tls_.peer();
+        s_.metrics.reject(done.error().code == tls::tls_errc::peer_verify ? "certificate"
+                                                                          : "handshake");
+        s_.audit_line(ip_, peer.subject, peer.serial, done.error().describe());
+        flush();
+        finish_after_flush();
+        return;
+      }
+      flush();
+      if (!*done) {
+        read();
+        return;
+      }
+      handshake_timer_.cancel();
+      auto peer = tls_.peer();
+      identity_ = s_.config.identity_from_uri_san
+                      ? (peer.uri_sans.empty() ? std::string() : peer.uri_sans.front())
+                      : peer.common_name;
+      subject_ = peer.subject;
+      serial_ = peer.serial;
+      if (!acceptable_identity(identity_)) {
+        s_.metrics.reject("identity");
+        s_.audit_line(ip_, subject_, serial_,
+                      std::string("the certificate carries no usable identity (") +
+                          (s_.config.identity_from_uri_san ? "URI SAN" : "CN") +
+                          ": printable ASCII, 1 to 128 characters)");
+        goodbye("certificate identity not usable");
+        return;
+      }
+      state_ = State::await_hello;
+    }
+    // Application data: decrypt everything there is, then parse frames.
+    while (true) {
+      auto got = tls_.read(plain_, kReadChunk);
+      if (!got) {
+        if (got.error().code != tls::tls_errc::closed) {
+          s_.metrics.reject("tls");
+          s_.log->warn("{} ({}): {}", identity_, ip_, got.error().describe());
+        }
+        finish();
+        return;
+      }
+      if (*got == 0) break;
+      decoder_.feed(plain_);
+      plain_.clear();
+      if (!process_frames()) return;
+    }
+    read();
+  }
+
+  // False when the session is ending.
+  bool process_frames() {
+    while (state_ == State::await_hello || state_ == State::active) {
+      auto frame = decoder_.next();
+      if (!frame) {
+        const bool too_large = frame.error().code == wire::wire_errc::frame_too_large;
+        s_.metrics.reject(too_large ? "frame_too_large" : "bad_frame");
+        s_.log->warn("{} ({}): {}; closing the session", identity_, ip_,
+                     frame.error().describe());
+        goodbye(frame.error().describe());
+        return false;
+      }
+      if (!*frame) return true;
+      if (!handle(**frame)) return false;
+    }
+    return false;
+  }
+
+  bool handle(v1::Frame& f) {
+    if (state_ == State::await_hello) {
+      if (!f.has_hello()) {
+        s_.metrics.reject("protocol");
+        goodbye("the first frame must be Hello");
+        return false;
+      }
+      const v1::Hello& h = f.hello();
+      if (h.agent_id() != identity_) {
+        s_.metrics.reject("agent_id_mismatch");
+        s_.audit_line(ip_, subject_, serial_,
+                      "Hello claims agent id \"" + h.agent_id().substr(0, 128) +
+                          "\" but the certificate says \"" + identity_ + "\"");
+        goodbye("agent id does not match the client certificate");
+        return false;
+      }
+      bool zstd = false;
+      for (int c : h.codecs()) zstd = zstd || c == v1::CODEC_ZSTD;
+      zstd_ok_ = zstd;
+      state_ = State::active;
+      s_.metrics.sessions_established++;
+      register_identity();
+      v1::Frame w;
+      auto* welcome = w.mutable_welcome();
+      welcome->set_max_frame_bytes(s_.config.limits.max_frame_bytes);
+      welcome->set_max_in_flight_batches(s_.config.limits.max_in_flight_batches);
+      welcome->set_max_decompressed_bytes(s_.config.limits.max_decompressed_bytes);
+      welcome->set_max_events_per_batch(s_.config.limits.max_events_per_batch);
+      welcome->set_gateway_version(kVersion);
+      welcome->set_identity(identity_);
+      send(w);
+      s_.log->info("session {} from {} ({}, {}), agent {}", identity_, ip_, tls_.version(),
+                   tls_.cipher_suite(), h.software_version());
+      return true;
+    }
+    switch (f.body_case()) {
+      case v1::Frame::kBatch:
+        return on_batch(*f.mutable_batch());
+      case v1::Frame::kPing: {
+        v1::Frame p;
+        p.mutable_pong()->set_nonce(f.ping().nonce());
+        send(p);
+        return true;
+      }
+      case v1::Frame::kPong:
+        return true;
+      case v1::Frame::kGoodbye:
+        finish();
+        return false;
+      default:
+        s_.metrics.reject("protocol");
+        goodbye("unexpected frame from an agent");
+        return false;
+    }
+  }
+
+  void ack(uint64_t batch_seq, v1::Ack::Status status, const std::string& reason,
+           uint32_t retry_after_ms = 0) {
+    v1::Frame a;
+    auto* ack = a.mutable_ack();
+    ack->set_batch_seq(batch_seq);
+    ack->set_status(status);
+    ack->set_reason(reason);
+    ack->set_retry_after_ms(retry_after_ms);
+    send(a);
+  }
+
+  bool reject_batch(uint64_t batch_seq, const std::string& reason_label, const std::string& why) {
+    s_.metrics.batches_rejected++;
+    s_.metrics.reject(reason_label);
+    s_.log->warn("{} ({}): batch {} rejected: {}", identity_, ip_, batch_seq, why);
+    ack(batch_seq, v1::Ack::REJECTED, why);
+    goodbye("batch rejected: " + why);
+    return false;
+  }
+
+  bool on_batch(v1::Batch& b) {
+    const auto& limits = s_.config.limits;
+    if (b.event_count() > limits.max_events_per_batch) {
+      return reject_batch(b.batch_seq(), "too_many_events",
+                          "batch of " + std::to_string(b.event_count()) +
+                              " events exceeds max_events_per_batch " +
+                              std::to_string(limits.max_events_per_batch));
+    }
+    if (!s_.take_tokens(identity_, b.event_count())) {
+      s_.metrics.batches_retry_later++;
+      s_.metrics.reject("rate_limited");
+      ack(b.batch_seq(), v1::Ack::RETRY_LATER, "device rate limit", 1000);
+      return true;
+    }
+    s_.metrics.bytes_compressed += b.payload().size();
+    std::string raw;
+    if (b.codec() == v1::CODEC_ZSTD) {
+      auto out = codec::decompress(b.payload(), {limits.max_decompressed_bytes,
+                                                 limits.max_window_log});
+      if (!out) {
+        const bool bomb = out.error().code == codec::codec_errc::too_large ||
+                          out.error().code == codec::codec_errc::window_too_large;
+        return reject_batch(b.batch_seq(), bomb ? "decompression_limit" : "corrupt_payload",
+                            out.error().describe());
+      }
+      raw = std::move(*out);
+    } else if (b.codec() == v1::CODEC_NONE) {
+      raw = std::move(*b.mutable_payload());
+    } else {
+      return reject_batch(b.batch_seq(), "codec", "unknown codec " + std::to_string(b.codec()));
+    }
+    s_.metrics.bytes_raw += raw.size();
+    auto events = wire::decode_payload(raw, b.event_count(), b.first_seq(), b.last_seq());
+    if (!events) return reject_batch(b.batch_seq(), "bad_batch", events.error().describe());
+    SinkBatch sb;
+    sb.agent_id = identity_;
+    sb.last_seq = b.last_seq();
+    sb.events = std::move(*events);
+    for (v1::Event& e : sb.events) e.set_agent_id(identity_);  // the certificate decides
+    ++in_flight_;
+    const uint64_t batch_seq = b.batch_seq();
+    const auto started = std::chrono::steady_clock::now();
+    auto self = shared_from_this();
+    s_.sink.write(std::move(sb), [self, batch_seq, started](const Result<SinkResult>& r) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      asio::post(self->socket_.get_executor(), [self, batch_seq, r, seconds] {
+        self->on_written(batch_seq, r, seconds);
+      });
+    });
+    return true;
+  }
+
+  void on_written(uint64_t batch_seq, const Result<SinkResult>& r, double seconds) {
+    --in_flight_;
+    s_.metrics.observe_sink_latency(seconds);
+    if (state_ == State::closed || state_ == State::closing) return;  // the agent resends
+    if (r) {
+      s_.metrics.events_written += r->written;
+      s_.metrics.events_duplicate += r->duplicates;
+      (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate : s_.metrics.batches_ok)++;
+      ack(batch_seq, v1::Ack::OK, "");
+    } else {
+      s_.metrics.batches_retry_later++;
+      s_.metrics.reject("sink");
+      ack(batch_seq, v1::Ack::RETRY_LATER, r.error().describe(), 1000);
+    }
+    if (draining_ && in_flight_ == 0) {
+      goodbye("the gateway is shutting down");
+      return;
+    }
+    read();
+  }
+
+  void register_identity() {
+    std::shared_ptr<Session> old;
+    {
+      std::lock_guard lock(s_.mu);
+      auto& slot = s_.by_identity[identity_];
+      old = slot.lock();
+      slot = shared_from_this();
+    }
+    if (old && old.get() != this) old->replaced();
+  }
+
+  void send(const v1::Frame& f) {
+    auto r = tls_.write(wire::encode_frame(f));
+    if (!r) {
+      finish();
+      return;
+    }
+    flush();
+  }
+
+  void goodbye(const std::string& reason) {
+    v1::Frame g;
+    g.mutable_goodbye()->set_reason(reason);
+    if (tls_.handshake_done()) (void)tls_.write(wire::encode_frame(g));
+    tls_.close();
+    flush();
+    finish_after_flush();
+  }
+
+  void flush() {
+    if (tls_.has_output()) out_ += tls_.take_output();
+    if (writing_ || out_.empty() || state_ == State::closed) return;
+    writing_ = true;
+    auto data = std::make_shared<std::string>(std::exchange(out_, std::string()));
+    asio::async_write(socket_, asio::buffer(*data),
+                      [self = shared_from_this(), data](const boost::system::error_code& ec,
+                                                        size_t) {
+                        self->writing_ = false;
+                        if (ec) {
+                          self->finish();
+                          return;
+                        }
+                        if (!self->out_.empty()) {
+                          self->flush();
+                        } else if (self->state_ == State::closing) {
+                          self->finish();
+                        }
+                      });
+  }
+
+  void finish_after_flush() {
+    if (state_ == State::closed) return;
+    state_ = State::closing;
+    handshake_timer_.cancel();
+    idle_timer_.cancel();
+    if (!writing_ && out_.empty()) finish();
+  }
+
+  void finish() {
+    if (state_ == State::closed) return;
+    state_ = State::closed;
+    handshake_timer_.cancel();
+    idle_timer_.cancel();
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    s_.release(ip_, shared_from_this());
+    if (!identity_.empty()) {
+      std::lock_guard lock(s_.mu);
+      auto it = s_.by_identity.find(identity_);
+      if (it != s_.by_identity.end() && it->second.lock().get() == this) s_.by_identity.erase(it);
+    }
+  }
+
+  void touch() {
+    idle_timer_.expires_after(std::chrono::nanoseconds(s_.config.limits.idle_timeout_ns));
+    idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->state_ == State::closed || self->state_ == State::closing) return;
+      if (self->in_flight_ > 0) {  // the sink is slow, not the agent
+        self->touch();
+        return;
+      }
+      self->s_.metrics.reject("idle_timeout");
+      self->goodbye("idle for longer than the idle timeout");
+    });
+  }
+
+  Server::Impl& s_;
+  tcp::socket socket_;
+  asio::steady_timer handshake_timer_;
+  asio::steady_timer idle_timer_;
+  tls::TlsSession tls_;
+  wire::FrameDecoder decoder_;
+  std::string ip_;
+  std::string identity_, subject_, serial_;
+  State state_ = State::handshake;
+  std::array<char, 16 * 1024> buf_{};
+  std::string plain_;
+  std::string out_;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool draining_ = false;
+  bool zstd_ok_ = false;
+  uint32_t in_flight_ = 0;
+};
+
+class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(Server::Impl& s, tcp::socket socket) : s_(s), stream_(std::move(socket)) {}
+
+  void start() {
+    stream_.expires_after(std::chrono::seconds(5));
+    http::async_read(stream_, buffer_, request_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (!ec) self->respond();
+                     });
+  }
+
+ private:
+  void respond() {
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(request_.version());
+    res->keep_alive(false);
+    res->set(http::field::content_type, "text/plain; charset=utf-8");
+    const auto target = request_.target();
+    if (request_.method() != http::verb::get) {
+      res->result(http::status::method_not_allowed);
+      res->body() = "only GET is served here\n";
+    } else if (target == "/healthz") {
+      res->result(http::status::ok);
+      res->body() = "ok\n";
+    } else if (target == "/readyz") {
+      auto why = s_.sink.not_ready_reason();
+      if (s_.draining) why = "shutting down";
+      res->result(why ? http::status::service_unavailable : http::status::ok);
+      res->body() = why ? "not ready: " + *why + "\n" : "ready\n";
+    } else if (target == "/metrics") {
+      res->result(http::status::ok);
+      res->set(http::field::content_type, "text/plain; version=0.0.4");
+      res->body() = s_.metrics.render_prometheus();
+    } else {
+      res->result(http::status::not_found);
+      res->body() = "not found; try /healthz, /readyz or /metrics\n";
+    }
+    res->prepare_payload();
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
+      beast::error_code ignored;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    });
+  }
+
+  Server::Impl& s_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+};
+
+Result<tcp::endpoint> endpoint_of(const std::string& host, uint16_t port, const char* key) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+  if (ec) {
+    return make_error(common_errc::config_invalid,
+                      std::string(key) + ": \"" + host + "\" is not an IP address");
+  }
+  return tcp::endpoint(addr, port);
+}
+
+Result<void> listen(tcp::acceptor& a, const tcp::endpoint& ep, const char* key) {
+  boost::system::error_code ec;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(common_errc::config_invalid, std::string(key) + ": cannot listen on " +
+                                                       ep.address().to_string() + ":" +
+                                                       std::to_string(ep.port()) + ": " +
+                                                       ec.message());
+  }
+  return {};
+}
+
+}  // namespace
+
+void Server::Impl::accept() {
+  acceptor.async_accept(asio::make_strand(io), [this](const boost::system::error_code& ec,
+                                                      tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    if (!ec) {
+      boost::system::error_code peer_ec;
+      auto remote = socket.remote_endpoint(peer_ec);
+      std::string ip = peer_ec ? "?" : remote.address().to_string();
+      std::shared_ptr<Session> session;
+      std::string refused;
+      {
+        std::lock_guard lock(mu);
+        if (sessions.size() >= config.limits.max_connections) {
+          refused = "max_connections";
+        } else if (per_ip[ip] >= config.limits.max_connections_per_ip) {
+          refused = "max_connections_per_ip";
+        } else {
+          ++per_ip[ip];
+          session = std::make_shared<Session>(*this, std::move(socket), ip);
+          sessions.insert(session);
+        }
+      }
+      if (session) {
+        metrics.connections_accepted++;
+        metrics.connections_open++;
+        session->start();
+      } else {
+        metrics.reject(refused);
+        audit_line(ip, "", "", "connection refused: " + refused);
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      }
+    } else {
+      log->warn("accept: {}", ec.message());
+    }
+    accept();
+  });
+}
+
+void Server::Impl::accept_http() {
+  http_acceptor.async_accept(asio::make_strand(io), [this](const boost::system::error_code& ec,
+                                                           tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !http_acceptor.is_open()) return;
+    if (!ec) std::make_shared<HttpConnection>(*this, std::move(socket))->start();
+    accept_http();
+  });
+}
+
+void Server::Impl::release(const std::string& ip, const std::shared_ptr<Session>& s) {
+  std::lock_guard lock(mu);
+  if (sessions.erase(s) == 0) return;
+  metrics.connections_open--;
+  auto it = per_ip.find(ip);
+  if (it != per_ip.end() && --it->second == 0) per_ip.erase(it);
+}
+
+void Server::Impl::audit_line(const std::string& ip, const std::string& subject,
+                              const std::string& serial, const std::string& reason) {
+  const int64_t now = clock.now_ns();
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(mu);
+    AuditWindow& w = audit_windows[ip];
+    if (now - w.start_ns > 60'000'000'000) {
+      suppressed = w.suppressed;
+      w = AuditWindow{now, 0, 0};
+    }
+    if (++w.lines > 10) {
+      ++w.suppressed;
+      return;
+    }
+    if (audit_windows.size() > 100'000) audit_windows.clear();  // bounded memory
+  }
+  audit->warn("refused peer={} subject=\"{}\" serial={} reason=\"{}\"{}", ip, subject,
+              serial.empty() ? "-" : serial, reason,
+              suppressed ? " (" + std::to_string(suppressed) + " lines suppressed)" : "");
+}
+
+bool Server::Impl::take_tokens(const std::string& identity, uint64_t events) {
+  const auto& l = config.limits;
+  if (l.device_events_per_second == 0) return true;
+  const int64_t now = clock.now_ns();
+  std::lock_guard lock(mu);
+  Bucket& b = buckets[identity];
+  if (b.last_ns == 0) b.tokens = static_cast<double>(l.device_burst_events);
+  b.tokens = std::min<double>(static_cast<double>(l.device_burst_events),
+                              b.tokens + static_cast<double>(now - b.last_ns) / 1e9 *
+                                             static_cast<double>(l.device_events_per_second));
+  b.last_ns = now;
+  if (b.tokens < static_cast<double>(events) &&
+      !(events > l.device_burst_events && b.tokens >= static_cast<double>(l.device_burst_events))) {
+    return false;
+  }
+  b.tokens -= static_cast<double>(events);
+  return true;
+}
+
+Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config, Sink& sink,
+                                              Metrics& metrics, const Clock& clock) {
+  auto impl = std::make_unique<Impl>(config, sink, metrics, clock);
+  tls::ContextOptions o;
+  o.role = tls::Role::server;
+  o.files = {config.ca_file, config.cert_file, config.key_file};
+  auto ctx = tls::TlsContext::create(o);
+  if (!ctx) return ctx.error();
+  impl->tls = *ctx;
+  auto ep = endpoint_of(config.listen_address, config.listen_port, "gateway.listen");
+  if (!ep) return ep.error();
+  auto http_ep = endpoint_of(config.http_address, config.http_port, "gateway.http_listen");
+  if (!http_ep) return http_ep.error();
+  if (auto r = listen(impl->acceptor, *ep, "gateway.listen"); !r) return r.error();
+  if (auto r = listen(impl->http_acceptor, *http_ep, "gateway.http_listen"); !r) {
+    return r.error();
+  }
+  impl->accept();
+  impl->accept_http();
+  for (int i = 0; i < config.threads; ++i) {
+    impl->threads.emplace_back([raw = impl.get()] { raw->io.run(); });
+  }
+  impl->log->info("listening for agents on {}:{} (TLS), HTTP on {}:{}",
+                  impl->acceptor.local_endpoint().address().to_string(),
+                  impl->acceptor.local_endpoint().port(),
+                  impl->http_acceptor.local_endpoint().address().to_string(),
+                  impl->http_acceptor.local_endpoint().port());
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  if (!impl_->io.stopped()) shutdown(std::chrono::seconds(0));
+}
+
+uint16_t Server::port() const { return impl_->acceptor.local_endpoint().port(); }
+uint16_t Server::http_port() const { return impl_->http_acceptor.local_endpoint().port(); }
+
+size_t Server::shutdown(std::chrono::nanoseconds grace) {
+  Impl& m = *impl_;
+  m.draining = true;
+  asio::post(m.io, [&m] {
+    boost::system::error_code ignored;
+    m.acceptor.close(ignored);
+  });
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(m.mu);
+    live.assign(m.sessions.begin(), m.sessions.end());
+  }
+  for (auto& s : live) s->drain();
+  live.clear();
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  size_t cut = 0;
+  while (true) {
+    {
+      std::lock_guard lock(m.mu);
+      if (m.sessions.empty()) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        live.assign(m.sessions.begin(), m.sessions.end());
+        cut = live.size();
+      }
+    }
+    if (!live.empty()) {
+      for (auto& s : live) s->cut();
+      live.clear();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  asio::post(m.io, [&m] {
+    boost::system::error_code ignored;
+    m.http_acceptor.close(ignored);
+  });
+  m.io.stop();
+  for (auto& t : m.threads) {
+    if (t.joinable()) t.join();
+  }
+  {
+    std::lock_guard lock(m.mu);
+    m.sessions.clear();
+    m.by_identity.clear();
+  }
+  return cut;
+}
+
+}  // namespace outpost::gateway
