@@ -94,6 +94,53 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   c.generator.rate = static_cast<uint64_t>(n);
   OUTPOST_TRY_ASSIGN(c.generator.stop_when_done, doc.boolean("generator.stop_when_done", false));
 
+  ForwarderOptions& f = c.uplink.forwarder;
+  f.agent_id = c.agent_id;
+  std::string endpoints;
+  OUTPOST_TRY_ASSIGN(endpoints, doc.string("uplink.endpoints", ""));
+  for (size_t at = 0; at < endpoints.size();) {
+    size_t comma = endpoints.find(',', at);
+    std::string one =
+        endpoints.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    one.erase(0, one.find_first_not_of(' '));
+    one.erase(one.find_last_not_of(' ') + 1);
+    auto colon = one.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == one.size() ||
+        one.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+      return make_error(common_errc::config_invalid,
+                        "config " + doc.source_name() + ": uplink.endpoints = \"" + endpoints +
+                            "\" is not allowed: expected HOST:PORT[,HOST:PORT...], e.g. "
+                            "\"gateway.example.com:7443\"");
+    }
+    f.endpoints.push_back(one);
+    at = comma == std::string::npos ? endpoints.size() : comma + 1;
+  }
+  c.uplink.enabled = !f.endpoints.empty();
+  OUTPOST_TRY_ASSIGN(f.server_name, doc.string("uplink.server_name", ""));
+  OUTPOST_TRY_ASSIGN(f.ca_file, doc.string("uplink.ca_file", "/etc/outpost/certs/ca.crt"));
+  OUTPOST_TRY_ASSIGN(f.cert_file, doc.string("uplink.cert_file", "/etc/outpost/certs/device.crt"));
+  OUTPOST_TRY_ASSIGN(f.key_file, doc.string("uplink.key_file", "/etc/outpost/certs/device.key"));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.batch_max_events", 2000, 1, 1'000'000));
+  f.batch_max_events = static_cast<size_t>(n);
+  OUTPOST_TRY_ASSIGN(f.batch_max_bytes,
+                     doc.bytes("uplink.batch_max_bytes", "1MiB", 1024, 1ULL << 30));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.window", 8, 1, 1024));
+  f.window = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.zstd_level", 1, 1, 19));
+  f.zstd_level = static_cast<int>(n);
+  OUTPOST_TRY_ASSIGN(f.connect_timeout_ns,
+                     doc.duration_ns("uplink.connect_timeout", "10s", 100 * kMs, 600 * kSecond));
+  OUTPOST_TRY_ASSIGN(f.ack_timeout_ns,
+                     doc.duration_ns("uplink.ack_timeout", "60s", 100 * kMs, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(f.backoff_initial_ns,
+                     doc.duration_ns("uplink.backoff_initial", "250ms", 10 * kMs, 600 * kSecond));
+  OUTPOST_TRY_ASSIGN(f.backoff_max_ns,
+                     doc.duration_ns("uplink.backoff_max", "30s", 10 * kMs, 3600 * kSecond));
+  if (f.backoff_max_ns < f.backoff_initial_ns) f.backoff_max_ns = f.backoff_initial_ns;
+  OUTPOST_TRY_ASSIGN(f.rate_limit_bytes_per_s, doc.bytes("uplink.rate_limit", "0", 0, 1ULL << 40));
+  OUTPOST_TRY_ASSIGN(f.ping_interval_ns,
+                     doc.duration_ns("uplink.ping_interval", "30s", 100 * kMs, 3600 * kSecond));
+
   if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
   return c;
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent/buffer/buffer.hpp"
+#include "agent/forwarder/forwarder.hpp"
 #include "common/config.hpp"
 
 namespace outpost::agent {
@@ -20,11 +21,17 @@ struct GeneratorConfig {
   bool stop_when_done = false;
 };
 
+struct UplinkConfig {
+  bool enabled = false;  // true when uplink.endpoints is set
+  ForwarderOptions forwarder;
+};
+
 struct AgentConfig {
   std::string agent_id;
   std::string log_level = "info";
   BufferOptions buffer;
   GeneratorConfig generator;
+  UplinkConfig uplink;
 };
 
 // Reads every key (applying defaults) and rejects unknown ones.

@@ -97,8 +97,10 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.sink, doc.choice("sink.type", "file", {"file"}));
   FileSinkOptions& f = c.file_sink;
   OUTPOST_TRY_ASSIGN(f.dir, doc.string("sink.file.dir", "/var/lib/outpost-gateway/events"));
-  OUTPOST_TRY_ASSIGN(f.rotate_bytes, doc.bytes("sink.file.rotate_bytes", "64MiB", 4096, 1ULL << 40));
-  OUTPOST_TRY_ASSIGN(f.rotate_age_ns, doc.duration_ns("sink.file.rotate_age", "5m", kSecond, kHour));
+  OUTPOST_TRY_ASSIGN(f.rotate_bytes,
+                     doc.bytes("sink.file.rotate_bytes", "64MiB", 4096, 1ULL << 40));
+  OUTPOST_TRY_ASSIGN(f.rotate_age_ns,
+                     doc.duration_ns("sink.file.rotate_age", "5m", kSecond, kHour));
   std::string format;
   OUTPOST_TRY_ASSIGN(format, doc.choice("sink.file.format", "ndjson", {"ndjson", "protobuf"}));
   f.protobuf = format == "protobuf";

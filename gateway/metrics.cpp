@@ -20,8 +20,8 @@ void Metrics::observe_sink_latency(double seconds) {
 
 std::string Metrics::render_prometheus() const {
   std::ostringstream o;
-  auto counter = [&](const char* name, const char* help, const std::string& labels,
-                     uint64_t value, bool header) {
+  auto counter = [&](const char* name, const char* help, const std::string& labels, uint64_t value,
+                     bool header) {
     if (header) o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
     o << name << labels << " " << value << "\n";
   };

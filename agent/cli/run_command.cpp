@@ -1,5 +1,7 @@
 // `outpost-agent run`: load and validate the configuration, open the buffer, start the
 // sources (for now the synthetic generator), and wait for SIGINT/SIGTERM.
+#include <fmt/ranges.h>
+
 #include <csignal>
 #include <ctime>
 #include <iostream>
@@ -9,6 +11,7 @@
 #include "agent/cli/cli.hpp"
 #include "agent/cli/commands.hpp"
 #include "agent/config.hpp"
+#include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -65,6 +68,15 @@ int run_agent(const RunOptions& o) {
               config->generator.rate);
   }
 
+  std::unique_ptr<Forwarder> forwarder;
+  if (config->uplink.enabled) {
+    forwarder = std::make_unique<Forwarder>(config->uplink.forwarder, **buffer, clock);
+    forwarder->start();
+    log->info("uplink to {}", fmt::join(config->uplink.forwarder.endpoints, ", "));
+  } else {
+    log->warn("no uplink.endpoints configured: events stay in the buffer");
+  }
+
   int exit_code = kExitOk;
   const timespec tick{0, 100'000'000};
   while (true) {
@@ -81,6 +93,7 @@ int run_agent(const RunOptions& o) {
     if (generator && generator->done() && config->generator.stop_when_done) break;
   }
   if (generator) generator->stop();
+  forwarder.reset();
   buffer->reset();  // finishes queued appends
   log->info("stopped");
   return exit_code;

@@ -225,8 +225,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!frame) {
         const bool too_large = frame.error().code == wire::wire_errc::frame_too_large;
         s_.metrics.reject(too_large ? "frame_too_large" : "bad_frame");
-        s_.log->warn("{} ({}): {}; closing the session", identity_, ip_,
-                     frame.error().describe());
+        s_.log->warn("{} ({}): {}; closing the session", identity_, ip_, frame.error().describe());
         goodbye(frame.error().describe());
         return false;
       }
@@ -329,8 +328,8 @@ class Session : public std::enable_shared_from_this<Session> {
     s_.metrics.bytes_compressed += b.payload().size();
     std::string raw;
     if (b.codec() == v1::CODEC_ZSTD) {
-      auto out = codec::decompress(b.payload(), {limits.max_decompressed_bytes,
-                                                 limits.max_window_log});
+      auto out =
+          codec::decompress(b.payload(), {limits.max_decompressed_bytes, limits.max_window_log});
       if (!out) {
         const bool bomb = out.error().code == codec::codec_errc::too_large ||
                           out.error().code == codec::codec_errc::window_too_large;
@@ -358,9 +357,8 @@ class Session : public std::enable_shared_from_this<Session> {
     s_.sink.write(std::move(sb), [self, batch_seq, started](const Result<SinkResult>& r) {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      asio::post(self->socket_.get_executor(), [self, batch_seq, r, seconds] {
-        self->on_written(batch_seq, r, seconds);
-      });
+      asio::post(self->socket_.get_executor(),
+                 [self, batch_seq, r, seconds] { self->on_written(batch_seq, r, seconds); });
     });
     return true;
   }
@@ -372,7 +370,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (r) {
       s_.metrics.events_written += r->written;
       s_.metrics.events_duplicate += r->duplicates;
-      (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate : s_.metrics.batches_ok)++;
+      (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
+                                            : s_.metrics.batches_ok)++;
       ack(batch_seq, v1::Ack::OK, "");
     } else {
       s_.metrics.batches_retry_later++;
@@ -420,20 +419,20 @@ class Session : public std::enable_shared_from_this<Session> {
     if (writing_ || out_.empty() || state_ == State::closed) return;
     writing_ = true;
     auto data = std::make_shared<std::string>(std::exchange(out_, std::string()));
-    asio::async_write(socket_, asio::buffer(*data),
-                      [self = shared_from_this(), data](const boost::system::error_code& ec,
-                                                        size_t) {
-                        self->writing_ = false;
-                        if (ec) {
-                          self->finish();
-                          return;
-                        }
-                        if (!self->out_.empty()) {
-                          self->flush();
-                        } else if (self->state_ == State::closing) {
-                          self->finish();
-                        }
-                      });
+    asio::async_write(
+        socket_, asio::buffer(*data),
+        [self = shared_from_this(), data](const boost::system::error_code& ec, size_t) {
+          self->writing_ = false;
+          if (ec) {
+            self->finish();
+            return;
+          }
+          if (!self->out_.empty()) {
+            self->flush();
+          } else if (self->state_ == State::closing) {
+            self->finish();
+          }
+        });
   }
 
   void finish_after_flush() {
@@ -560,10 +559,9 @@ Result<void> listen(tcp::acceptor& a, const tcp::endpoint& ep, const char* key) 
   if (!ec) a.bind(ep, ec);
   if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return make_error(common_errc::config_invalid, std::string(key) + ": cannot listen on " +
-                                                       ep.address().to_string() + ":" +
-                                                       std::to_string(ep.port()) + ": " +
-                                                       ec.message());
+    return make_error(common_errc::config_invalid,
+                      std::string(key) + ": cannot listen on " + ep.address().to_string() + ":" +
+                          std::to_string(ep.port()) + ": " + ec.message());
   }
   return {};
 }
@@ -571,51 +569,51 @@ Result<void> listen(tcp::acceptor& a, const tcp::endpoint& ep, const char* key) 
 }  // namespace
 
 void Server::Impl::accept() {
-  acceptor.async_accept(asio::make_strand(io), [this](const boost::system::error_code& ec,
-                                                      tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec) {
-      boost::system::error_code peer_ec;
-      auto remote = socket.remote_endpoint(peer_ec);
-      std::string ip = peer_ec ? "?" : remote.address().to_string();
-      std::shared_ptr<Session> session;
-      std::string refused;
-      {
-        std::lock_guard lock(mu);
-        if (sessions.size() >= config.limits.max_connections) {
-          refused = "max_connections";
-        } else if (per_ip[ip] >= config.limits.max_connections_per_ip) {
-          refused = "max_connections_per_ip";
-        } else {
-          ++per_ip[ip];
-          session = std::make_shared<Session>(*this, std::move(socket), ip);
-          sessions.insert(session);
-        }
-      }
-      if (session) {
-        metrics.connections_accepted++;
-        metrics.connections_open++;
-        session->start();
-      } else {
-        metrics.reject(refused);
-        audit_line(ip, "", "", "connection refused: " + refused);
-        boost::system::error_code ignored;
-        socket.close(ignored);
-      }
-    } else {
-      log->warn("accept: {}", ec.message());
-    }
-    accept();
-  });
+  acceptor.async_accept(asio::make_strand(io),
+                        [this](const boost::system::error_code& ec, tcp::socket socket) {
+                          if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+                          if (!ec) {
+                            boost::system::error_code peer_ec;
+                            auto remote = socket.remote_endpoint(peer_ec);
+                            std::string ip = peer_ec ? "?" : remote.address().to_string();
+                            std::shared_ptr<Session> session;
+                            std::string refused;
+                            {
+                              std::lock_guard lock(mu);
+                              if (sessions.size() >= config.limits.max_connections) {
+                                refused = "max_connections";
+                              } else if (per_ip[ip] >= config.limits.max_connections_per_ip) {
+                                refused = "max_connections_per_ip";
+                              } else {
+                                ++per_ip[ip];
+                                session = std::make_shared<Session>(*this, std::move(socket), ip);
+                                sessions.insert(session);
+                              }
+                            }
+                            if (session) {
+                              metrics.connections_accepted++;
+                              metrics.connections_open++;
+                              session->start();
+                            } else {
+                              metrics.reject(refused);
+                              audit_line(ip, "", "", "connection refused: " + refused);
+                              boost::system::error_code ignored;
+                              socket.close(ignored);
+                            }
+                          } else {
+                            log->warn("accept: {}", ec.message());
+                          }
+                          accept();
+                        });
 }
 
 void Server::Impl::accept_http() {
-  http_acceptor.async_accept(asio::make_strand(io), [this](const boost::system::error_code& ec,
-                                                           tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !http_acceptor.is_open()) return;
-    if (!ec) std::make_shared<HttpConnection>(*this, std::move(socket))->start();
-    accept_http();
-  });
+  http_acceptor.async_accept(
+      asio::make_strand(io), [this](const boost::system::error_code& ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !http_acceptor.is_open()) return;
+        if (!ec) std::make_shared<HttpConnection>(*this, std::move(socket))->start();
+        accept_http();
+      });
 }
 
 void Server::Impl::release(const std::string& ip, const std::shared_ptr<Session>& s) {

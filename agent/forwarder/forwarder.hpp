@@ -1,0 +1,65 @@
+#pragma once
+// The agent's forwarder: reads the oldest events from the buffer in batches, compresses them,
+// sends them to a gateway over mutual TLS with a window of batches in flight, and deletes a
+// batch from the buffer only when the gateway acknowledged it with `ok` (docs/protocol.md).
+// Reconnects with exponential backoff and jitter, fails over across the configured
+// gateways, and can cap its upload rate for metered links.
+//
+// Thread-safety: start() and stop() from the owning thread; status() from any thread. The
+// Buffer and the Clock outlive the Forwarder; stop() (or the destructor) joins its thread.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/buffer/buffer.hpp"
+#include "common/clock.hpp"
+
+namespace outpost::agent {
+
+struct ForwarderOptions {
+  std::vector<std::string> endpoints;  // "host:port", tried in order, failing over
+  std::string server_name;             // name the gateway certificate must carry; "" = host
+  std::string ca_file, cert_file, key_file;
+  std::string agent_id;
+  size_t batch_max_events = 2000;
+  size_t batch_max_bytes = 1u << 20;  // uncompressed event bytes per batch
+  uint32_t window = 8;                // batches in flight (the gateway may lower it)
+  int zstd_level = 1;
+  int64_t connect_timeout_ns = 10'000'000'000;
+  int64_t ack_timeout_ns = 60'000'000'000;
+  int64_t backoff_initial_ns = 250'000'000;
+  int64_t backoff_max_ns = 30'000'000'000;
+  uint64_t rate_limit_bytes_per_s = 0;  // compressed bytes on the wire; 0: no limit
+  int64_t ping_interval_ns = 30'000'000'000;
+};
+
+struct ForwarderStatus {
+  bool connected = false;
+  std::string endpoint;    // current or last
+  std::string last_error;  // "" when none since the last successful session
+  uint64_t batches_acked = 0;
+  uint64_t events_acked = 0;
+  uint64_t bytes_sent = 0;  // compressed
+  uint64_t connects = 0;
+  int64_t last_ack_ns = 0;
+};
+
+class Forwarder {
+ public:
+  Forwarder(ForwarderOptions options, Buffer& buffer, const Clock& clock);
+  ~Forwarder();
+  Forwarder(const Forwarder&) = delete;
+  Forwarder& operator=(const Forwarder&) = delete;
+
+  void start();
+  void stop();
+  ForwarderStatus status() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost::agent
