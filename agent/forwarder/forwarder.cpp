@@ -300,21 +300,22 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       std::max<size_t>(1, std::min<size_t>(opt.batch_max_events, w.max_events_per_batch()));
   const size_t max_bytes = std::min<size_t>(
       opt.batch_max_bytes,
-      std::max<size_t>(4096, std::min<uint64_t>(w.max_decompressed_bytes(), w.max_frame_bytes()) / 2));
+      std::max<size_t>(4096,
+                       std::min<uint64_t>(w.max_decompressed_bytes(), w.max_frame_bytes()) / 2));
   decoder.set_max_frame_bytes(1u << 20);  // the gateway sends only small frames
   set_status([&](ForwarderStatus& s) {
     s.connected = true;
     ++s.connects;
   });
-  log->info("uplink {}: connected as {} ({}, {}), window {}", endpoint, w.identity(),
-            tls.version(), tls.cipher_suite(), window);
+  log->info("uplink {}: connected as {} ({}, {}), window {}", endpoint, w.identity(), tls.version(),
+            tls.cipher_suite(), window);
 
   std::deque<InFlight> in_flight;
   uint64_t next_batch_seq = 1;
   uint64_t ignore_below = 0;  // acks of batches abandoned by a retry-later
   uint64_t cursor = 0;        // the highest seq sent (or acknowledged)
   int64_t last_sent_ns = steady_ns();
-  int64_t resume_ns = 0;      // after a retry-later: send nothing before this
+  int64_t resume_ns = 0;  // after a retry-later: send nothing before this
   while (!stop_requested()) {
     // Fill the window.
     while (in_flight.size() < window && steady_ns() >= resume_ns) {
@@ -323,8 +324,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       if (batch->empty()) break;
       std::string payload;
       for (const StoredEvent& e : *batch) {
-        proto::append_delimited(payload, proto::stamp(e.body, opt.agent_id, e.seq,
-                                                      e.collected_at_ns));
+        proto::append_delimited(payload,
+                                proto::stamp(e.body, opt.agent_id, e.seq, e.collected_at_ns));
       }
       auto z = compressor.compress(payload);
       if (!z) return z.error();
@@ -340,8 +341,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       const size_t wire_bytes = b->payload().size();
       pace(wire_bytes);
       if (auto r = send_frame(f, steady_ns() + opt.ack_timeout_ns); !r) return r;
-      in_flight.push_back({next_batch_seq++, batch->back().seq,
-                           static_cast<uint32_t>(batch->size()), steady_ns()});
+      in_flight.push_back(
+          {next_batch_seq++, batch->back().seq, static_cast<uint32_t>(batch->size()), steady_ns()});
       cursor = batch->back().seq;
       last_sent_ns = steady_ns();
       set_status([&](ForwarderStatus& s) { s.bytes_sent += wire_bytes; });

@@ -1,0 +1,187 @@
+#pragma once
+// Real processes for the uplink's end-to-end tests: a development PKI made by
+// deploy/certs/make-certs, outpost-gateway and outpost-agent started from their binaries with
+// configuration files written here, all on loopback.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace outpost::test {
+
+inline uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+inline void raise_fd_limit() {
+  rlimit r{};
+  ::getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = r.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &r);
+}
+
+// "GET path" on loopback: the status line and body.
+inline std::string http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+// A metric's value from Prometheus text ("name{labels} value"), 0 when absent.
+inline double metric(const std::string& text, const std::string& series) {
+  auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return 0;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+struct Pki {
+  TempDir dir;
+  std::string main, other;
+  Pki() {
+    main = dir.file("pki");
+    other = dir.file("other");
+    const std::string script = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs";
+    REQUIRE(run({script, main, "--devices", "3", "--expired-device", "device-old"}).exit_code == 0);
+    REQUIRE(run({script, other, "--devices", "1", "--ca-name", "Another CA"}).exit_code == 0);
+  }
+};
+
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+class GatewayProc {
+ public:
+  GatewayProc(const Pki& pki, const std::string& dir, uint16_t port, const std::string& extra = "")
+      : config_(dir + "/gateway.toml"), stderr_(dir + "/gateway.log") {
+    write_file(config_, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+                            "\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n"
+                            "[tls]\nca_file = \"" + pki.main + "/ca.crt\"\ncert_file = \"" +
+                            pki.main + "/gateway.crt\"\nkey_file = \"" + pki.main +
+                            "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
+  }
+  std::string sink_dir() const { return config_.substr(0, config_.rfind('/')) + "/sink"; }
+
+  void start() {
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{"/bin/sh", "-c",
+                                 "exec " + std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_ +
+                                     " 2>>" + stderr_});
+    std::string out;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (out.find("http_port=") == std::string::npos ||
+           out.find('\n', out.find("http_port=")) == std::string::npos) {
+      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < end, (std::string("gateway did not start: ") + log()));
+      REQUIRE_MESSAGE(child_->read_some(out, 100), (std::string("gateway exited: ") + log()));
+    }
+    auto at = out.find("http_port=") + 10;
+    http_port_ = static_cast<uint16_t>(std::stoi(out.substr(at)));
+  }
+  void kill9() {
+    child_->signal(SIGKILL);
+    child_->wait();
+    child_.reset();
+  }
+  int stop() {
+    child_->signal(SIGTERM);
+    int status = child_->wait();
+    child_.reset();
+    return status;
+  }
+  bool running() const { return child_ != nullptr; }
+  uint16_t http_port() const { return http_port_; }
+  std::string log() const {
+    std::ifstream in(stderr_);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+
+ private:
+  std::string config_, stderr_;
+  std::unique_ptr<Child> child_;
+  uint16_t http_port_ = 0;
+};
+
+struct AgentSetup {
+  std::string device = "device-1";
+  uint64_t events = 0;  // generator: 0 = no generator
+  uint64_t rate = 1'000'000;
+};
+
+class AgentProc {
+ public:
+  AgentProc(const Pki& pki, const std::string& dir, uint16_t gateway_port)
+      : pki_(pki), dir_(dir), port_(gateway_port) {}
+  std::string buffer_path() const { return dir_ + "/buffer.db"; }
+
+  void start(const AgentSetup& s) {
+    const std::string config = dir_ + "/agent.toml";
+    std::string text = "[agent]\nid = \"" + s.device + "\"\n[buffer]\npath = \"" + buffer_path() +
+                       "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port_) +
+                       "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main +
+                       "/ca.crt\"\ncert_file = \"" + pki_.main + "/" + s.device +
+                       ".crt\"\nkey_file = \"" + pki_.main + "/" + s.device +
+                       ".key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n";
+    if (s.events > 0) {
+      text += "[generator]\nenabled = true\nevents = " + std::to_string(s.events) +
+              "\nrate = " + std::to_string(s.rate) + "\n";
+    }
+    write_file(config, text);
+    child_ = std::make_unique<Child>(std::vector<std::string>{
+        "/bin/sh", "-c",
+        "exec " + std::string(OUTPOST_AGENT_BIN) + " run --config " + config + " 2>>" + dir_ +
+            "/agent.log"});
+  }
+  void kill9() {
+    child_->signal(SIGKILL);
+    child_->wait();
+    child_.reset();
+  }
+  int stop() {
+    child_->signal(SIGTERM);
+    int status = child_->wait();
+    child_.reset();
+    return status;
+  }
+  bool running() const { return child_ != nullptr; }
+
+ private:
+  const Pki& pki_;
+  std::string dir_;
+  uint16_t port_;
+  std::unique_ptr<Child> child_;
+};
+
+}  // namespace outpost::test
