@@ -1,5 +1,6 @@
 // outpost-gateway: receives agents' batches over mutual TLS and writes them to a sink.
 // Usage and every option: `outpost-gateway --help`; configuration: docs/configuration.md.
+#include <sys/resource.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <ctime>
@@ -64,6 +65,12 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Each agent holds a connection: use every file descriptor the hard limit allows.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   SystemClock clock;
   auto sink = FileSink::open(config->file_sink, clock);

@@ -269,16 +269,19 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       if (!in) return in.error();
       if (in->empty()) return std::optional<v1::Frame>();
       tls.feed(*in);
-      while (true) {
-        auto n = tls.read(plain, 64 * 1024);
-        if (!n) return n.error();
-        if (*n == 0) break;
+      Result<size_t> n = size_t{0};
+      while ((n = tls.read(plain, 64 * 1024)) && *n > 0) {
+      }
+      decoder.feed(plain);  // a Goodbye just before the close_notify still counts
+      plain.clear();
+      if (!n) {
+        auto last = decoder.next();
+        if (last && *last) return last;
+        return n.error();
       }
       if (tls.has_output()) {
         if (auto r = sock.send_all(tls.take_output(), deadline); !r) return r.error();
       }
-      decoder.feed(plain);
-      plain.clear();
     }
   };
 

@@ -636,7 +636,12 @@ void Server::Impl::audit_line(const std::string& ip, const std::string& subject,
       w = AuditWindow{now, 0, 0};
     }
     if (++w.lines > 10) {
-      ++w.suppressed;
+      if (w.suppressed++ == 0) {
+        audit->warn(
+            "refused peer={}: more than 10 refusals within a minute; further audit "
+            "lines for it are suppressed (and counted) until the minute is over",
+            ip);
+      }
       return;
     }
     if (audit_windows.size() > 100'000) audit_windows.clear();  // bounded memory

@@ -66,7 +66,8 @@ void check_exactly_once(const std::string& sink, const std::string& agent, uint6
 
 }  // namespace
 
-TEST_CASE("100k events buffered while the gateway is down, then kills on both sides: 0 lost, 0 doubled") {
+TEST_CASE(
+    "100k events buffered while the gateway is down, then kills on both sides: 0 lost, 0 doubled") {
   Pki pki;
   TempDir gw_dir, agent_dir;
   const uint16_t port = free_port();

@@ -89,22 +89,23 @@ class GatewayProc {
       : config_(dir + "/gateway.toml"), stderr_(dir + "/gateway.log") {
     write_file(config_, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
                             "\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n"
-                            "[tls]\nca_file = \"" + pki.main + "/ca.crt\"\ncert_file = \"" +
-                            pki.main + "/gateway.crt\"\nkey_file = \"" + pki.main +
+                            "[tls]\nca_file = \"" +
+                            pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
+                            "/gateway.crt\"\nkey_file = \"" + pki.main +
                             "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
   }
   std::string sink_dir() const { return config_.substr(0, config_.rfind('/')) + "/sink"; }
 
   void start() {
-    child_ = std::make_unique<Child>(
-        std::vector<std::string>{"/bin/sh", "-c",
-                                 "exec " + std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_ +
-                                     " 2>>" + stderr_});
+    child_ = std::make_unique<Child>(std::vector<std::string>{
+        "/bin/sh", "-c",
+        "exec " + std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_ + " 2>>" + stderr_});
     std::string out;
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (out.find("http_port=") == std::string::npos ||
            out.find('\n', out.find("http_port=")) == std::string::npos) {
-      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < end, (std::string("gateway did not start: ") + log()));
+      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < end,
+                      (std::string("gateway did not start: ") + log()));
       REQUIRE_MESSAGE(child_->read_some(out, 100), (std::string("gateway exited: ") + log()));
     }
     auto at = out.find("http_port=") + 10;
@@ -159,10 +160,10 @@ class AgentProc {
               "\nrate = " + std::to_string(s.rate) + "\n";
     }
     write_file(config, text);
-    child_ = std::make_unique<Child>(std::vector<std::string>{
-        "/bin/sh", "-c",
-        "exec " + std::string(OUTPOST_AGENT_BIN) + " run --config " + config + " 2>>" + dir_ +
-            "/agent.log"});
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{"/bin/sh", "-c",
+                                 "exec " + std::string(OUTPOST_AGENT_BIN) + " run --config " +
+                                     config + " 2>>" + dir_ + "/agent.log"});
   }
   void kill9() {
     child_->signal(SIGKILL);

@@ -97,12 +97,15 @@ class UplinkClient {
       if (in->empty()) continue;
       tls_->feed(*in);
       std::string plain;
-      while (true) {
-        auto n = tls_->read(plain, 65536);
-        if (!n) return n.error();
-        if (*n == 0) break;
+      Result<size_t> n = size_t{0};
+      while ((n = tls_->read(plain, 65536)) && *n > 0) {
       }
-      decoder_.feed(plain);
+      decoder_.feed(plain);  // what came before a close_notify still counts
+      if (!n) {
+        auto last = decoder_.next();
+        if (last && *last) return last;
+        return n.error();
+      }
     }
   }
 

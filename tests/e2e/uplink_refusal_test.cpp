@@ -1,0 +1,261 @@
+// Every refusal the gateway must make, against the real process: each bad peer is refused
+// with a clear reason (audit log, Goodbye or Ack, metrics), the gateway stays up, and an
+// honest agent connected all along keeps getting its batches acknowledged.
+#include <doctest/doctest.h>
+
+#include "common/codec/zstd_codec.hpp"
+#include "proto/event_codec.hpp"
+#include "tests/e2e/uplink_support.hpp"
+#include "tests/support/uplink_client.hpp"
+
+using namespace outpost;
+using namespace outpost::test;
+
+namespace {
+
+std::shared_ptr<tls::TlsContext> client_ctx(const std::string& ca, const std::string& cert,
+                                            const std::string& key,
+                                            const std::string& max_version = "") {
+  tls::ContextOptions o;
+  o.role = tls::Role::client;
+  o.files = {ca, cert, key};
+  o.server_name = "localhost";
+  o.max_version_for_tests = max_version;
+  auto c = tls::TlsContext::create(o);
+  REQUIRE_MESSAGE(c, (c ? "" : c.error().message));
+  return *c;
+}
+
+v1::Frame batch_frame(const std::string& agent, uint64_t batch_seq, uint64_t first, uint64_t n) {
+  std::string payload;
+  for (uint64_t s = first; s < first + n; ++s) {
+    v1::Event e;
+    e.set_agent_id(agent);
+    e.set_seq(s);
+    e.set_kind(v1::EVENT_KIND_JSON);
+    e.set_json("{\"n\":" + std::to_string(s) + "}");
+    proto::append_delimited(payload, e.SerializeAsString());
+  }
+  codec::Compressor c(1);
+  v1::Frame f;
+  auto* b = f.mutable_batch();
+  b->set_batch_seq(batch_seq);
+  b->set_first_seq(first);
+  b->set_last_seq(first + n - 1);
+  b->set_event_count(static_cast<uint32_t>(n));
+  b->set_codec(v1::CODEC_ZSTD);
+  b->set_payload(*c.compress(payload));
+  return f;
+}
+
+// An established, well-behaved session (Hello done).
+struct Session {
+  UplinkClient client;
+  std::string agent;
+  uint64_t batch_seq = 0;
+  uint64_t seq = 1;
+
+  Session(uint16_t port, const Pki& pki, const std::string& device) : agent(device) {
+    REQUIRE(client.connect(port));
+    auto hs = client.handshake(client_ctx(pki.main + "/ca.crt", pki.main + "/" + device + ".crt",
+                                          pki.main + "/" + device + ".key"));
+    REQUIRE_MESSAGE(hs, (hs ? "" : hs.error().message));
+    auto w = client.hello(device);
+    REQUIRE_MESSAGE(w, (w ? "" : w.error().message));
+    REQUIRE(w->has_welcome());
+    CHECK(w->welcome().identity() == device);
+  }
+  // Sends a batch and returns the answer.
+  v1::Frame send(const v1::Frame& batch) {
+    REQUIRE(client.send_frame(batch));
+    auto f = client.next_frame(10'000);
+    REQUIRE_MESSAGE(f, (f ? "" : f.error().message));
+    REQUIRE(*f);
+    return **f;
+  }
+  // The honest agent's check: one more batch, acknowledged ok.
+  void still_served() {
+    auto a = send(batch_frame(agent, ++batch_seq, seq, 10));
+    REQUIRE(a.has_ack());
+    CHECK(a.ack().status() == v1::Ack::OK);
+    seq += 10;
+  }
+};
+
+// The Goodbye (or REJECTED ack then Goodbye) the gateway sends before closing.
+std::string refusal_reason(UplinkClient& c) {
+  std::string reasons;
+  for (int i = 0; i < 3; ++i) {
+    auto f = c.next_frame(5000);
+    if (!f || !*f) break;
+    if ((*f)->has_ack()) reasons += "ack:" + (*f)->ack().reason() + ";";
+    if ((*f)->has_goodbye()) reasons += "goodbye:" + (*f)->goodbye().reason() + ";";
+  }
+  return reasons;
+}
+
+}  // namespace
+
+TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is unaffected") {
+  raise_fd_limit();
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port,
+                      "[limits]\nhandshake_timeout = \"1s\"\nmax_connections = 5000\n"
+                      "max_connections_per_ip = 5000\nmax_frame_bytes = \"1MiB\"\n"
+                      "max_decompressed_bytes = \"8MiB\"\n");
+  gateway.start();
+  Session honest(port, pki, "device-2");
+  honest.still_served();
+  auto alive = [&] {
+    CHECK(http_get(gateway.http_port(), "/healthz").find("200 OK") != std::string::npos);
+    honest.still_served();
+  };
+
+  SUBCASE("all refusals, in one gateway's life") {
+    {  // plain TCP, no TLS
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      c.send_raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK(c.closed_within(3000));
+    }
+    alive();
+    {  // no client certificate
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      auto hs = c.handshake(client_ctx(pki.main + "/ca.crt", "", ""));
+      CHECK_FALSE((hs && c.hello("device-1")));
+    }
+    alive();
+    {  // a certificate from another CA
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      auto hs = c.handshake(
+          client_ctx(pki.main + "/ca.crt", pki.other + "/device-1.crt", pki.other + "/device-1.key"));
+      CHECK_FALSE((hs && c.hello("device-1")));
+    }
+    alive();
+    {  // an expired certificate
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      auto hs = c.handshake(client_ctx(pki.main + "/ca.crt", pki.main + "/device-old.crt",
+                                       pki.main + "/device-old.key"));
+      CHECK_FALSE((hs && c.hello("device-old")));
+    }
+    alive();
+    {  // TLS 1.1 only
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      auto hs = c.handshake(client_ctx(pki.main + "/ca.crt", pki.main + "/device-1.crt",
+                                       pki.main + "/device-1.key", "1.1"));
+      CHECK_FALSE(hs);
+    }
+    alive();
+    {  // agent-id mismatch: device-1's certificate claiming to be device-3
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      REQUIRE(c.handshake(client_ctx(pki.main + "/ca.crt", pki.main + "/device-1.crt",
+                                     pki.main + "/device-1.key")));
+      auto answer = c.hello("device-3");
+      REQUIRE_MESSAGE(answer, (answer ? "" : answer.error().message));
+      REQUIRE(answer->has_goodbye());
+      CHECK(answer->goodbye().reason().find("does not match") != std::string::npos);
+      CHECK(c.closed_within(3000));
+    }
+    alive();
+    {  // a frame length far above max_frame_bytes
+      Session s(port, pki, "device-1");
+      s.client.send_plain(std::string("\x7f\xff\xff\xff", 4));
+      CHECK(refusal_reason(s.client).find("exceeds the limit") != std::string::npos);
+    }
+    alive();
+    {  // garbage instead of a protobuf Frame
+      Session s(port, pki, "device-1");
+      s.client.send_plain(std::string("\x00\x00\x00\x06\xff\xff\xff\xff\xff\xff", 10));
+      CHECK(refusal_reason(s.client).find("not an outpost.v1.Frame") != std::string::npos);
+    }
+    alive();
+    {  // a truncated frame, then the connection ends
+      Session s(port, pki, "device-1");
+      std::string whole = wire::encode_frame(batch_frame("device-1", 1, 1, 50));
+      s.client.send_plain(whole.substr(0, whole.size() / 2));
+      s.client.close();
+    }
+    alive();
+    {  // corrupt zstd
+      Session s(port, pki, "device-1");
+      v1::Frame f = batch_frame("device-1", 1, 1, 5);
+      f.mutable_batch()->set_payload("this is not a zstd frame at all");
+      auto answer = s.send(f);
+      REQUIRE(answer.has_ack());
+      CHECK(answer.ack().status() == v1::Ack::REJECTED);
+      CHECK(answer.ack().reason().find("magic") != std::string::npos);
+    }
+    alive();
+    {  // a decompression bomb: 100 MiB of zeros in a few KiB
+      Session s(port, pki, "device-1");
+      v1::Frame f = batch_frame("device-1", 1, 1, 5);
+      codec::Compressor c(1);
+      f.mutable_batch()->set_payload(*c.compress(std::string(100u << 20, '\0')));
+      CHECK(f.batch().payload().size() < 100'000);
+      auto answer = s.send(f);
+      REQUIRE(answer.has_ack());
+      CHECK(answer.ack().status() == v1::Ack::REJECTED);
+      CHECK(answer.ack().reason().find("above the limit") != std::string::npos);
+    }
+    alive();
+    {  // a connection that never speaks is closed at the handshake timeout
+      UplinkClient c;
+      REQUIRE(c.connect(port));
+      CHECK(c.closed_within(4000));
+    }
+    alive();
+    {  // 2,000 idle connections: the honest agent is still served meanwhile
+      std::vector<std::unique_ptr<UplinkClient>> idle;
+      for (int i = 0; i < 2000; ++i) {
+        idle.push_back(std::make_unique<UplinkClient>());
+        REQUIRE(idle.back()->connect(port));
+      }
+      alive();
+      size_t closed = 0;
+      for (auto& c : idle) closed += c->closed_within(5000);
+      CHECK(closed == 2000);
+    }
+    alive();
+    {  // openssl s_client, an independent TLS client: refused without a client certificate
+      auto without = run({"/bin/sh", "-c",
+                          "openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+                              " -CAfile " + pki.main + "/ca.crt -servername localhost 2>&1 "
+                              "</dev/null"});
+      CHECK((without.out.find("alert") != std::string::npos ||
+             without.out.find("unexpected eof") != std::string::npos ||
+             without.out.find("errno") != std::string::npos));
+      auto with = run({"/bin/sh", "-c",
+                       "sleep 1 | openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+                           " -CAfile " + pki.main + "/ca.crt -cert " + pki.main +
+                           "/device-1.crt -key " + pki.main + "/device-1.key 2>&1"});
+      CHECK(with.out.find("Cipher is ECDHE-ECDSA-CHACHA20-POLY1305") != std::string::npos);
+      CHECK(with.out.find("Verify return code: 0 (ok)") != std::string::npos);
+    }
+    alive();
+
+    const std::string m = http_get(gateway.http_port(), "/metrics");
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"certificate\"}") >= 4);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"handshake\"}") >= 2);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"agent_id_mismatch\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"frame_too_large\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"bad_frame\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"truncated_frame\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"corrupt_payload\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"decompression_limit\"}") == 1);
+    CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"handshake_timeout\"}") >= 2001);
+    const std::string log = gateway.log();
+    CHECK(log.find("Certificate was missing") != std::string::npos);
+    CHECK(log.find("expired") != std::string::npos);
+    CHECK(log.find("not correctly signed by the trusted CA") != std::string::npos);
+    CHECK(log.find("claims agent id \"device-3\"") != std::string::npos);
+    CHECK(log.find("suppressed") != std::string::npos);  // the audit log is rate-limited
+  }
+  CHECK(gateway.stop() == 0);
+}
