@@ -313,10 +313,15 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   log->info("uplink {}: connected as {} ({}, {}), window {}", endpoint, w.identity(), tls.version(),
             tls.cipher_suite(), window);
 
+  // Batches cover contiguous seq ranges starting above the buffer's acked seq, so that the
+  // gateway can tell a gap (an earlier batch not written) from a duplicate.
+  auto stats = buffer.stats();
+  if (!stats) return stats.error();
   std::deque<InFlight> in_flight;
   uint64_t next_batch_seq = 1;
-  uint64_t ignore_below = 0;  // acks of batches abandoned by a retry-later
-  uint64_t cursor = 0;        // the highest seq sent (or acknowledged)
+  uint64_t ignore_below = 0;          // acks of batches abandoned by a retry-later
+  uint64_t acked = stats->acked_seq;  // the last seq the gateway acknowledged
+  uint64_t cursor = acked;            // the last seq sent
   int64_t last_sent_ns = steady_ns();
   int64_t resume_ns = 0;  // after a retry-later: send nothing before this
   while (!stop_requested()) {
@@ -335,7 +340,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       v1::Frame f;
       auto* b = f.mutable_batch();
       b->set_batch_seq(next_batch_seq);
-      b->set_first_seq(batch->front().seq);
+      b->set_first_seq(cursor + 1);  // seqs dropped from the buffer are covered too
       b->set_last_seq(batch->back().seq);
       b->set_event_count(static_cast<uint32_t>(batch->size()));
       b->set_codec(v1::CODEC_ZSTD);
@@ -368,15 +373,22 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       v1::Frame& frame = **f;
       if (frame.has_ack()) {
         const v1::Ack& a = frame.ack();
-        if (a.batch_seq() < ignore_below) {
+        if (a.status() == v1::Ack::REJECTED) {
+          return net_error("the gateway rejected batch " + std::to_string(a.batch_seq()) + ": " +
+                           a.reason());
+        } else if (a.batch_seq() < ignore_below) {
           // an ack of a batch abandoned by a retry-later: it is sent again anyway
         } else if (in_flight.empty() || a.batch_seq() != in_flight.front().batch_seq) {
-          return net_error("ack for batch " + std::to_string(a.batch_seq()) +
-                           " out of order; reconnecting");
+          return net_error("ack for batch " + std::to_string(a.batch_seq()) + " (" +
+                           v1::Ack::Status_Name(a.status()) + ") out of order (expected " +
+                           (in_flight.empty() ? std::string("none")
+                                              : std::to_string(in_flight.front().batch_seq)) +
+                           "); reconnecting");
         } else if (a.status() == v1::Ack::OK) {
           InFlight done = in_flight.front();
           in_flight.pop_front();
           if (auto r = buffer.ack(done.last_seq); !r) return r;
+          acked = done.last_seq;
           progress = true;
           set_status([&](ForwarderStatus& s) {
             ++s.batches_acked;
@@ -386,14 +398,15 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
           });
         } else if (a.status() == v1::Ack::RETRY_LATER) {
           // Send everything unacknowledged again, after the pause the gateway asked for.
-          cursor = 0;  // read_batch starts above the buffer's acked seq
+          cursor = acked;
           ignore_below = next_batch_seq;
           in_flight.clear();
           resume_ns = steady_ns() + std::max<int64_t>(a.retry_after_ms(), 100) * 1'000'000;
           log->info("uplink {}: gateway asks to retry later ({})", endpoint, a.reason());
         } else {
-          return net_error("the gateway rejected batch " + std::to_string(a.batch_seq()) + ": " +
-                           a.reason());
+          return net_error("ack for batch " + std::to_string(a.batch_seq()) +
+                           " has a status this agent does not know (" + std::to_string(a.status()) +
+                           ")");
         }
       } else if (frame.has_ping()) {
         v1::Frame pong;

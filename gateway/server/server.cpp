@@ -291,22 +291,37 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  void ack(uint64_t batch_seq, v1::Ack::Status status, const std::string& reason,
-           uint32_t retry_after_ms = 0) {
+  static v1::Frame ack_frame(uint64_t batch_seq, v1::Ack::Status status, const std::string& reason,
+                             uint32_t retry_after_ms = 0) {
     v1::Frame a;
     auto* ack = a.mutable_ack();
     ack->set_batch_seq(batch_seq);
     ack->set_status(status);
     ack->set_reason(reason);
     ack->set_retry_after_ms(retry_after_ms);
-    send(a);
+    return a;
+  }
+
+  // Acks go out in batch_seq order (docs/protocol.md), whatever order the answers are known
+  // in: a retry-later decided at once waits behind earlier batches still in the sink.
+  void answer(uint64_t batch_seq, v1::Frame frame) {
+    for (Answer& a : answers_) {
+      if (a.batch_seq == batch_seq) {
+        a.frame = std::move(frame);
+        break;
+      }
+    }
+    while (!answers_.empty() && answers_.front().frame) {
+      send(*answers_.front().frame);
+      answers_.pop_front();
+    }
   }
 
   bool reject_batch(uint64_t batch_seq, const std::string& reason_label, const std::string& why) {
     s_.metrics.batches_rejected++;
     s_.metrics.reject(reason_label);
     s_.log->warn("{} ({}): batch {} rejected: {}", identity_, ip_, batch_seq, why);
-    ack(batch_seq, v1::Ack::REJECTED, why);
+    send(ack_frame(batch_seq, v1::Ack::REJECTED, why));  // at once: the session ends
     goodbye("batch rejected: " + why);
     return false;
   }
@@ -319,10 +334,12 @@ class Session : public std::enable_shared_from_this<Session> {
                               " events exceeds max_events_per_batch " +
                               std::to_string(limits.max_events_per_batch));
     }
+    answers_.push_back({b.batch_seq(), std::nullopt});
     if (!s_.take_tokens(identity_, b.event_count())) {
       s_.metrics.batches_retry_later++;
       s_.metrics.reject("rate_limited");
-      ack(b.batch_seq(), v1::Ack::RETRY_LATER, "device rate limit", 1000);
+      answer(b.batch_seq(),
+             ack_frame(b.batch_seq(), v1::Ack::RETRY_LATER, "device rate limit", 1000));
       return true;
     }
     s_.metrics.bytes_compressed += b.payload().size();
@@ -347,6 +364,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!events) return reject_batch(b.batch_seq(), "bad_batch", events.error().describe());
     SinkBatch sb;
     sb.agent_id = identity_;
+    sb.first_seq = b.first_seq();
     sb.last_seq = b.last_seq();
     sb.events = std::move(*events);
     for (v1::Event& e : sb.events) e.set_agent_id(identity_);  // the certificate decides
@@ -366,18 +384,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_written(uint64_t batch_seq, const Result<SinkResult>& r, double seconds) {
     --in_flight_;
     s_.metrics.observe_sink_latency(seconds);
-    if (state_ == State::closed || state_ == State::closing) return;  // the agent resends
     if (r) {
       s_.metrics.events_written += r->written;
       s_.metrics.events_duplicate += r->duplicates;
       (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
                                             : s_.metrics.batches_ok)++;
-      ack(batch_seq, v1::Ack::OK, "");
     } else {
       s_.metrics.batches_retry_later++;
       s_.metrics.reject("sink");
-      ack(batch_seq, v1::Ack::RETRY_LATER, r.error().describe(), 1000);
     }
+    if (state_ == State::closed || state_ == State::closing) return;  // the agent resends
+    answer(batch_seq, r ? ack_frame(batch_seq, v1::Ack::OK, "")
+                        : ack_frame(batch_seq, v1::Ack::RETRY_LATER, r.error().describe(), 1000));
     if (draining_ && in_flight_ == 0) {
       goodbye("the gateway is shutting down");
       return;
@@ -489,6 +507,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
   bool zstd_ok_ = false;
   uint32_t in_flight_ = 0;
+  struct Answer {
+    uint64_t batch_seq;
+    std::optional<v1::Frame> frame;  // nullopt while the sink writes the batch
+  };
+  std::deque<Answer> answers_;
 };
 
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {

@@ -272,9 +272,17 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   std::array<std::string, kKindCount> data;
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
+    const bool known = hwm.count(b.agent_id) || committed.count(b.agent_id);
     uint64_t mark = hwm.count(b.agent_id)
                         ? hwm[b.agent_id]
                         : (committed.count(b.agent_id) ? committed[b.agent_id] : 0);
+    if (known && b.first_seq > mark + 1) {
+      results[i] = make_error(common_errc::bad_input,
+                              "batch starts at seq " + std::to_string(b.first_seq) + " but agent " +
+                                  b.agent_id + " has everything only up to " +
+                                  std::to_string(mark) + "; send the missing seqs first");
+      continue;
+    }
     SinkResult r;
     for (v1::Event& e : b.events) {
       if (e.seq() <= mark) {

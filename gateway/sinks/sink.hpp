@@ -2,7 +2,10 @@
 // Where the gateway writes events: one interface, a file sink (the embedded default) and a
 // Kafka sink (issue 4). A sink also owns deduplication, because the high-water mark it keeps
 // per agent must be durable together with the data it describes: a sink writes only events
-// with seq above the agent's high-water mark and reports the rest as duplicates.
+// with seq above the agent's high-water mark and reports the rest as duplicates. And it
+// refuses a batch that would leave a gap (first_seq above the mark + 1): an earlier batch of
+// that agent was not written, and writing this one would make the earlier one's events look
+// like duplicates when they are sent again.
 //
 // Thread-safety: write() may be called from any thread; callbacks run on the sink's own
 // thread and must not block. The sink outlives every session that writes to it.
@@ -20,7 +23,8 @@ namespace outpost::gateway {
 
 struct SinkBatch {
   std::string agent_id;           // the device identity from its certificate
-  uint64_t last_seq = 0;          // the batch's declared last seq: the new high-water mark
+  uint64_t first_seq = 0;         // the seq range the batch covers (docs/protocol.md)...
+  uint64_t last_seq = 0;          // ...up to here: the new high-water mark
   std::vector<v1::Event> events;  // seq order; agent_id already stamped with the identity
 };
 

@@ -131,8 +131,8 @@ TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is u
     {  // a certificate from another CA
       UplinkClient c;
       REQUIRE(c.connect(port));
-      auto hs = c.handshake(
-          client_ctx(pki.main + "/ca.crt", pki.other + "/device-1.crt", pki.other + "/device-1.key"));
+      auto hs = c.handshake(client_ctx(pki.main + "/ca.crt", pki.other + "/device-1.crt",
+                                       pki.other + "/device-1.key"));
       CHECK_FALSE((hs && c.hello("device-1")));
     }
     alive();
@@ -226,7 +226,8 @@ TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is u
     {  // openssl s_client, an independent TLS client: refused without a client certificate
       auto without = run({"/bin/sh", "-c",
                           "openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
-                              " -CAfile " + pki.main + "/ca.crt -servername localhost 2>&1 "
+                              " -CAfile " + pki.main +
+                              "/ca.crt -servername localhost 2>&1 "
                               "</dev/null"});
       CHECK((without.out.find("alert") != std::string::npos ||
              without.out.find("unexpected eof") != std::string::npos ||

@@ -28,6 +28,22 @@ TEST_CASE("the documented example in deploy/ loads as it is") {
   auto c = load_agent_config(*doc);
   REQUIRE_MESSAGE(c, (c ? "" : c.error().message));
   CHECK(c->buffer.path == "/var/lib/outpost/buffer.db");
+  CHECK_FALSE(c->uplink.enabled);  // endpoints = "": buffer only
+  CHECK(c->uplink.forwarder.window == 8);
+}
+
+TEST_CASE("uplink endpoints: a list in failover order, and a clear error for a bad one") {
+  auto doc = ConfigDoc::parse_string(
+      "[uplink]\nendpoints = \"gw1.example.com:7443, 10.0.0.2:7443\"\n", "a.toml");
+  auto c = load_agent_config(*doc);
+  REQUIRE_MESSAGE(c, (c ? "" : c.error().message));
+  CHECK(c->uplink.enabled);
+  REQUIRE(c->uplink.forwarder.endpoints.size() == 2);
+  CHECK(c->uplink.forwarder.endpoints[1] == "10.0.0.2:7443");
+  auto bad = ConfigDoc::parse_string("[uplink]\nendpoints = \"gw1.example.com\"\n", "a.toml");
+  auto r = load_agent_config(*bad);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("uplink.endpoints") != std::string::npos);
 }
 
 TEST_CASE("per-kind settings and their errors") {

@@ -23,6 +23,7 @@ namespace {
 SinkBatch batch(const std::string& agent, uint64_t first, uint64_t last) {
   SinkBatch b;
   b.agent_id = agent;
+  b.first_seq = first;
   b.last_seq = last;
   for (uint64_t s = first; s <= last; ++s) {
     v1::Event e;
@@ -88,6 +89,29 @@ TEST_CASE("events land as zstd NDJSON under kind/dt/hour, and re-sent seqs are n
   auto resent = write_sync(*sink, batch("dev-1", 11, 15));
   REQUIRE(resent);
   CHECK(resent->duplicates == 5);
+}
+
+TEST_CASE("a batch that would leave a gap is refused; an unknown agent may start anywhere") {
+  test::TempDir dir;
+  ManualClock clock;
+  FileSinkOptions o;
+  o.dir = dir.file("sink");
+  auto sink = open_ok(o, clock);
+  REQUIRE(write_sync(*sink, batch("dev-1", 500, 510)));    // first contact: any start
+  auto gap = write_sync(*sink, batch("dev-1", 520, 530));  // 511..519 never arrived
+  REQUIRE_FALSE(gap);
+  CHECK(gap.error().message.find("up to 510") != std::string::npos);
+  CHECK(sink->high_water("dev-1") == 510);
+  auto next = write_sync(*sink, batch("dev-1", 511, 530));
+  REQUIRE(next);
+  CHECK(next->written == 20);
+  // Seqs missing inside a range (dropped on the device) are not a gap.
+  SinkBatch sparse = batch("dev-1", 531, 540);
+  sparse.events.erase(sparse.events.begin(), sparse.events.begin() + 5);
+  auto r = write_sync(*sink, std::move(sparse));
+  REQUIRE(r);
+  CHECK(r->written == 5);
+  CHECK(sink->high_water("dev-1") == 540);
 }
 
 TEST_CASE("files rotate by size and by age, and never straddle an hour") {
