@@ -3,7 +3,13 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <vector>
+
 #include "common/errc.hpp"
+#include "common/json_writer.hpp"
 #include "outpost/v1/event.pb.h"
 
 namespace outpost::proto {
@@ -129,9 +135,188 @@ class Scanner {
   bool ok_ = true;
 };
 
-bool valid_json_value(std::string_view text) {
-  pb::Value value;
-  return pb::util::JsonStringToMessage(std::string(text), &value).ok();
+// A strict RFC 8259 check of one JSON value (with UTF-8 validation and a depth limit), fast
+// enough for the gateway's hot path: it decides whether a `json` payload is written inline.
+class JsonCheck {
+ public:
+  explicit JsonCheck(std::string_view s) : s_(s) {}
+  bool document() {
+    ws();
+    if (!value(0)) return false;
+    ws();
+    return i_ == s_.size();
+  }
+
+ private:
+  static constexpr int kMaxDepth = 128;
+  bool value(int depth) {
+    if (i_ >= s_.size() || depth > kMaxDepth) return false;
+    switch (s_[i_]) {
+      case '{':
+        return object(depth);
+      case '[':
+        return array(depth);
+      case '"':
+        return string();
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+  bool object(int depth) {
+    ++i_;
+    ws();
+    if (eat('}')) return true;
+    while (true) {
+      ws();
+      if (i_ >= s_.size() || s_[i_] != '"' || !string()) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (!value(depth + 1)) return false;
+      ws();
+      if (eat('}')) return true;
+      if (!eat(',')) return false;
+    }
+  }
+  bool array(int depth) {
+    ++i_;
+    ws();
+    if (eat(']')) return true;
+    while (true) {
+      ws();
+      if (!value(depth + 1)) return false;
+      ws();
+      if (eat(']')) return true;
+      if (!eat(',')) return false;
+    }
+  }
+  bool string() {
+    ++i_;
+    while (i_ < s_.size()) {
+      auto c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') {
+        ++i_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (++i_ >= s_.size()) return false;
+        char e = s_[i_++];
+        if (e == 'u') {
+          for (int k = 0; k < 4; ++k, ++i_) {
+            if (i_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_]))) return false;
+          }
+        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+          return false;
+        }
+        continue;
+      }
+      if (c < 0x80) {
+        ++i_;
+        continue;
+      }
+      // UTF-8: the lead byte says how many continuation bytes follow.
+      int more = (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
+      if (more < 0 || c == 0xc0 || c == 0xc1 || c > 0xf4) return false;
+      ++i_;
+      for (int k = 0; k < more; ++k, ++i_) {
+        if (i_ >= s_.size() || (static_cast<unsigned char>(s_[i_]) & 0xc0) != 0x80) return false;
+      }
+    }
+    return false;
+  }
+  bool number() {
+    eat('-');
+    if (eat('0')) {
+    } else if (!digits()) {
+      return false;
+    }
+    if (eat('.') && !digits()) return false;
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (!eat('+')) eat('-');
+      if (!digits()) return false;
+    }
+    return true;
+  }
+  bool digits() {
+    size_t start = i_;
+    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+    return i_ > start;
+  }
+  bool literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  bool eat(char c) {
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  void ws() {
+    while (i_ < s_.size() && is_ws(s_[i_])) ++i_;
+  }
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+bool valid_json_value(std::string_view text) { return JsonCheck(text).document(); }
+
+std::string base64(std::string_view in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint32_t{static_cast<unsigned char>(in[i])} << 16) |
+                 (uint32_t{static_cast<unsigned char>(in[i + 1])} << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = uint32_t{static_cast<unsigned char>(in[i])} << 16;
+    if (i + 1 < in.size()) v |= uint32_t{static_cast<unsigned char>(in[i + 1])} << 8;
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// The members of a map<string, string>, sorted by key so that the output is deterministic.
+void write_map(JsonWriter& w, std::string_view key, const pb::Map<std::string, std::string>& map) {
+  if (map.empty()) return;
+  std::vector<std::pair<std::string_view, std::string_view>> entries(map.begin(), map.end());
+  std::sort(entries.begin(), entries.end());
+  w.key(key).begin_object();
+  for (const auto& [k, v] : entries) w.key(k).value(v);
+  w.end_object();
+}
+
+void write_string(JsonWriter& w, std::string_view key, const std::string& v) {
+  if (!v.empty()) w.key(key).value(v);
+}
+
+// protobuf's JSON mapping of a double: the shortest text that reads back the same.
+std::string double_text(double d) {
+  if (std::isnan(d)) return "\"NaN\"";
+  if (std::isinf(d)) return d > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  return std::string(buf, r.ptr);
 }
 
 // A json payload is shown inline when it is an object or an array; anything else keeps
@@ -185,26 +370,74 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
   return event_to_json(std::move(event));
 }
 
+// protobuf's JSON mapping of an Event (proto field names, 64-bit integers as strings,
+// enums by name, defaults omitted), written by hand: MessageToJsonString costs several
+// microseconds per event, which the gateway's file sink cannot afford. A `json` payload that
+// is an object or an array appears inline. event_codec_test checks that
+// JsonStringToMessage reads every form back to the same message.
 Result<std::string> event_to_json(v1::Event event) {
-  std::string raw;
-  if (event.payload_case() == v1::Event::kJson && inline_json(event.json())) {
-    raw = event.json();
-    event.clear_json();
+  JsonWriter w;
+  w.begin_object();
+  write_string(w, "agent_id", event.agent_id());
+  if (event.seq() != 0) w.key("seq").value(std::to_string(event.seq()));
+  if (event.kind() != 0) {
+    const std::string& name = v1::EventKind_Name(event.kind());
+    if (name.empty()) {
+      w.key("kind").value(static_cast<int32_t>(event.kind()));
+    } else {
+      w.key("kind").value(name);
+    }
   }
-  pb::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  std::string out;
-  if (!pb::util::MessageToJsonString(event, &out, options).ok()) {
-    return bad("event cannot be shown as JSON");
+  if (event.event_time() != 0) w.key("event_time").value(std::to_string(event.event_time()));
+  if (event.collected_at() != 0) {
+    w.key("collected_at").value(std::to_string(event.collected_at()));
   }
-  if (!raw.empty()) {
-    out.pop_back();  // '}'
-    if (out.size() > 1) out.push_back(',');
-    out += "\"json\":";
-    out += raw;
-    out.push_back('}');
+  write_string(w, "schema", event.schema());
+  if (event.priority() != 0) w.key("priority").value(event.priority());
+  write_map(w, "attributes", event.attributes());
+  switch (event.payload_case()) {
+    case v1::Event::kPixel: {
+      const v1::PixelHit& p = event.pixel();
+      w.key("pixel").begin_object();
+      write_string(w, "site_id", p.site_id());
+      write_map(w, "query", p.query());
+      write_string(w, "user_agent", p.user_agent());
+      write_string(w, "referer", p.referer());
+      write_string(w, "accept_language", p.accept_language());
+      write_string(w, "client_ip", p.client_ip());
+      write_string(w, "cookie_id", p.cookie_id());
+      write_string(w, "path", p.path());
+      w.end_object();
+      break;
+    }
+    case v1::Event::kSensor: {
+      const v1::SensorReading& r = event.sensor();
+      w.key("sensor").begin_object();
+      write_string(w, "device", r.device());
+      write_string(w, "metric", r.metric());
+      if (r.value_case() == v1::SensorReading::kNumber) {
+        w.key("number").raw(double_text(r.number()));
+      } else if (r.value_case() == v1::SensorReading::kRaw) {
+        w.key("raw").value(base64(r.raw()));
+      }
+      write_string(w, "unit", r.unit());
+      if (r.raw_payload()) w.key("raw_payload").value(true);
+      write_string(w, "topic", r.topic());
+      w.end_object();
+      break;
+    }
+    case v1::Event::kJson:
+      if (inline_json(event.json())) {
+        w.key("json").raw(event.json());
+      } else {
+        w.key("json").value(base64(event.json()));
+      }
+      break;
+    case v1::Event::PAYLOAD_NOT_SET:
+      break;
   }
-  return out;
+  w.end_object();
+  return w.str();
 }
 
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id) {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 #include <google/protobuf/util/message_differencer.h>
@@ -85,4 +87,71 @@ TEST_CASE("length-delimited framing round-trips and rejects torn or oversized in
   CHECK_FALSE(proto::read_delimited(torn, 1000));
   std::istringstream big(out);
   CHECK_FALSE(proto::read_delimited(big, 3));
+}
+
+TEST_CASE("the hand-written JSON form reads back to the same event, for every field") {
+  std::vector<v1::Event> events(6);
+  for (auto& e : events) {
+    e.set_agent_id("dev-\xc3\xa9\"1\\");  // UTF-8, a quote and a backslash
+    e.set_seq(18'446'744'073'709'551'615ULL);
+    e.set_event_time(-5);
+    e.set_collected_at(1'790'000'000'000'000'000);
+    e.set_schema("s.v1");
+    e.set_priority(-3);
+    (*e.mutable_attributes())["b"] = "2\n";
+    (*e.mutable_attributes())["a"] = "\x01";
+  }
+  events[0].set_kind(v1::EVENT_KIND_PIXEL);
+  auto* p = events[0].mutable_pixel();
+  p->set_site_id("site");
+  (*p->mutable_query())["utm"] = "x y";
+  p->set_user_agent("Mozilla/5.0");
+  p->set_client_ip("192.0.2.0");
+  p->set_path("/p.gif");
+  events[1].set_kind(v1::EVENT_KIND_SENSOR);
+  events[1].mutable_sensor()->set_number(0.1);
+  events[1].mutable_sensor()->set_unit("C");
+  events[2].set_kind(v1::EVENT_KIND_SENSOR);
+  events[2].mutable_sensor()->set_number(std::numeric_limits<double>::quiet_NaN());
+  events[3].set_kind(v1::EVENT_KIND_SENSOR);
+  events[3].mutable_sensor()->set_raw(std::string("\x00\xff\x10", 3));
+  events[3].mutable_sensor()->set_raw_payload(true);
+  events[4].set_kind(v1::EVENT_KIND_JSON);
+  events[4].set_json("{\"a\":[1,2.5e3,true,null,\"\\u00e9\"]}");
+  events[5].set_kind(v1::EVENT_KIND_JSON);
+  events[5].set_json("{\"unterminated\": ");
+  for (size_t i = 0; i < events.size(); ++i) {
+    CAPTURE(i);
+    auto line = proto::event_to_json(events[i].SerializeAsString());
+    REQUIRE_MESSAGE(line, (line ? "" : line.error().message));
+    CAPTURE(*line);
+    std::string agent;
+    auto back = proto::event_from_json(*line, &agent);
+    REQUIRE_MESSAGE(back, (back ? "" : back.error().message));
+    CHECK(agent == events[i].agent_id());
+    v1::Event expected = events[i];
+    expected.clear_agent_id();
+    expected.clear_seq();
+    expected.clear_collected_at();
+    v1::Event got;
+    REQUIRE(got.ParseFromString(back->body));
+    if (i == 2) {  // NaN != NaN: compare the rest
+      CHECK(std::isnan(got.sensor().number()));
+      got.mutable_sensor()->clear_number();
+      expected.mutable_sensor()->clear_number();
+    }
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(got, expected));
+  }
+  // Inline only when the payload is valid JSON; otherwise base64.
+  CHECK(proto::event_to_json(events[4].SerializeAsString())->find("\"json\":{\"a\"") !=
+        std::string::npos);
+  CHECK(proto::event_to_json(events[5].SerializeAsString())->find("\"json\":\"") !=
+        std::string::npos);
+  v1::Event deep;
+  deep.set_json(std::string(500, '[') + std::string(500, ']'));
+  CHECK(proto::event_to_json(deep.SerializeAsString())->find("\"json\":\"") != std::string::npos);
+  v1::Event bad_utf8;
+  bad_utf8.set_json("{\"k\":\"\xff\"}");
+  CHECK(proto::event_to_json(bad_utf8.SerializeAsString())->find("\"json\":\"") !=
+        std::string::npos);
 }

@@ -1,0 +1,208 @@
+// forward_bench: drains an agent's buffer backlog to a gateway over mutual TLS on loopback —
+// real outpost-agent and outpost-gateway processes, the file sink on disk — and prints
+// events/s end to end, compressed bytes per event, compression ratio, CPU seconds per
+// million events and peak RSS of each process.
+//
+// Usage: forward_bench [--events N] [--runs R] [--dir DIR]   (default 1,000,000 events, 3 runs)
+// Each figure is the median over the runs; the last lines are the figures.
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/buffer/buffer_inspector.hpp"
+#include "agent/buffer/sqlite_buffer.hpp"
+#include "agent/generator/synthetic_generator.hpp"
+#include "tests/e2e/uplink_support.hpp"
+
+using namespace outpost;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ProcStats {
+  double cpu_seconds = 0;
+  double peak_rss_mib = 0;
+};
+
+// SIGTERM, then the child's own CPU time and peak RSS from wait4().
+ProcStats stop_and_measure(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  rusage ru{};
+  ::wait4(pid, &status, 0, &ru);
+  ProcStats s;
+  s.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  s.peak_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  return s;
+}
+
+pid_t spawn(const std::string& command, const std::string& out_file) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+uint64_t pending(const std::string& path) {
+  auto inspector = agent::BufferInspector::open(path);
+  if (!inspector) return UINT64_MAX;
+  auto s = inspector->stats();
+  return s ? s->pending_events : UINT64_MAX;
+}
+
+struct Run {
+  double events_per_s = 0;
+  double bytes_per_event = 0;
+  double ratio = 0;
+  ProcStats agent, gateway;
+};
+
+Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string buffer = dir + "/buffer.db";
+  {  // the backlog: synthetic events (the demo's generator), appended in batches
+    agent::BufferOptions o;
+    o.path = buffer;
+    o.agent_id = "device-1";
+    o.max_bytes = 64ULL << 30;
+    SystemClock clock;
+    auto b = agent::SqliteBuffer::open(o, clock);
+    if (!b) std::exit(1);
+    for (uint64_t i = 0; i < events; i += 1000) {
+      std::vector<NewEvent> batch;
+      for (uint64_t k = i; k < std::min(events, i + 1000); ++k) {
+        batch.push_back(agent::synthetic_event(k, clock.now_ns()));
+      }
+      if (!(*b)->append(std::move(batch)).get()) std::exit(1);
+    }
+  }
+  const uint16_t port = test::free_port();
+  test::write_file(dir + "/gateway.toml",
+                   "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+                       "\"\nhttp_listen = \"127.0.0.1:0\"\n[tls]\nca_file = \"" + pki +
+                       "/ca.crt\"\ncert_file = \"" + pki + "/gateway.crt\"\nkey_file = \"" + pki +
+                       "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n");
+  pid_t gw = spawn(std::string(OUTPOST_GATEWAY_BIN) + " -c " + dir + "/gateway.toml 2>" + dir +
+                       "/gateway.log",
+                   dir + "/gateway.out");
+  uint16_t http_port = 0;
+  for (int i = 0; i < 100 && http_port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::string out = read_file(dir + "/gateway.out");
+    auto at = out.find("http_port=");
+    if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
+      http_port = static_cast<uint16_t>(std::stoi(out.substr(at + 10)));
+    }
+  }
+  if (http_port == 0) {
+    std::fprintf(stderr, "gateway did not start:\n%s", read_file(dir + "/gateway.log").c_str());
+    std::exit(1);
+  }
+  test::write_file(dir + "/agent.toml",
+                   "[agent]\nid = \"device-1\"\n[buffer]\npath = \"" + buffer +
+                       "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port) +
+                       "\"\nserver_name = \"localhost\"\nca_file = \"" + pki +
+                       "/ca.crt\"\ncert_file = \"" + pki + "/device-1.crt\"\nkey_file = \"" +
+                       pki + "/device-1.key\"\n");
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_t ag = spawn(std::string(OUTPOST_AGENT_BIN) + " run --config " + dir + "/agent.toml 2>" +
+                       dir + "/agent.log",
+                   "/dev/null");
+  while (pending(buffer) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string m = test::http_get(http_port, "/metrics");
+  Run r;
+  r.events_per_s = static_cast<double>(events) / seconds;
+  const double compressed = test::metric(m, "outpost_gateway_bytes_total{form=\"compressed\"}");
+  const double raw = test::metric(m, "outpost_gateway_bytes_total{form=\"raw\"}");
+  r.bytes_per_event = compressed / static_cast<double>(events);
+  r.ratio = compressed > 0 ? raw / compressed : 0;
+  r.agent = stop_and_measure(ag);
+  r.gateway = stop_and_measure(gw);
+  const double written = test::metric(m, "outpost_gateway_events_total{result=\"written\"}");
+  if (written != static_cast<double>(events)) {
+    std::fprintf(stderr, "the gateway wrote %.0f of %llu events\n", written,
+                 static_cast<unsigned long long>(events));
+    std::exit(1);
+  }
+  return r;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t events = 1'000'000;
+  int runs = 3;
+  std::string base = fs::temp_directory_path().string();
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--events")) {
+      events = std::stoull(argv[i + 1]);
+    } else if (!std::strcmp(argv[i], "--runs")) {
+      runs = std::stoi(argv[i + 1]);
+    } else if (!std::strcmp(argv[i], "--dir")) {
+      base = argv[i + 1];
+    } else {
+      std::fprintf(stderr, "forward_bench: unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
+  const std::string pki = base + "/outpost-forward-bench-pki";
+  const std::string make = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs " + pki +
+                           " --devices 1 >/dev/null";
+  if (std::system(make.c_str()) != 0) return 1;
+  std::vector<double> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss;
+  for (int r = 0; r < runs; ++r) {
+    Run run = one_run(base + "/outpost-forward-bench", pki, events);
+    const double millions = static_cast<double>(events) / 1e6;
+    std::printf(
+        "run %d: %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent %.2f "
+        "gateway %.2f, peak RSS agent %.1f MiB gateway %.1f MiB\n",
+        r + 1, run.events_per_s, run.bytes_per_event, run.ratio, run.agent.cpu_seconds / millions,
+        run.gateway.cpu_seconds / millions, run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
+    rate.push_back(run.events_per_s);
+    bpe.push_back(run.bytes_per_event);
+    ratio.push_back(run.ratio);
+    agent_cpu.push_back(run.agent.cpu_seconds / millions);
+    gw_cpu.push_back(run.gateway.cpu_seconds / millions);
+    agent_rss.push_back(run.agent.peak_rss_mib);
+    gw_rss.push_back(run.gateway.peak_rss_mib);
+  }
+  fs::remove_all(base + "/outpost-forward-bench");
+  fs::remove_all(pki);
+  std::printf("events per run: %llu synthetic events; medians of %d runs\n",
+              static_cast<unsigned long long>(events), runs);
+  std::printf("end to end (agent buffer -> TLS -> gateway -> file sink): %.0f events/s\n",
+              median(rate));
+  std::printf("compressed bytes per event: %.1f (zstd level 1, ratio %.2f)\n", median(bpe),
+              median(ratio));
+  std::printf("CPU seconds per million events: agent %.2f, gateway %.2f\n", median(agent_cpu),
+              median(gw_cpu));
+  std::printf("peak RSS: agent %.1f MiB, gateway %.1f MiB\n", median(agent_rss), median(gw_rss));
+  return 0;
+}
