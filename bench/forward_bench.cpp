@@ -102,9 +102,9 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
                        "\"\nhttp_listen = \"127.0.0.1:0\"\n[tls]\nca_file = \"" + pki +
                        "/ca.crt\"\ncert_file = \"" + pki + "/gateway.crt\"\nkey_file = \"" + pki +
                        "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n");
-  pid_t gw = spawn(std::string(OUTPOST_GATEWAY_BIN) + " -c " + dir + "/gateway.toml 2>" + dir +
-                       "/gateway.log",
-                   dir + "/gateway.out");
+  pid_t gw = spawn(
+      std::string(OUTPOST_GATEWAY_BIN) + " -c " + dir + "/gateway.toml 2>" + dir + "/gateway.log",
+      dir + "/gateway.out");
   uint16_t http_port = 0;
   for (int i = 0; i < 100 && http_port == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -122,8 +122,8 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
                    "[agent]\nid = \"device-1\"\n[buffer]\npath = \"" + buffer +
                        "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port) +
                        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki +
-                       "/ca.crt\"\ncert_file = \"" + pki + "/device-1.crt\"\nkey_file = \"" +
-                       pki + "/device-1.key\"\n");
+                       "/ca.crt\"\ncert_file = \"" + pki + "/device-1.crt\"\nkey_file = \"" + pki +
+                       "/device-1.key\"\n");
   const auto t0 = std::chrono::steady_clock::now();
   pid_t ag = spawn(std::string(OUTPOST_AGENT_BIN) + " run --config " + dir + "/agent.toml 2>" +
                        dir + "/agent.log",

@@ -138,3 +138,52 @@ TEST_CASE("a device over its rate limit is told to retry later and loses nothing
   CHECK(gateway.stop() == 0);
   check_exactly_once(gateway.sink_dir(), "device-1", 60'000);
 }
+
+TEST_CASE("failover: the first endpoint is down, the agent moves on to the second") {
+  Pki pki;
+  TempDir gw_dir, agent_dir;
+  const uint16_t dead = free_port();  // nothing listens here
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, gw_dir.path(), port);
+  gateway.start();
+  AgentProc agent(pki, agent_dir.path(), port);
+  agent.set_endpoints("127.0.0.1:" + std::to_string(dead) + ",127.0.0.1:" + std::to_string(port));
+  agent.start({.events = 5'000});
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        return next_seq(agent.buffer_path()) == 5'001 &&
+                               pending(agent.buffer_path()) == 0;
+                      },
+                      60),
+                  agent.log());
+  agent.stop();
+  CHECK(agent.log().find("127.0.0.1:" + std::to_string(dead)) != std::string::npos);
+  CHECK(gateway.stop() == 0);
+  check_exactly_once(gateway.sink_dir(), "device-1", 5'000);
+}
+
+TEST_CASE("upload rate cap: a metered link is not sent more than uplink.rate_limit allows") {
+  Pki pki;
+  TempDir gw_dir, agent_dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, gw_dir.path(), port);
+  gateway.start();
+  AgentProc agent(pki, agent_dir.path(), port);
+  agent.set_extra("rate_limit = \"50KiB\"\n");
+  // 20k synthetic events compress to about 11 bytes each: about 220 KB, which at 50 KiB/s
+  // (one second of burst) cannot take less than 3 seconds. A lower bound only: a slow
+  // machine makes it longer, never shorter.
+  agent.start({.events = 20'000});
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(wait_until([&] { return next_seq(agent.buffer_path()) == 20'001; }, 30));
+  REQUIRE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 60));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  agent.stop();
+  const std::string m = http_get(gateway.http_port(), "/metrics");
+  const double bytes = metric(m, "outpost_gateway_bytes_total{form=\"compressed\"}");
+  MESSAGE(bytes << " compressed bytes in " << seconds << " s");
+  CHECK(seconds >= (bytes - 50 * 1024) / (50 * 1024) - 0.5);
+  CHECK(gateway.stop() == 0);
+  check_exactly_once(gateway.sink_dir(), "device-1", 20'000);
+}

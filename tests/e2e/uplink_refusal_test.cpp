@@ -260,3 +260,25 @@ TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is u
   }
   CHECK(gateway.stop() == 0);
 }
+
+TEST_CASE("a newer session of a device replaces the older one") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port);
+  gateway.start();
+  Session older(port, pki, "device-1");
+  older.still_served();
+  Session newer(port, pki, "device-1");
+  auto bye = older.client.next_frame(5000);
+  REQUIRE(bye);
+  REQUIRE(*bye);
+  REQUIRE((*bye)->has_goodbye());
+  CHECK((*bye)->goodbye().reason().find("replaced") != std::string::npos);
+  CHECK(older.client.closed_within(3000));
+  newer.seq = older.seq;  // the device continues where it was
+  newer.still_served();
+  const std::string m = http_get(gateway.http_port(), "/metrics");
+  CHECK(metric(m, "outpost_gateway_sessions_total{result=\"replaced\"}") == 1);
+  CHECK(gateway.stop() == 0);
+}

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -101,12 +102,14 @@ class GatewayProc {
         "/bin/sh", "-c",
         "exec " + std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_ + " 2>>" + stderr_});
     std::string out;
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (out.find("http_port=") == std::string::npos ||
            out.find('\n', out.find("http_port=")) == std::string::npos) {
-      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < end,
-                      (std::string("gateway did not start: ") + log()));
-      REQUIRE_MESSAGE(child_->read_some(out, 100), (std::string("gateway exited: ") + log()));
+      const bool alive = child_->read_some(out, 100);
+      if (!alive || std::chrono::steady_clock::now() >= end) {
+        throw std::runtime_error(
+            std::string(alive ? "gateway did not start: " : "gateway exited: ") + log());
+      }
     }
     auto at = out.find("http_port=") + 10;
     http_port_ = static_cast<uint16_t>(std::stoi(out.substr(at)));
@@ -146,15 +149,24 @@ class AgentProc {
   AgentProc(const Pki& pki, const std::string& dir, uint16_t gateway_port)
       : pki_(pki), dir_(dir), port_(gateway_port) {}
   std::string buffer_path() const { return dir_ + "/buffer.db"; }
+  // Replaces the single endpoint (failover lists).
+  void set_endpoints(const std::string& endpoints) { endpoints_ = endpoints; }
+  // More keys for the [uplink] table.
+  void set_extra(const std::string& uplink_keys) { extra_ = uplink_keys; }
+  std::string log() const {
+    std::ifstream in(dir_ + "/agent.log");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
 
   void start(const AgentSetup& s) {
     const std::string config = dir_ + "/agent.toml";
     std::string text = "[agent]\nid = \"" + s.device + "\"\n[buffer]\npath = \"" + buffer_path() +
-                       "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port_) +
+                       "\"\n[uplink]\nendpoints = \"" +
+                       (endpoints_.empty() ? "127.0.0.1:" + std::to_string(port_) : endpoints_) +
                        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main +
                        "/ca.crt\"\ncert_file = \"" + pki_.main + "/" + s.device +
                        ".crt\"\nkey_file = \"" + pki_.main + "/" + s.device +
-                       ".key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n";
+                       ".key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n" + extra_;
     if (s.events > 0) {
       text += "[generator]\nenabled = true\nevents = " + std::to_string(s.events) +
               "\nrate = " + std::to_string(s.rate) + "\n";
@@ -182,6 +194,7 @@ class AgentProc {
   const Pki& pki_;
   std::string dir_;
   uint16_t port_;
+  std::string endpoints_, extra_;
   std::unique_ptr<Child> child_;
 };
 
