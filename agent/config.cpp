@@ -38,6 +38,12 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.log_level, doc.choice("agent.log_level", "info",
                                              {"trace", "debug", "info", "warn", "error", "off"}));
 
+  std::pair<std::string, uint16_t> http;
+  OUTPOST_TRY_ASSIGN(http, doc.host_port("agent.http_listen", "127.0.0.1:9091", true));
+  c.http_enabled = !http.first.empty();
+  c.http_host = http.first;
+  c.http_port = http.second;
+
   BufferOptions& b = c.buffer;
   b.agent_id = c.agent_id;
   OUTPOST_TRY_ASSIGN(b.path, doc.string("buffer.path", "/var/lib/outpost/buffer.db"));

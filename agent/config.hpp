@@ -29,6 +29,9 @@ struct UplinkConfig {
 struct AgentConfig {
   std::string agent_id;
   std::string log_level = "info";
+  std::string http_host = "127.0.0.1";  // agent.http_listen: /healthz, /metrics
+  uint16_t http_port = 9091;
+  bool http_enabled = true;
   BufferOptions buffer;
   GeneratorConfig generator;
   UplinkConfig uplink;

@@ -211,6 +211,33 @@ Result<uint64_t> ConfigDoc::bytes(std::string_view key, std::string_view fallbac
   return *value;
 }
 
+Result<std::pair<std::string, uint16_t>> ConfigDoc::host_port(std::string_view key,
+                                                              std::string_view fallback,
+                                                              bool allow_empty) {
+  std::string value;
+  OUTPOST_TRY_ASSIGN(value, string(key, fallback));
+  if (value.empty() && allow_empty) return std::make_pair(std::string(), uint16_t{0});
+  auto colon = value.rfind(':');
+  int port = -1;
+  if (colon != std::string::npos && colon != 0 && colon + 1 < value.size() &&
+      value.size() - colon <= 6 &&
+      value.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+    port = std::stoi(value.substr(colon + 1));
+  }
+  if (port < 0 || port > 65535) {
+    return make_error(common_errc::config_invalid,
+                      "config " + source_name() + ": " + std::string(key) + " = \"" + value +
+                          "\" is not allowed: expected HOST:PORT, e.g. 127.0.0.1:9090 (port 0 "
+                          "picks a free port" +
+                          (allow_empty ? std::string(", \"\" turns it off)") : std::string(")")));
+  }
+  std::string host = value.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
 Result<std::string> ConfigDoc::choice(std::string_view key, std::string_view fallback,
                                       std::initializer_list<std::string_view> allowed) {
   std::string list;

@@ -42,6 +42,11 @@ class ConfigDoc {
   // Written as "512MiB" or a plain integer; returns bytes within [min, max].
   Result<uint64_t> bytes(std::string_view key, std::string_view fallback, uint64_t min,
                          uint64_t max);
+  // Written as "HOST:PORT" ("[::]:7443" for IPv6; port 0: any free port). An empty value
+  // (when `allow_empty`) returns an empty host and port 0: the listener is off.
+  Result<std::pair<std::string, uint16_t>> host_port(std::string_view key,
+                                                     std::string_view fallback,
+                                                     bool allow_empty = false);
   Result<std::string> choice(std::string_view key, std::string_view fallback,
                              std::initializer_list<std::string_view> allowed);
 

@@ -13,30 +13,6 @@ constexpr int64_t kMs = 1'000'000;
 constexpr int64_t kSecond = 1'000 * kMs;
 constexpr int64_t kHour = 3'600 * kSecond;
 
-Result<std::pair<std::string, uint16_t>> address(ConfigDoc& doc, std::string_view key,
-                                                 std::string_view fallback) {
-  std::string value;
-  OUTPOST_TRY_ASSIGN(value, doc.string(key, fallback));
-  auto colon = value.rfind(':');
-  int port = -1;
-  if (colon != std::string::npos && colon + 1 < value.size() &&
-      value.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
-      value.size() - colon <= 6) {
-    port = std::stoi(value.substr(colon + 1));
-  }
-  if (port < 0 || port > 65535 || colon == 0) {
-    return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() + ": " + std::string(key) + " = \"" + value +
-                          "\" is not allowed: expected HOST:PORT, e.g. 0.0.0.0:7443 (port 0 "
-                          "picks a free port)");
-  }
-  std::string host = value.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return std::make_pair(host, static_cast<uint16_t>(port));
-}
-
 }  // namespace
 
 Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
@@ -47,8 +23,8 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.log_level, doc.choice("gateway.log_level", "info",
                                              {"trace", "debug", "info", "warn", "error", "off"}));
   std::pair<std::string, uint16_t> listen, http;
-  OUTPOST_TRY_ASSIGN(listen, address(doc, "gateway.listen", "0.0.0.0:7443"));
-  OUTPOST_TRY_ASSIGN(http, address(doc, "gateway.http_listen", "127.0.0.1:9090"));
+  OUTPOST_TRY_ASSIGN(listen, doc.host_port("gateway.listen", "0.0.0.0:7443"));
+  OUTPOST_TRY_ASSIGN(http, doc.host_port("gateway.http_listen", "127.0.0.1:9090"));
   c.listen_address = listen.first;
   c.listen_port = listen.second;
   c.http_address = http.first;

@@ -13,6 +13,7 @@
 #include "agent/config.hpp"
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
+#include "agent/status/status_server.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 
@@ -77,6 +78,19 @@ int run_agent(const RunOptions& o) {
     log->warn("no uplink.endpoints configured: events stay in the buffer");
   }
 
+  std::unique_ptr<StatusServer> status;
+  if (config->http_enabled) {
+    auto started =
+        StatusServer::start(config->http_host, config->http_port, **buffer, forwarder.get(), clock);
+    if (started) {
+      status = std::move(*started);
+      log->info("/healthz and /metrics on http://{}:{}", config->http_host, status->port());
+    } else {
+      // Collecting events matters more than being scraped: go on without the endpoints.
+      log->error("{}; continuing without /healthz and /metrics", started.error().describe());
+    }
+  }
+
   int exit_code = kExitOk;
   const timespec tick{0, 100'000'000};
   while (true) {
@@ -93,6 +107,7 @@ int run_agent(const RunOptions& o) {
     if (generator && generator->done() && config->generator.stop_when_done) break;
   }
   if (generator) generator->stop();
+  status.reset();
   forwarder.reset();
   buffer->reset();  // finishes queued appends
   log->info("stopped");

@@ -187,3 +187,43 @@ TEST_CASE("upload rate cap: a metered link is not sent more than uplink.rate_lim
   CHECK(gateway.stop() == 0);
   check_exactly_once(gateway.sink_dir(), "device-1", 20'000);
 }
+
+TEST_CASE("the agent's /healthz and /metrics show the backlog, the uplink and its last error") {
+  Pki pki;
+  TempDir gw_dir, agent_dir;
+  const uint16_t port = free_port();
+  const uint16_t agent_http = free_port();
+  GatewayProc gateway(pki, gw_dir.path(), port);
+  AgentProc agent(pki, agent_dir.path(), port);
+  agent.set_agent_keys("http_listen = \"127.0.0.1:" + std::to_string(agent_http) + "\"\n");
+  agent.start({.events = 10'000});
+  REQUIRE(wait_until([&] { return pending(agent.buffer_path()) == 10'000; }, 30));
+  std::string m;
+  REQUIRE(wait_until(
+      [&] {
+        m = http_get(agent_http, "/metrics");
+        return metric(m, "outpost_agent_backlog_events") == 10'000;
+      },
+      10));
+  CHECK(http_get(agent_http, "/healthz").find("200 OK") != std::string::npos);
+  CHECK(metric(m, "outpost_agent_uplink_connected") == 0);
+  CHECK(metric(m, "outpost_agent_backlog_bytes") > 0);
+  CHECK(metric(m, "outpost_agent_oldest_pending_age_seconds") >= 0);
+  CHECK(m.find("last_error=\"cannot connect") != std::string::npos);  // the gateway is down
+  CHECK(metric(m, "outpost_agent_uplink_drain_eta_seconds") == -1);   // nothing moves
+
+  gateway.start();
+  REQUIRE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 60));
+  REQUIRE(wait_until(
+      [&] {
+        m = http_get(agent_http, "/metrics");
+        return metric(m, "outpost_agent_uplink_events_acked_total") == 10'000;
+      },
+      10));
+  CHECK(metric(m, "outpost_agent_uplink_connected") == 1);
+  CHECK(metric(m, "outpost_agent_backlog_events") == 0);
+  CHECK(metric(m, "outpost_agent_uplink_bytes_sent_total") > 0);
+  CHECK(m.find("last_error=\"\"") != std::string::npos);
+  agent.stop();
+  CHECK(gateway.stop() == 0);
+}

@@ -153,6 +153,8 @@ class AgentProc {
   void set_endpoints(const std::string& endpoints) { endpoints_ = endpoints; }
   // More keys for the [uplink] table.
   void set_extra(const std::string& uplink_keys) { extra_ = uplink_keys; }
+  // More keys for the [agent] table.
+  void set_agent_keys(const std::string& agent_keys) { agent_keys_ = agent_keys; }
   std::string log() const {
     std::ifstream in(dir_ + "/agent.log");
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -160,8 +162,8 @@ class AgentProc {
 
   void start(const AgentSetup& s) {
     const std::string config = dir_ + "/agent.toml";
-    std::string text = "[agent]\nid = \"" + s.device + "\"\n[buffer]\npath = \"" + buffer_path() +
-                       "\"\n[uplink]\nendpoints = \"" +
+    std::string text = "[agent]\nid = \"" + s.device + "\"\n" + agent_keys_ +
+                       "[buffer]\npath = \"" + buffer_path() + "\"\n[uplink]\nendpoints = \"" +
                        (endpoints_.empty() ? "127.0.0.1:" + std::to_string(port_) : endpoints_) +
                        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main +
                        "/ca.crt\"\ncert_file = \"" + pki_.main + "/" + s.device +
@@ -194,7 +196,7 @@ class AgentProc {
   const Pki& pki_;
   std::string dir_;
   uint16_t port_;
-  std::string endpoints_, extra_;
+  std::string endpoints_, extra_, agent_keys_;
   std::unique_ptr<Child> child_;
 };
 
