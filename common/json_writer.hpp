@@ -69,7 +69,13 @@ class JsonWriter {
   }
   void quote(std::string_view s) {
     out_.push_back('"');
-    for (char c : s) {
+    // Runs of characters that need no escape are appended whole (the common case).
+    size_t run = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      out_.append(s.data() + run, i - run);
+      run = i + 1;
       switch (c) {
         case '"':
           out_ += "\\\"";
@@ -86,16 +92,14 @@ class JsonWriter {
         case '\r':
           out_ += "\\r";
           break;
-        default:
-          if (static_cast<unsigned char>(c) < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out_ += buf;
-          } else {
-            out_.push_back(c);
-          }
+        default: {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out_ += buf;
+        }
       }
     }
+    out_.append(s.data() + run, s.size() - run);
     out_.push_back('"');
   }
 
