@@ -56,11 +56,6 @@ pid_t spawn(const std::string& command, const std::string& out_file) {
   return pid;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 struct Run {
   double events_per_s = 0;
   double bytes_per_event = 0;
@@ -100,14 +95,15 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
   uint16_t http_port = 0;
   for (int i = 0; i < 100 && http_port == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::string out = read_file(dir + "/gateway.out");
+    std::string out = test::read_text(dir + "/gateway.out");
     auto at = out.find("http_port=");
     if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
       http_port = static_cast<uint16_t>(std::stoi(out.substr(at + 10)));
     }
   }
   if (http_port == 0) {
-    std::fprintf(stderr, "gateway did not start:\n%s", read_file(dir + "/gateway.log").c_str());
+    std::fprintf(stderr, "gateway did not start:\n%s",
+                 test::read_text(dir + "/gateway.log").c_str());
     std::exit(1);
   }
   test::write_file(dir + "/agent.toml",

@@ -84,36 +84,14 @@ inline void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
-class GatewayProc {
- public:
-  GatewayProc(const Pki& pki, const std::string& dir, uint16_t port, const std::string& extra = "")
-      : config_(dir + "/gateway.toml"), stderr_(dir + "/gateway.log") {
-    write_file(config_, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
-                            "\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n"
-                            "[tls]\nca_file = \"" +
-                            pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
-                            "/gateway.crt\"\nkey_file = \"" + pki.main +
-                            "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
-  }
-  std::string sink_dir() const { return config_.substr(0, config_.rfind('/')) + "/sink"; }
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
 
-  void start() {
-    child_ = std::make_unique<Child>(std::vector<std::string>{
-        "/bin/sh", "-c",
-        "exec " + std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_ + " 2>>" + stderr_});
-    std::string out;
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (out.find("http_port=") == std::string::npos ||
-           out.find('\n', out.find("http_port=")) == std::string::npos) {
-      const bool alive = child_->read_some(out, 100);
-      if (!alive || std::chrono::steady_clock::now() >= end) {
-        throw std::runtime_error(
-            std::string(alive ? "gateway did not start: " : "gateway exited: ") + log());
-      }
-    }
-    auto at = out.find("http_port=") + 10;
-    http_port_ = static_cast<uint16_t>(std::stoi(out.substr(at)));
-  }
+// A program under test, started through /bin/sh so that its stderr goes to a log file.
+class ManagedProcess {
+ public:
   void kill9() {
     child_->signal(SIGKILL);
     child_->wait();
@@ -126,15 +104,51 @@ class GatewayProc {
     return status;
   }
   bool running() const { return child_ != nullptr; }
-  uint16_t http_port() const { return http_port_; }
-  std::string log() const {
-    std::ifstream in(stderr_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string log() const { return read_text(log_path_); }
+
+ protected:
+  explicit ManagedProcess(std::string log_path) : log_path_(std::move(log_path)) {}
+  void spawn(const std::string& command) {
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{"/bin/sh", "-c", "exec " + command + " 2>>" + log_path_});
   }
+  std::unique_ptr<Child> child_;
 
  private:
-  std::string config_, stderr_;
-  std::unique_ptr<Child> child_;
+  std::string log_path_;
+};
+
+class GatewayProc : public ManagedProcess {
+ public:
+  GatewayProc(const Pki& pki, const std::string& dir, uint16_t port, const std::string& extra = "")
+      : ManagedProcess(dir + "/gateway.log"), config_(dir + "/gateway.toml"), dir_(dir) {
+    write_file(config_, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+                            "\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n"
+                            "[tls]\nca_file = \"" +
+                            pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
+                            "/gateway.crt\"\nkey_file = \"" + pki.main +
+                            "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
+  }
+  std::string sink_dir() const { return dir_ + "/sink"; }
+
+  void start() {
+    spawn(std::string(OUTPOST_GATEWAY_BIN) + " -c " + config_);
+    std::string out;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (out.find("http_port=") == std::string::npos ||
+           out.find('\n', out.find("http_port=")) == std::string::npos) {
+      const bool alive = child_->read_some(out, 100);
+      if (!alive || std::chrono::steady_clock::now() >= end) {
+        throw std::runtime_error(
+            std::string(alive ? "gateway did not start: " : "gateway exited: ") + log());
+      }
+    }
+    http_port_ = static_cast<uint16_t>(std::stoi(out.substr(out.find("http_port=") + 10)));
+  }
+  uint16_t http_port() const { return http_port_; }
+
+ private:
+  std::string config_, dir_;
   uint16_t http_port_ = 0;
 };
 
@@ -144,10 +158,10 @@ struct AgentSetup {
   uint64_t rate = 1'000'000;
 };
 
-class AgentProc {
+class AgentProc : public ManagedProcess {
  public:
   AgentProc(const Pki& pki, const std::string& dir, uint16_t gateway_port)
-      : pki_(pki), dir_(dir), port_(gateway_port) {}
+      : ManagedProcess(dir + "/agent.log"), pki_(pki), dir_(dir), port_(gateway_port) {}
   std::string buffer_path() const { return dir_ + "/buffer.db"; }
   // Replaces the single endpoint (failover lists).
   void set_endpoints(const std::string& endpoints) { endpoints_ = endpoints; }
@@ -155,10 +169,6 @@ class AgentProc {
   void set_extra(const std::string& uplink_keys) { extra_ = uplink_keys; }
   // More keys for the [agent] table.
   void set_agent_keys(const std::string& agent_keys) { agent_keys_ = agent_keys; }
-  std::string log() const {
-    std::ifstream in(dir_ + "/agent.log");
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
 
   void start(const AgentSetup& s) {
     const std::string config = dir_ + "/agent.toml";
@@ -174,30 +184,14 @@ class AgentProc {
               "\nrate = " + std::to_string(s.rate) + "\n";
     }
     write_file(config, text);
-    child_ = std::make_unique<Child>(
-        std::vector<std::string>{"/bin/sh", "-c",
-                                 "exec " + std::string(OUTPOST_AGENT_BIN) + " run --config " +
-                                     config + " 2>>" + dir_ + "/agent.log"});
+    spawn(std::string(OUTPOST_AGENT_BIN) + " run --config " + config);
   }
-  void kill9() {
-    child_->signal(SIGKILL);
-    child_->wait();
-    child_.reset();
-  }
-  int stop() {
-    child_->signal(SIGTERM);
-    int status = child_->wait();
-    child_.reset();
-    return status;
-  }
-  bool running() const { return child_ != nullptr; }
 
  private:
   const Pki& pki_;
   std::string dir_;
   uint16_t port_;
   std::string endpoints_, extra_, agent_keys_;
-  std::unique_ptr<Child> child_;
 };
 
 }  // namespace outpost::test
