@@ -282,3 +282,45 @@ TEST_CASE("a newer session of a device replaces the older one") {
   CHECK(metric(m, "outpost_gateway_sessions_total{result=\"replaced\"}") == 1);
   CHECK(gateway.stop() == 0);
 }
+
+TEST_CASE("per-IP connection cap, idle timeout and max events per batch, each with its reason") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port,
+                      "[limits]\nmax_connections_per_ip = 3\nidle_timeout = \"700ms\"\n"
+                      "max_events_per_batch = 100\n");
+  gateway.start();
+  {  // a batch over max_events_per_batch is rejected, naming the limit
+    Session s(port, pki, "device-1");
+    auto answer = s.send(batch_frame("device-1", 1, 1, 101));
+    REQUIRE(answer.has_ack());
+    CHECK(answer.ack().status() == v1::Ack::REJECTED);
+    CHECK(answer.ack().reason().find("max_events_per_batch 100") != std::string::npos);
+  }
+  {  // an established session that sends nothing is closed at the idle timeout
+    Session s(port, pki, "device-1");
+    auto bye = s.client.next_frame(5000);
+    REQUIRE(bye);
+    REQUIRE(*bye);
+    REQUIRE((*bye)->has_goodbye());
+    CHECK((*bye)->goodbye().reason().find("idle") != std::string::npos);
+  }
+  {  // the fourth connection from one address is closed at once
+    std::vector<std::unique_ptr<UplinkClient>> held;
+    for (int i = 0; i < 3; ++i) {
+      held.push_back(std::make_unique<UplinkClient>());
+      REQUIRE(held.back()->connect(port));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all three accepted
+    UplinkClient fourth;
+    REQUIRE(fourth.connect(port));
+    CHECK(fourth.closed_within(2000));
+    CHECK_FALSE(held.front()->closed_within(200));  // the first three are still open
+  }
+  const std::string m = http_get(gateway.http_port(), "/metrics");
+  CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"too_many_events\"}") == 1);
+  CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"idle_timeout\"}") >= 1);
+  CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"max_connections_per_ip\"}") == 1);
+  CHECK(gateway.stop() == 0);
+}
