@@ -356,6 +356,12 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
 
 // Reads the counters from the file: at open, and whenever another process has committed.
 Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
+  // The version first: a commit by another process while the counters are read (at open,
+  // outside a transaction) then shows as a newer version, and the next transaction reloads.
+  // Read last, it could hide that commit and leave next_seq stale (a seq used twice).
+  auto version = writer.query_int("PRAGMA data_version");
+  if (!version) return version.error();
+  data_version = *version;
   c = Counters{};
   auto next = sqlite::meta_int(writer, "next_seq", 1);
   auto acked = sqlite::meta_int(writer, "acked_seq", 0);
@@ -408,9 +414,6 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
     }
   }
   if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
-  auto version = writer.query_int("PRAGMA data_version");
-  if (!version) return version.error();
-  data_version = *version;
   return {};
 }
 
@@ -422,7 +425,11 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   auto impl = std::make_unique<Impl>(std::move(options), clock);
   if (auto r = impl->open_file(); !r) return r.error();
   if (auto r = impl->prepare_statements(); !r) return r.error();
-  if (auto r = impl->load_counters(impl->working); !r) return r.error();
+  {
+    // One snapshot: another process (the agent, an import) may commit meanwhile.
+    sqlite::ReadTransaction snapshot(impl->writer);
+    if (auto r = impl->load_counters(impl->working); !r) return r.error();
+  }
   impl->committed = impl->working;
   impl->hold_reserve();
   impl->next_expiry_ns = clock.now_ns();
