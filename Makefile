@@ -37,6 +37,7 @@ format-check: deps
 
 bench: build
 	build/dev/bench/buffer_bench
+	build/dev/bench/forward_bench
 
 clean:
 	rm -rf build
