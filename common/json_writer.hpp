@@ -14,6 +14,12 @@ namespace outpost {
 
 class JsonWriter {
  public:
+  JsonWriter() = default;
+  // Appends to `target` instead of an internal string (no copy for callers that batch).
+  explicit JsonWriter(std::string& target) : out_(&target) {}
+  JsonWriter(const JsonWriter&) = delete;
+  JsonWriter& operator=(const JsonWriter&) = delete;
+
   JsonWriter& begin_object() { return open('{'); }
   JsonWriter& end_object() { return close('}'); }
   JsonWriter& begin_array() { return open('['); }
@@ -21,7 +27,7 @@ class JsonWriter {
   JsonWriter& key(std::string_view k) {
     comma();
     quote(k);
-    out_.push_back(':');
+    out_->push_back(':');
     after_key_ = true;
     return *this;
   }
@@ -40,20 +46,20 @@ class JsonWriter {
   // Inserts text that is already JSON.
   JsonWriter& raw(std::string_view json) {
     comma();
-    out_.append(json);
+    out_->append(json);
     return *this;
   }
-  const std::string& str() const { return out_; }
+  const std::string& str() const { return *out_; }
 
  private:
   JsonWriter& open(char c) {
     comma();
-    out_.push_back(c);
+    out_->push_back(c);
     first_.push_back(true);
     return *this;
   }
   JsonWriter& close(char c) {
-    out_.push_back(c);
+    out_->push_back(c);
     first_.pop_back();
     return *this;
   }
@@ -63,47 +69,48 @@ class JsonWriter {
       return;
     }
     if (!first_.empty()) {
-      if (!first_.back()) out_.push_back(',');
+      if (!first_.back()) out_->push_back(',');
       first_.back() = false;
     }
   }
   void quote(std::string_view s) {
-    out_.push_back('"');
+    out_->push_back('"');
     // Runs of characters that need no escape are appended whole (the common case).
     size_t run = 0;
     for (size_t i = 0; i < s.size(); ++i) {
       const auto c = static_cast<unsigned char>(s[i]);
       if (c >= 0x20 && c != '"' && c != '\\') continue;
-      out_.append(s.data() + run, i - run);
+      out_->append(s.data() + run, i - run);
       run = i + 1;
       switch (c) {
         case '"':
-          out_ += "\\\"";
+          *out_ += "\\\"";
           break;
         case '\\':
-          out_ += "\\\\";
+          *out_ += "\\\\";
           break;
         case '\n':
-          out_ += "\\n";
+          *out_ += "\\n";
           break;
         case '\t':
-          out_ += "\\t";
+          *out_ += "\\t";
           break;
         case '\r':
-          out_ += "\\r";
+          *out_ += "\\r";
           break;
         default: {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out_ += buf;
+          *out_ += buf;
         }
       }
     }
-    out_.append(s.data() + run, s.size() - run);
-    out_.push_back('"');
+    out_->append(s.data() + run, s.size() - run);
+    out_->push_back('"');
   }
 
-  std::string out_;
+  std::string own_;
+  std::string* out_ = &own_;
   std::vector<bool> first_;
   bool after_key_ = false;
 };

@@ -376,7 +376,13 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
 // is an object or an array appears inline. event_codec_test checks that
 // JsonStringToMessage reads every form back to the same message.
 Result<std::string> event_to_json(v1::Event event) {
-  JsonWriter w;
+  std::string out;
+  append_event_json(out, event);
+  return out;
+}
+
+void append_event_json(std::string& out, const v1::Event& event) {
+  JsonWriter w(out);
   w.begin_object();
   write_string(w, "agent_id", event.agent_id());
   if (event.seq() != 0) w.key("seq").value(std::to_string(event.seq()));
@@ -437,7 +443,6 @@ Result<std::string> event_to_json(v1::Event event) {
       break;
   }
   w.end_object();
-  return w.str();
 }
 
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id) {

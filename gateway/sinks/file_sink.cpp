@@ -294,12 +294,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       if (opt.protobuf) {
         proto::append_delimited(out, e.SerializeAsString());
       } else {
-        auto line = proto::event_to_json(std::move(e));
-        if (!line) {
-          results[i] = line.error();
-          break;
-        }
-        out += *line;
+        proto::append_event_json(out, e);
         out += '\n';
       }
       ++r.written;
