@@ -25,6 +25,80 @@ FullPolicy default_policy(EventKind k) {
   return k == EventKind::pixel ? FullPolicy::drop_oldest : FullPolicy::reject;
 }
 
+// A comma-separated list, each item trimmed; empty items dropped.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t comma = text.find(',', at);
+    std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (!item.empty()) out.push_back(item);
+    at = comma == std::string::npos ? text.size() : comma + 1;
+  }
+  return out;
+}
+
+Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
+  HttpSourceOptions& h = c.options;
+  OUTPOST_TRY_ASSIGN(c.enabled, doc.boolean("sources.http.enabled", false));
+  std::pair<std::string, uint16_t> listen;
+  OUTPOST_TRY_ASSIGN(listen, doc.host_port("sources.http.listen", "0.0.0.0:8080"));
+  h.host = listen.first;
+  h.port = listen.second;
+  std::string text;
+  OUTPOST_TRY_ASSIGN(text, doc.string("sources.http.pixel_paths", "/p.gif,/p.png"));
+  h.pixel_paths = split_list(text);
+  OUTPOST_TRY_ASSIGN(h.events_path, doc.string("sources.http.events_path", "/v1/events"));
+  for (const std::string& p : h.pixel_paths) {
+    if (p.empty() || p[0] != '/' || p == h.events_path) {
+      return make_error(common_errc::config_invalid,
+                        "config " + doc.source_name() + ": sources.http.pixel_paths: \"" + p +
+                            "\" is not allowed: paths start with / and differ from events_path");
+    }
+  }
+  OUTPOST_TRY_ASSIGN(h.site_param, doc.string("sources.http.site_param", "site"));
+  int64_t n = 0;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_query_params", 50, 0, 10'000));
+  h.max_query_params = static_cast<size_t>(n);
+  OUTPOST_TRY_ASSIGN(h.max_value_bytes,
+                     doc.bytes("sources.http.max_value_bytes", "1KiB", 16, 1u << 20));
+  OUTPOST_TRY_ASSIGN(h.max_header_bytes,
+                     doc.bytes("sources.http.max_header_bytes", "8KiB", 1024, 1u << 20));
+  OUTPOST_TRY_ASSIGN(h.max_body_bytes,
+                     doc.bytes("sources.http.max_body_bytes", "1MiB", 1024, 64u << 20));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_events_per_request", 1000, 1, 100'000));
+  h.max_events_per_request = static_cast<size_t>(n);
+  OUTPOST_TRY_ASSIGN(h.header_timeout_ns, doc.duration_ns("sources.http.header_timeout", "10s",
+                                                          100 * kMs, 600 * kSecond));
+  OUTPOST_TRY_ASSIGN(h.idle_timeout_ns, doc.duration_ns("sources.http.idle_timeout", "60s",
+                                                        100 * kMs, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_connections", 1024, 1, 1'000'000));
+  h.max_connections = static_cast<uint32_t>(n);
+  std::string mode;
+  OUTPOST_TRY_ASSIGN(
+      mode, doc.choice("sources.http.client_ip", "truncate", {"truncate", "hash", "drop"}));
+  h.ip_mode = mode == "hash" ? IpMode::hash : mode == "drop" ? IpMode::drop : IpMode::truncate;
+  OUTPOST_TRY_ASSIGN(h.ip_salt, doc.string("sources.http.ip_salt", ""));
+  if (h.ip_mode == IpMode::hash && h.ip_salt.size() < 16) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() +
+                          ": sources.http.client_ip = \"hash\" needs sources.http.ip_salt of at "
+                          "least 16 characters (an unsalted hash of an IPv4 address is easy to "
+                          "reverse)");
+  }
+  OUTPOST_TRY_ASSIGN(text, doc.string("sources.http.trusted_proxies", ""));
+  h.trusted_proxies = split_list(text);
+  OUTPOST_TRY_ASSIGN(h.honor_privacy_signals, doc.boolean("sources.http.honor_dnt", false));
+  OUTPOST_TRY_ASSIGN(h.cookie_name, doc.string("sources.http.cookie_name", ""));
+  OUTPOST_TRY_ASSIGN(h.schema_field, doc.string("sources.http.schema_field", "schema"));
+  OUTPOST_TRY_ASSIGN(h.default_schema, doc.string("sources.http.default_schema", "json"));
+  OUTPOST_TRY_ASSIGN(text, doc.string("sources.http.cors_origins", ""));
+  h.cors_origins = split_list(text);
+  return {};
+}
+
 }  // namespace
 
 Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
@@ -146,6 +220,8 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(f.rate_limit_bytes_per_s, doc.bytes("uplink.rate_limit", "0", 0, 1ULL << 40));
   OUTPOST_TRY_ASSIGN(f.ping_interval_ns,
                      doc.duration_ns("uplink.ping_interval", "30s", 100 * kMs, 3600 * kSecond));
+
+  if (auto r = load_http_source(doc, c.http); !r) return r.error();
 
   if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
   return c;

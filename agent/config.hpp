@@ -10,6 +10,7 @@
 
 #include "agent/buffer/buffer.hpp"
 #include "agent/forwarder/forwarder.hpp"
+#include "agent/sources/http/http_source.hpp"
 #include "common/config.hpp"
 
 namespace outpost::agent {
@@ -19,6 +20,11 @@ struct GeneratorConfig {
   uint64_t events = 0;   // 0: until the agent stops
   uint64_t rate = 1000;  // events per second
   bool stop_when_done = false;
+};
+
+struct HttpSourceConfig {
+  bool enabled = false;
+  HttpSourceOptions options;
 };
 
 struct UplinkConfig {
@@ -35,6 +41,7 @@ struct AgentConfig {
   BufferOptions buffer;
   GeneratorConfig generator;
   UplinkConfig uplink;
+  HttpSourceConfig http;
 };
 
 // Reads every key (applying defaults) and rejects unknown ones.

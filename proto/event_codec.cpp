@@ -445,6 +445,106 @@ void append_event_json(std::string& out, const v1::Event& event) {
   w.end_object();
 }
 
+Result<std::vector<std::string_view>> split_json_events(std::string_view body, size_t max_events) {
+  size_t i = 0;
+  while (i < body.size() && is_ws(body[i])) ++i;
+  if (i == body.size()) return bad("the body is empty: expected a JSON object or an array of them");
+  std::vector<std::string_view> out;
+  auto object_at = [&](size_t at, size_t index) -> Result<size_t> {
+    if (at >= body.size() || body[at] != '{') {
+      return bad(index == SIZE_MAX ? std::string("the body is not a JSON object or array")
+                                   : "element " + std::to_string(index) + " is not a JSON object");
+    }
+    // The object's extent: strings skipped, brackets counted; then checked strictly.
+    size_t depth = 0, j = at;
+    bool in_string = false;
+    for (; j < body.size(); ++j) {
+      char c = body[j];
+      if (in_string) {
+        if (c == '\\') {
+          ++j;
+        } else if (c == '"') {
+          in_string = false;
+        }
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        break;
+      }
+    }
+    if (j >= body.size()) return bad("the JSON ends before its object is closed");
+    std::string_view object = body.substr(at, j + 1 - at);
+    if (!valid_json_value(object)) {
+      return bad(index == SIZE_MAX ? std::string("the body is not valid JSON")
+                                   : "element " + std::to_string(index) + " is not valid JSON");
+    }
+    out.push_back(object);
+    return j + 1;
+  };
+  auto skip_ws = [&](size_t at) {
+    while (at < body.size() && is_ws(body[at])) ++at;
+    return at;
+  };
+  if (body[i] == '[') {
+    i = skip_ws(i + 1);
+    if (i < body.size() && body[i] == ']') return bad("the array is empty: nothing to record");
+    for (size_t index = 0;; ++index) {
+      if (index >= max_events) {
+        return bad("more than " + std::to_string(max_events) + " events in one request");
+      }
+      auto next = object_at(i, index);
+      if (!next) return next.error();
+      i = skip_ws(*next);
+      if (i < body.size() && body[i] == ',') {
+        i = skip_ws(i + 1);
+        continue;
+      }
+      if (i < body.size() && body[i] == ']') {
+        ++i;
+        break;
+      }
+      return bad("expected ',' or ']' after element " + std::to_string(index));
+    }
+  } else {
+    auto next = object_at(i, SIZE_MAX);
+    if (!next) return next.error();
+    i = *next;
+  }
+  if (skip_ws(i) != body.size()) return bad("unexpected bytes after the JSON value");
+  return out;
+}
+
+std::optional<std::string> json_string_member(std::string_view object, std::string_view key) {
+  Scanner scanner(object);
+  auto member = scanner.find(key);
+  if (!member) return std::nullopt;
+  std::string_view v = object.substr(member->value_begin, member->value_end - member->value_begin);
+  if (v.size() < 2 || v.front() != '"') return std::nullopt;
+  std::string out;
+  for (size_t i = 1; i + 1 < v.size(); ++i) {
+    if (v[i] != '\\') {
+      out += v[i];
+      continue;
+    }
+    char e = v[++i];
+    switch (e) {
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'u':
+        return std::nullopt;  // not decoded here: such a name is refused by the caller
+      default:
+        out += e;  // \" \\ \/
+    }
+  }
+  return out;
+}
+
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id) {
   if (line.size() > kMaxEventBytes) return bad("event larger than 16 MiB");
   Scanner scanner(line);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/event.hpp"
 #include "common/result.hpp"
@@ -43,6 +44,13 @@ void append_event_json(std::string& out, const v1::Event& event);
 // `agent_id`, when given, receives the event's agent id before it is cleared.
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id = nullptr);
 Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* agent_id = nullptr);
+
+// The JSON events of an HTTP body: one object, or an array of at most `max_events` objects.
+// Each returned span is one object, byte for byte. The error names the problem for a 400.
+Result<std::vector<std::string_view>> split_json_events(std::string_view body, size_t max_events);
+// A top-level string member of a JSON object (simple escapes decoded); nullopt when absent
+// or not a string.
+std::optional<std::string> json_string_member(std::string_view object, std::string_view key);
 
 // Length-delimited framing (a varint byte count before each message), as protobuf's
 // writeDelimitedTo / parseDelimitedFrom.

@@ -13,6 +13,7 @@
 #include "agent/config.hpp"
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
+#include "agent/sources/http/http_source.hpp"
 #include "agent/status/status_server.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -69,6 +70,19 @@ int run_agent(const RunOptions& o) {
               config->generator.rate);
   }
 
+  std::unique_ptr<HttpSource> http_source;
+  if (config->http.enabled) {
+    auto started = HttpSource::start(config->http.options, **buffer, clock);
+    if (!started) {
+      log->critical("{}", started.error().describe());
+      return kExitUsage;
+    }
+    http_source = std::move(*started);
+    log->info("HTTP source: pixel at {} and events at {} on {}:{}",
+              fmt::join(config->http.options.pixel_paths, ", "), config->http.options.events_path,
+              config->http.options.host, http_source->port());
+  }
+
   std::unique_ptr<Forwarder> forwarder;
   if (config->uplink.enabled) {
     forwarder = std::make_unique<Forwarder>(config->uplink.forwarder, **buffer, clock);
@@ -107,6 +121,7 @@ int run_agent(const RunOptions& o) {
     if (generator && generator->done() && config->generator.stop_when_done) break;
   }
   if (generator) generator->stop();
+  http_source.reset();
   status.reset();
   forwarder.reset();
   buffer->reset();  // finishes queued appends

@@ -1,0 +1,15 @@
+#pragma once
+// SHA-256 from mbedTLS for code that needs a one-way digest (the pixel source's salted client
+// IP hash), without including mbedTLS headers (STYLE.md rule 2).
+//
+// Thread-safety: a pure function.
+
+#include <string>
+#include <string_view>
+
+namespace outpost::tls {
+
+// Lower-case hex SHA-256 of `data`.
+std::string sha256_hex(std::string_view data);
+
+}  // namespace outpost::tls
