@@ -456,6 +456,7 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
   uint64_t bytes = 0;
   for (const NewEvent& e : events) bytes += e.body.size();
   std::optional<Error> refused;
+  bool wake = false;
   {
     std::lock_guard lock(m.mu);
     if (m.stopping) {
@@ -468,6 +469,12 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
                            "buffer " + m.opt.path + ": " + std::to_string(m.queued_events) +
                                " events already wait for the disk; try again shortly");
     } else {
+      // Wake the writer only when it has something new to decide: the first job of a group
+      // (it then lingers until commit_interval) or a full group. Waking it for every append
+      // cost a context switch per HTTP hit.
+      wake = m.queue.empty() ||
+             (m.queued_events < m.opt.commit_max_events &&
+              m.queued_events + events.size() >= m.opt.commit_max_events);
       m.queued_events += events.size();
       m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes});
       m.enqueued_at.push_back(std::chrono::steady_clock::now());
@@ -477,7 +484,7 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
     done(*refused);
     return;
   }
-  m.wake.notify_one();
+  if (wake) m.wake.notify_one();
 }
 
 template <typename JobT>
