@@ -38,6 +38,7 @@ format-check: deps
 bench: build
 	build/dev/bench/buffer_bench
 	build/dev/bench/forward_bench
+	build/dev/bench/pixel_bench
 
 clean:
 	rm -rf build

@@ -472,9 +472,8 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
       // Wake the writer only when it has something new to decide: the first job of a group
       // (it then lingers until commit_interval) or a full group. Waking it for every append
       // cost a context switch per HTTP hit.
-      wake = m.queue.empty() ||
-             (m.queued_events < m.opt.commit_max_events &&
-              m.queued_events + events.size() >= m.opt.commit_max_events);
+      wake = m.queue.empty() || (m.queued_events < m.opt.commit_max_events &&
+                                 m.queued_events + events.size() >= m.opt.commit_max_events);
       m.queued_events += events.size();
       m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes});
       m.enqueued_at.push_back(std::chrono::steady_clock::now());
