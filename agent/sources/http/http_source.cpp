@@ -53,21 +53,30 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-// Percent-decoded bytes are not always UTF-8, and protobuf strings must be: replace the rest.
+// Percent-decoded bytes are not always UTF-8, and protobuf strings must be (parsing rejects
+// them otherwise): every byte that does not start a well-formed sequence becomes '?'.
 std::string valid_utf8(std::string s) {
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    int more = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
-    bool ok = more >= 0 && i + static_cast<size_t>(more) < s.size() + (more == 0 ? 1 : 0);
-    for (int k = 1; ok && k <= more; ++k) {
-      ok = i + static_cast<size_t>(k) < s.size() &&
-           (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0xc0) == 0x80;
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80           ? 1
+                       : (c >> 5) == 0x6  ? 2
+                       : (c >> 4) == 0xe  ? 3
+                       : (c >> 3) == 0x1e ? 4
+                                          : 0;
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
     }
-    if (!ok) {
-      s[i] = '?';
-      ++i;
+    if (ok && len > 1) {  // no overlong forms, no surrogates, nothing above U+10FFFF
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(len == 2 && c < 0xc2) && !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) &&
+           !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90) && c <= 0xf4;
+    }
+    if (ok) {
+      i += len;
     } else {
-      i += static_cast<size_t>(more) + 1;
+      s[i++] = '?';
     }
   }
   return s;
@@ -97,6 +106,29 @@ std::string cookie_value(const std::string& cookies, const std::string& name) {
 }
 
 }  // namespace
+
+PixelQuery parse_pixel_query(std::string_view query, size_t max_params, size_t max_value_bytes,
+                             std::string_view site_param) {
+  PixelQuery out;
+  size_t at = 0;
+  while (at < query.size() && out.params.size() < max_params) {
+    size_t amp = query.find('&', at);
+    std::string_view pair =
+        query.substr(at, amp == std::string_view::npos ? std::string_view::npos : amp - at);
+    at = amp == std::string_view::npos ? query.size() : amp + 1;
+    if (pair.empty()) continue;
+    size_t eq = pair.find('=');
+    std::string key = percent_decode(pair.substr(0, eq));
+    std::string value = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
+    if (key.size() > max_value_bytes) key.resize(max_value_bytes);
+    if (value.size() > max_value_bytes) value.resize(max_value_bytes);
+    key = valid_utf8(std::move(key));
+    value = valid_utf8(std::move(value));
+    if (key == site_param) out.site_id = value;
+    out.params.emplace_back(std::move(key), std::move(value));
+  }
+  return out;
+}
 
 std::string anonymize_ip(const std::string& ip, IpMode mode, const std::string& salt) {
   if (mode == IpMode::drop || ip.empty()) return "";
@@ -267,23 +299,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     e.set_event_time(s_.clock.now_ns());
     auto* hit = e.mutable_pixel();
     hit->set_path(path);
-    size_t params = 0;
-    size_t at = 0;
-    while (at < query.size() && params < o.max_query_params) {
-      size_t amp = query.find('&', at);
-      std::string pair = query.substr(at, amp == std::string::npos ? std::string::npos : amp - at);
-      at = amp == std::string::npos ? query.size() : amp + 1;
-      if (pair.empty()) continue;
-      size_t eq = pair.find('=');
-      std::string key = valid_utf8(percent_decode(pair.substr(0, eq)));
-      std::string value =
-          eq == std::string::npos ? "" : valid_utf8(percent_decode(pair.substr(eq + 1)));
-      if (key.size() > o.max_value_bytes) key.resize(o.max_value_bytes);
-      if (value.size() > o.max_value_bytes) value = valid_utf8(value.substr(0, o.max_value_bytes));
-      if (key == o.site_param) hit->set_site_id(value);
-      (*hit->mutable_query())[key] = value;
-      ++params;
-    }
+    PixelQuery parsed =
+        parse_pixel_query(query, o.max_query_params, o.max_value_bytes, o.site_param);
+    hit->set_site_id(parsed.site_id);
+    for (auto& [key, value] : parsed.params) (*hit->mutable_query())[key] = std::move(value);
     auto bounded = [&](std::string v) {
       if (v.size() > o.max_value_bytes) v.resize(o.max_value_bytes);
       return valid_utf8(std::move(v));

@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "agent/buffer/buffer.hpp"
@@ -76,6 +78,15 @@ class HttpSource {
   explicit HttpSource(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The pixel's query string: percent-decoded parameters (at most max_params, keys and values
+// cut at max_value_bytes, invalid UTF-8 replaced by '?'), and the value of `site_param`.
+struct PixelQuery {
+  std::string site_id;
+  std::vector<std::pair<std::string, std::string>> params;
+};
+PixelQuery parse_pixel_query(std::string_view query, size_t max_params, size_t max_value_bytes,
+                             std::string_view site_param);
 
 // Exposed for unit tests: the privacy rules.
 std::string anonymize_ip(const std::string& ip, IpMode mode, const std::string& salt);
