@@ -99,6 +99,32 @@ Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
   return {};
 }
 
+Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttSourceConfig& c) {
+  MqttSourceOptions& m = c.options;
+  OUTPOST_TRY_ASSIGN(c.enabled, doc.boolean("sources.mqtt.enabled", false));
+  OUTPOST_TRY_ASSIGN(m.broker, doc.string("sources.mqtt.broker", "tcp://127.0.0.1:1883"));
+  OUTPOST_TRY_ASSIGN(m.client_id, doc.string("sources.mqtt.client_id", "outpost-" + agent_id));
+  std::string text;
+  OUTPOST_TRY_ASSIGN(text, doc.string("sources.mqtt.topics", "sensors/#"));
+  m.topics = split_list(text);
+  OUTPOST_TRY_ASSIGN(m.pattern, doc.string("sources.mqtt.pattern", "sensors/{device}/{metric}"));
+  if (m.pattern.find("{device}") == std::string::npos) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() + ": sources.mqtt.pattern = \"" + m.pattern +
+                          "\" is not allowed: it needs a {device} level, e.g. "
+                          "\"sensors/{device}/{metric}\"");
+  }
+  OUTPOST_TRY_ASSIGN(m.username, doc.string("sources.mqtt.username", ""));
+  OUTPOST_TRY_ASSIGN(m.password, doc.string("sources.mqtt.password", ""));
+  OUTPOST_TRY_ASSIGN(m.max_payload_bytes,
+                     doc.bytes("sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
+  OUTPOST_TRY_ASSIGN(m.reconnect_min_ns,
+                     doc.duration_ns("sources.mqtt.reconnect_min", "1s", kSecond, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(m.reconnect_max_ns,
+                     doc.duration_ns("sources.mqtt.reconnect_max", "60s", kSecond, 3600 * kSecond));
+  return {};
+}
+
 }  // namespace
 
 Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
@@ -222,6 +248,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
                      doc.duration_ns("uplink.ping_interval", "30s", 100 * kMs, 3600 * kSecond));
 
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
+  if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
 
   if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
   return c;

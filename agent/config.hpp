@@ -11,6 +11,7 @@
 #include "agent/buffer/buffer.hpp"
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/sources/http/http_source.hpp"
+#include "agent/sources/mqtt/mqtt_source.hpp"
 #include "common/config.hpp"
 
 namespace outpost::agent {
@@ -25,6 +26,11 @@ struct GeneratorConfig {
 struct HttpSourceConfig {
   bool enabled = false;
   HttpSourceOptions options;
+};
+
+struct MqttSourceConfig {
+  bool enabled = false;
+  MqttSourceOptions options;
 };
 
 struct UplinkConfig {
@@ -42,6 +48,7 @@ struct AgentConfig {
   GeneratorConfig generator;
   UplinkConfig uplink;
   HttpSourceConfig http;
+  MqttSourceConfig mqtt;
 };
 
 // Reads every key (applying defaults) and rejects unknown ones.

@@ -54,10 +54,11 @@ std::string_view drop_reason_name(DropReason r) {
   return "unknown";
 }
 
-std::future<Result<AppendResult>> Buffer::append(std::vector<NewEvent> events) {
+std::future<Result<AppendResult>> Buffer::append(std::vector<NewEvent> events, Commit when) {
   auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
   auto future = promise->get_future();
-  append(std::move(events), [promise](const Result<AppendResult>& r) { promise->set_value(r); });
+  append(
+      std::move(events), [promise](const Result<AppendResult>& r) { promise->set_value(r); }, when);
   return future;
 }
 

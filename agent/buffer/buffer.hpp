@@ -127,6 +127,11 @@ struct BufferStats {
   uint64_t file_bytes = 0;          // database + WAL on disk
 };
 
+// When an append is committed: with the next group (the writer waits up to commit_interval
+// for more appends to share the fsync), or at once, for a producer that waits for each
+// append before it can take the next (the MQTT callback), where lingering is pure latency.
+enum class Commit { grouped, now };
+
 class Buffer {
  public:
   virtual ~Buffer() = default;
@@ -134,7 +139,8 @@ class Buffer {
   // Queues `events` for the next group commit; returns at once. `done` runs on the writer
   // thread when they are durable, or with an error (full, disk_full, queue_full, closed,
   // corrupt) if none of them was stored: an append is all or nothing.
-  virtual void append(std::vector<NewEvent> events, AppendCallback done) = 0;
+  virtual void append(std::vector<NewEvent> events, AppendCallback done,
+                      Commit when = Commit::grouped) = 0;
 
   // The oldest events with seq > after_seq: at most max_events, and at most max_bytes of
   // bodies (but always at least one event when there is one).
@@ -151,7 +157,8 @@ class Buffer {
   virtual bool healthy() const = 0;
 
   // Convenience over append(): a future that is ready when the events are durable.
-  std::future<Result<AppendResult>> append(std::vector<NewEvent> events);
+  std::future<Result<AppendResult>> append(std::vector<NewEvent> events,
+                                           Commit when = Commit::grouped);
 };
 
 }  // namespace outpost::agent

@@ -101,6 +101,7 @@ struct AppendJob {
   std::vector<NewEvent> events;
   AppendCallback done;
   uint64_t body_bytes = 0;
+  bool urgent = false;  // Commit::now: the writer does not linger for it
 };
 struct AckJob {
   uint64_t up_to_seq;
@@ -451,7 +452,7 @@ SqliteBuffer::~SqliteBuffer() {
 
 // ---- producers ------------------------------------------------------------------------------
 
-void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
+void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done, Commit when) {
   Impl& m = *impl_;
   uint64_t bytes = 0;
   for (const NewEvent& e : events) bytes += e.body.size();
@@ -472,10 +473,13 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done) {
       // Wake the writer only when it has something new to decide: the first job of a group
       // (it then lingers until commit_interval) or a full group. Waking it for every append
       // cost a context switch per HTTP hit.
-      wake = m.queue.empty() || (m.queued_events < m.opt.commit_max_events &&
-                                 m.queued_events + events.size() >= m.opt.commit_max_events);
+      const bool urgent = when == Commit::now;
+      wake = urgent || m.queue.empty() ||
+             (m.queued_events < m.opt.commit_max_events &&
+              m.queued_events + events.size() >= m.opt.commit_max_events);
       m.queued_events += events.size();
-      m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes});
+      if (urgent) ++m.queued_urgent;
+      m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes, urgent});
       m.enqueued_at.push_back(std::chrono::steady_clock::now());
     }
   }
@@ -624,6 +628,7 @@ void SqliteBuffer::Impl::run() {
       if (auto* a = std::get_if<AppendJob>(&job)) {
         taken += a->events.size();
         queued_events -= a->events.size();
+        if (a->urgent) --queued_urgent;
       } else {
         --queued_urgent;
       }

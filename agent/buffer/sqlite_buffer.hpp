@@ -29,7 +29,8 @@ class SqliteBuffer final : public Buffer {
   SqliteBuffer& operator=(const SqliteBuffer&) = delete;
 
   using Buffer::append;
-  void append(std::vector<NewEvent> events, AppendCallback done) override;
+  void append(std::vector<NewEvent> events, AppendCallback done,
+              Commit when = Commit::grouped) override;
   Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                               size_t max_bytes) override;
   Result<void> ack(uint64_t up_to_seq) override;

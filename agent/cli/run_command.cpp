@@ -14,6 +14,7 @@
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
 #include "agent/sources/http/http_source.hpp"
+#include "agent/sources/mqtt/mqtt_source.hpp"
 #include "agent/status/status_server.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -83,6 +84,18 @@ int run_agent(const RunOptions& o) {
               config->http.options.host, http_source->port());
   }
 
+  std::unique_ptr<MqttSource> mqtt_source;
+  if (config->mqtt.enabled) {
+    auto started = MqttSource::start(config->mqtt.options, **buffer, clock);
+    if (!started) {
+      log->critical("{}", started.error().describe());
+      return kExitUsage;
+    }
+    mqtt_source = std::move(*started);
+    log->info("MQTT source: {} on {} as {}", fmt::join(config->mqtt.options.topics, ", "),
+              config->mqtt.options.broker, config->mqtt.options.client_id);
+  }
+
   std::unique_ptr<Forwarder> forwarder;
   if (config->uplink.enabled) {
     forwarder = std::make_unique<Forwarder>(config->uplink.forwarder, **buffer, clock);
@@ -122,6 +135,7 @@ int run_agent(const RunOptions& o) {
   }
   if (generator) generator->stop();
   http_source.reset();
+  mqtt_source.reset();
   status.reset();
   forwarder.reset();
   buffer->reset();  // finishes queued appends
