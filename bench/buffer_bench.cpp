@@ -27,10 +27,12 @@
 #include <vector>
 
 #include "agent/buffer/sqlite_buffer.hpp"
+#include "bench/bench_support.hpp"
 
 using namespace outpost;
 using namespace outpost::agent;
 using steady = std::chrono::steady_clock;
+using bench::median;
 
 namespace {
 
@@ -182,11 +184,6 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
     std::exit(1);
   }
   return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

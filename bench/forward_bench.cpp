@@ -20,30 +20,16 @@
 
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/generator/synthetic_generator.hpp"
+#include "bench/bench_support.hpp"
 #include "tests/e2e/uplink_support.hpp"
 
 using namespace outpost;
+using bench::median;
+using bench::ProcStats;
+using bench::stop_and_measure;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct ProcStats {
-  double cpu_seconds = 0;
-  double peak_rss_mib = 0;
-};
-
-// SIGTERM, then the child's own CPU time and peak RSS from wait4().
-ProcStats stop_and_measure(pid_t pid) {
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  rusage ru{};
-  ::wait4(pid, &status, 0, &ru);
-  ProcStats s;
-  s.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-  s.peak_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;
-  return s;
-}
 
 pid_t spawn(const std::string& command, const std::string& out_file) {
   pid_t pid = ::fork();
@@ -141,11 +127,6 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
     std::exit(1);
   }
   return r;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

@@ -18,9 +18,11 @@
 #include <vector>
 
 #include "agent/buffer/buffer_inspector.hpp"
+#include "bench/bench_support.hpp"
 #include "tests/e2e/uplink_support.hpp"
 
 using namespace outpost;
+using bench::median;
 
 namespace {
 
@@ -85,20 +87,10 @@ Run one_run(const std::string& dir, int seconds, int connections) {
   }
   const double drain = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.buffered_per_s = static_cast<double>(r.buffered) / (seconds + drain);
-  ::kill(agent, SIGTERM);
-  int status = 0;
-  rusage ru{};
-  ::wait4(agent, &status, 0, &ru);
-  const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                     static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-  r.cpu_cores = cpu / (seconds + drain);
-  r.rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  const bench::ProcStats used = bench::stop_and_measure(agent);
+  r.cpu_cores = used.cpu_seconds / (seconds + drain);
+  r.rss_mib = used.peak_rss_mib;
   return r;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <thread>
 
-#include "common/errc.hpp"
+#include "common/net/listener.hpp"
 
 namespace outpost::agent {
 namespace {
@@ -162,21 +162,8 @@ Result<std::unique_ptr<StatusServer>> StatusServer::start(const std::string& hos
                                                           const Forwarder* forwarder,
                                                           const Clock& clock) {
   auto impl = std::make_unique<Impl>(buffer, forwarder, clock);
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid,
-                      "agent.http_listen: \"" + host + "\" is not an IP address");
-  }
-  tcp::endpoint ep(addr, port);
-  impl->acceptor.open(ep.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(ep, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid, "agent.http_listen: cannot listen on " + host +
-                                                       ":" + std::to_string(port) + ": " +
-                                                       ec.message());
+  if (auto r = net::open_listener(impl->acceptor, host, port, "agent.http_listen"); !r) {
+    return r.error();
   }
   impl->accept();
   impl->sample();

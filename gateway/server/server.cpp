@@ -14,6 +14,7 @@
 #include "common/codec/zstd_codec.hpp"
 #include "common/errc.hpp"
 #include "common/log.hpp"
+#include "common/net/listener.hpp"
 #include "common/tls/tls.hpp"
 #include "common/wire/frame.hpp"
 
@@ -565,30 +566,6 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   http::request<http::string_body> request_;
 };
 
-Result<tcp::endpoint> endpoint_of(const std::string& host, uint16_t port, const char* key) {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid,
-                      std::string(key) + ": \"" + host + "\" is not an IP address");
-  }
-  return tcp::endpoint(addr, port);
-}
-
-Result<void> listen(tcp::acceptor& a, const tcp::endpoint& ep, const char* key) {
-  boost::system::error_code ec;
-  a.open(ep.protocol(), ec);
-  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) a.bind(ep, ec);
-  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid,
-                      std::string(key) + ": cannot listen on " + ep.address().to_string() + ":" +
-                          std::to_string(ep.port()) + ": " + ec.message());
-  }
-  return {};
-}
-
 }  // namespace
 
 void Server::Impl::accept() {
@@ -702,12 +679,14 @@ Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config, Sink&
   auto ctx = tls::TlsContext::create(o);
   if (!ctx) return ctx.error();
   impl->tls = *ctx;
-  auto ep = endpoint_of(config.listen_address, config.listen_port, "gateway.listen");
-  if (!ep) return ep.error();
-  auto http_ep = endpoint_of(config.http_address, config.http_port, "gateway.http_listen");
-  if (!http_ep) return http_ep.error();
-  if (auto r = listen(impl->acceptor, *ep, "gateway.listen"); !r) return r.error();
-  if (auto r = listen(impl->http_acceptor, *http_ep, "gateway.http_listen"); !r) {
+  if (auto r = net::open_listener(impl->acceptor, config.listen_address, config.listen_port,
+                                  "gateway.listen");
+      !r) {
+    return r.error();
+  }
+  if (auto r = net::open_listener(impl->http_acceptor, config.http_address, config.http_port,
+                                  "gateway.http_listen");
+      !r) {
     return r.error();
   }
   impl->accept();

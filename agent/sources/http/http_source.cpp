@@ -11,6 +11,7 @@
 #include "common/errc.hpp"
 #include "common/json_writer.hpp"
 #include "common/log.hpp"
+#include "common/net/listener.hpp"
 #include "common/tls/digest.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"
@@ -497,21 +498,10 @@ void HttpSource::Impl::accept() {
 Result<std::unique_ptr<HttpSource>> HttpSource::start(HttpSourceOptions options, Buffer& buffer,
                                                       const Clock& clock) {
   auto impl = std::make_unique<Impl>(std::move(options), buffer, clock);
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(impl->opt.host, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid,
-                      "sources.http.listen: \"" + impl->opt.host + "\" is not an IP address");
-  }
-  tcp::endpoint ep(addr, impl->opt.port);
-  impl->acceptor.open(ep.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(ep, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return make_error(common_errc::config_invalid,
-                      "sources.http.listen: cannot listen on " + impl->opt.host + ":" +
-                          std::to_string(impl->opt.port) + ": " + ec.message());
+  if (auto r =
+          net::open_listener(impl->acceptor, impl->opt.host, impl->opt.port, "sources.http.listen");
+      !r) {
+    return r.error();
   }
   impl->accept();
   Impl* raw = impl.get();
