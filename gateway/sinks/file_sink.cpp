@@ -337,7 +337,12 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
     records += "commit\n";
     outcome = write_all(state_fd, records, state_path.string());
     if (outcome && ::fdatasync(state_fd) != 0) outcome = io_error("file sink: fsync state log");
-    state_bytes += records.size();
+    if (outcome) {
+      state_bytes += records.size();
+    } else if (::ftruncate(state_fd, static_cast<off_t>(state_bytes)) != 0) {
+      // A torn record would stick to the next one; say so, recovery stops at it.
+      log->error("file sink: cannot cut the state log back after a failed write");
+    }
   }
   if (!outcome) {
     // Nothing of this group counts: cut the files back so that a retry does not double it.
@@ -360,7 +365,13 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   }
   {
     std::lock_guard lock(mu);
-    failure = outcome ? std::nullopt : std::optional<std::string>(outcome.error().describe());
+    // Not ready from a failed write until a write succeeds: a group that wrote nothing
+    // (duplicates, or batches refused for a gap) says nothing about the disk.
+    if (!outcome) {
+      failure = outcome.error().describe();
+    } else if (!touched.empty()) {
+      failure.reset();
+    }
   }
   for (size_t i = 0; i < group.size(); ++i) {
     Result<SinkResult> r = outcome ? results[i] : Result<SinkResult>(outcome.error());
