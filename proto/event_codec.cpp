@@ -10,6 +10,7 @@
 
 #include "common/errc.hpp"
 #include "common/json_writer.hpp"
+#include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
 
 namespace outpost::proto {
@@ -221,13 +222,9 @@ class JsonCheck {
         ++i_;
         continue;
       }
-      // UTF-8: the lead byte says how many continuation bytes follow.
-      int more = (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
-      if (more < 0 || c == 0xc0 || c == 0xc1 || c > 0xf4) return false;
-      ++i_;
-      for (int k = 0; k < more; ++k, ++i_) {
-        if (i_ >= s_.size() || (static_cast<unsigned char>(s_[i_]) & 0xc0) != 0x80) return false;
-      }
+      const size_t n = utf8::sequence_length(s_.substr(i_));
+      if (n == 0) return false;
+      i_ += n;
     }
     return false;
   }

@@ -13,6 +13,7 @@
 #include "common/log.hpp"
 #include "common/net/listener.hpp"
 #include "common/tls/digest.hpp"
+#include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"
 
@@ -52,35 +53,6 @@ std::string percent_decode(std::string_view s) {
     }
   }
   return out;
-}
-
-// Percent-decoded bytes are not always UTF-8, and protobuf strings must be (parsing rejects
-// them otherwise): every byte that does not start a well-formed sequence becomes '?'.
-std::string valid_utf8(std::string s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80           ? 1
-                       : (c >> 5) == 0x6  ? 2
-                       : (c >> 4) == 0xe  ? 3
-                       : (c >> 3) == 0x1e ? 4
-                                          : 0;
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    }
-    if (ok && len > 1) {  // no overlong forms, no surrogates, nothing above U+10FFFF
-      const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = !(len == 2 && c < 0xc2) && !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) &&
-           !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90) && c <= 0xf4;
-    }
-    if (ok) {
-      i += len;
-    } else {
-      s[i++] = '?';
-    }
-  }
-  return s;
 }
 
 std::string header(const http::request<http::string_body>& req, std::string_view name) {
@@ -123,8 +95,8 @@ PixelQuery parse_pixel_query(std::string_view query, size_t max_params, size_t m
     std::string value = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
     if (key.size() > max_value_bytes) key.resize(max_value_bytes);
     if (value.size() > max_value_bytes) value.resize(max_value_bytes);
-    key = valid_utf8(std::move(key));
-    value = valid_utf8(std::move(value));
+    key = utf8::repaired(std::move(key));
+    value = utf8::repaired(std::move(value));
     if (key == site_param) out.site_id = value;
     out.params.emplace_back(std::move(key), std::move(value));
   }
@@ -306,7 +278,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     for (auto& [key, value] : parsed.params) (*hit->mutable_query())[key] = std::move(value);
     auto bounded = [&](std::string v) {
       if (v.size() > o.max_value_bytes) v.resize(o.max_value_bytes);
-      return valid_utf8(std::move(v));
+      return utf8::repaired(std::move(v));
     };
     hit->set_user_agent(bounded(header(req_, "User-Agent")));
     hit->set_referer(bounded(header(req_, "Referer")));
@@ -374,7 +346,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto schema = proto::json_string_member(obj, o.schema_field);
       v1::Event e;
       e.set_kind(v1::EVENT_KIND_JSON);
-      e.set_schema(schema && !schema->empty() && schema->size() <= 128 ? valid_utf8(*schema)
+      e.set_schema(schema && !schema->empty() && schema->size() <= 128 ? utf8::repaired(*schema)
                                                                        : o.default_schema);
       e.set_event_time(now);
       e.set_json(std::string(obj));

@@ -10,6 +10,7 @@
 
 #include "common/errc.hpp"
 #include "common/log.hpp"
+#include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"
 
@@ -50,13 +51,6 @@ std::optional<std::string> member_text(std::string_view object, std::string_view
   return std::string(object.substr(at + 1, end - at - 1));
 }
 
-bool valid_utf8(std::string_view s) {
-  v1::SensorReading probe;
-  probe.set_device(std::string(s));
-  v1::SensorReading back;
-  return back.ParseFromString(probe.SerializeAsString());
-}
-
 }  // namespace
 
 std::optional<NewEvent> map_reading(const std::string& topic, std::string_view payload,
@@ -89,7 +83,7 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
       return std::nullopt;
     }
   }
-  if (!valid_utf8(topic)) {
+  if (!utf8::valid(topic)) {
     *why = "topic is not valid UTF-8";
     return std::nullopt;
   }

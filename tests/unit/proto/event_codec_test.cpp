@@ -154,4 +154,9 @@ TEST_CASE("the hand-written JSON form reads back to the same event, for every fi
   bad_utf8.set_json("{\"k\":\"\xff\"}");
   CHECK(proto::event_to_json(bad_utf8.SerializeAsString())->find("\"json\":\"") !=
         std::string::npos);
+  for (const char* forbidden : {"\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80"}) {
+    v1::Event e;  // an overlong NUL, a surrogate, above U+10FFFF: not shown inline
+    e.set_json(std::string("{\"k\":\"") + forbidden + "\"}");
+    CHECK(proto::event_to_json(e.SerializeAsString())->find("\"json\":\"") != std::string::npos);
+  }
 }
