@@ -513,11 +513,17 @@ Result<std::vector<std::string_view>> split_json_events(std::string_view body, s
   return out;
 }
 
-std::optional<std::string> json_string_member(std::string_view object, std::string_view key) {
+std::optional<std::string_view> json_member(std::string_view object, std::string_view key) {
   Scanner scanner(object);
   auto member = scanner.find(key);
   if (!member) return std::nullopt;
-  std::string_view v = object.substr(member->value_begin, member->value_end - member->value_begin);
+  return object.substr(member->value_begin, member->value_end - member->value_begin);
+}
+
+std::optional<std::string> json_string_member(std::string_view object, std::string_view key) {
+  auto value = json_member(object, key);
+  if (!value) return std::nullopt;
+  std::string_view v = *value;
   if (v.size() < 2 || v.front() != '"') return std::nullopt;
   std::string out;
   for (size_t i = 1; i + 1 < v.size(); ++i) {

@@ -48,6 +48,9 @@ Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* age
 // The JSON events of an HTTP body: one object, or an array of at most `max_events` objects.
 // Each returned span is one object, byte for byte. The error names the problem for a 400.
 Result<std::vector<std::string_view>> split_json_events(std::string_view body, size_t max_events);
+// The raw text of a top-level member's value in a JSON object (a number, a string with its
+// quotes, an object...); nullopt when absent or when `object` is not a JSON object.
+std::optional<std::string_view> json_member(std::string_view object, std::string_view key);
 // A top-level string member of a JSON object (simple escapes decoded); nullopt when absent
 // or not a string.
 std::optional<std::string> json_string_member(std::string_view object, std::string_view key);

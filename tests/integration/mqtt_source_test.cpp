@@ -57,6 +57,9 @@ TEST_CASE("topic pattern and payload forms map to a SensorReading; the rest is r
   CHECK(j.event_time() == 1'790'000'000'500'000'000);
   auto ms = mapped("sensors/d/h", R"({"value": 1, "ts": 1790000000500})");
   CHECK(ms.event_time() == 1'790'000'000'500'000'000);
+  // Only top-level members count: a nested "value" is not the reading.
+  CHECK(mapped("sensors/d/h", R"({"meta":{"value":5},"value":7})").sensor().number() == 7);
+  CHECK(mapped("sensors/d/h", R"({"meta":{"value":5}})").sensor().raw_payload());
   auto raw = mapped("sensors/d/blob", std::string("\x01\x02\xff", 3));
   CHECK(raw.sensor().raw_payload());
   CHECK(raw.sensor().raw() == std::string("\x01\x02\xff", 3));

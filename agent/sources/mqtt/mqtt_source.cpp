@@ -39,18 +39,6 @@ std::optional<double> as_number(std::string_view text) {
   return v;
 }
 
-// The value of a top-level member of a JSON object, as text (numbers) or decoded (strings).
-std::optional<std::string> member_text(std::string_view object, std::string_view key) {
-  if (auto s = proto::json_string_member(object, key)) return s;
-  const std::string needle = "\"" + std::string(key) + "\"";
-  auto at = object.find(needle);
-  if (at == std::string_view::npos) return std::nullopt;
-  at = object.find(':', at + needle.size());
-  if (at == std::string_view::npos) return std::nullopt;
-  auto end = object.find_first_of(",}", at + 1);
-  return std::string(object.substr(at + 1, end - at - 1));
-}
-
 }  // namespace
 
 std::optional<NewEvent> map_reading(const std::string& topic, std::string_view payload,
@@ -91,7 +79,7 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
     r->set_number(*n);
   } else if (!payload.empty() && payload.front() == '{' && proto::split_json_events(payload, 1)) {
     // {"value": 21.5, "unit": "Cel", "ts": 1790000000.25}  (ts: seconds, or ms above 1e11)
-    auto value = member_text(payload, "value");
+    auto value = proto::json_member(payload, "value");
     auto number = value ? as_number(*value) : std::nullopt;
     if (number) {
       r->set_number(*number);
@@ -100,7 +88,7 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
       r->set_raw_payload(true);
     }
     if (auto unit = proto::json_string_member(payload, "unit")) r->set_unit(*unit);
-    if (auto ts = member_text(payload, "ts")) {
+    if (auto ts = proto::json_member(payload, "ts")) {
       if (auto t = as_number(*ts); t && *t > 0) {
         e.set_event_time(static_cast<int64_t>(*t > 1e11 ? *t * 1e6 : *t * 1e9));
       }
