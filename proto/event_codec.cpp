@@ -364,7 +364,9 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
   if (!event.ParseFromArray(event_bytes.data(), static_cast<int>(event_bytes.size()))) {
     return bad("stored event does not parse as outpost.v1.Event");
   }
-  return event_to_json(std::move(event));
+  std::string out;
+  append_event_json(out, event);
+  return out;
 }
 
 // protobuf's JSON mapping of an Event (proto field names, 64-bit integers as strings,
@@ -372,12 +374,6 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
 // microseconds per event, which the gateway's file sink cannot afford. A `json` payload that
 // is an object or an array appears inline. event_codec_test checks that
 // JsonStringToMessage reads every form back to the same message.
-Result<std::string> event_to_json(v1::Event event) {
-  std::string out;
-  append_event_json(out, event);
-  return out;
-}
-
 void append_event_json(std::string& out, const v1::Event& event) {
   JsonWriter w(out);
   w.begin_object();

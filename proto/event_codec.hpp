@@ -34,7 +34,6 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
 
 // One line of JSON, no trailing newline.
 Result<std::string> event_to_json(std::string_view event_bytes);
-Result<std::string> event_to_json(v1::Event event);
 // The same JSON appended to `out` (the gateway's file sink renders batches this way).
 void append_event_json(std::string& out, const v1::Event& event);
 

@@ -252,9 +252,6 @@ class Session : public std::enable_shared_from_this<Session> {
         goodbye("agent id does not match the client certificate");
         return false;
       }
-      bool zstd = false;
-      for (int c : h.codecs()) zstd = zstd || c == v1::CODEC_ZSTD;
-      zstd_ok_ = zstd;
       state_ = State::active;
       s_.metrics.sessions_established++;
       register_identity();
@@ -506,7 +503,6 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reading_ = false;
   bool writing_ = false;
   bool draining_ = false;
-  bool zstd_ok_ = false;
   uint32_t in_flight_ = 0;
   struct Answer {
     uint64_t batch_seq;
