@@ -372,8 +372,8 @@ Result<std::string> event_to_json(std::string_view event_bytes) {
 // protobuf's JSON mapping of an Event (proto field names, 64-bit integers as strings,
 // enums by name, defaults omitted), written by hand: MessageToJsonString costs several
 // microseconds per event, which the gateway's file sink cannot afford. A `json` payload that
-// is an object or an array appears inline. event_codec_test checks that
-// JsonStringToMessage reads every form back to the same message.
+// is an object or an array appears inline. event_codec_test checks that the importer
+// (event_from_json, over JsonStringToMessage) reads every form back to the same message.
 void append_event_json(std::string& out, const v1::Event& event) {
   JsonWriter w(out);
   w.begin_object();
