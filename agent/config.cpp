@@ -107,17 +107,42 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   std::string text;
   OUTPOST_TRY_ASSIGN(text, doc.string("sources.mqtt.topics", "sensors/#"));
   m.topics = split_list(text);
-  OUTPOST_TRY_ASSIGN(m.pattern, doc.string("sources.mqtt.pattern", "sensors/{device}/{metric}"));
-  if (m.pattern.find("{device}") == std::string::npos) {
+  std::string& pattern = m.mapping.pattern;
+  OUTPOST_TRY_ASSIGN(pattern, doc.string("sources.mqtt.pattern", "sensors/{device}/{metric}"));
+  if (pattern.find("{device}") == std::string::npos) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() + ": sources.mqtt.pattern = \"" + m.pattern +
+                      "config " + doc.source_name() + ": sources.mqtt.pattern = \"" + pattern +
                           "\" is not allowed: it needs a {device} level, e.g. "
                           "\"sensors/{device}/{metric}\"");
   }
   OUTPOST_TRY_ASSIGN(m.username, doc.string("sources.mqtt.username", ""));
   OUTPOST_TRY_ASSIGN(m.password, doc.string("sources.mqtt.password", ""));
-  OUTPOST_TRY_ASSIGN(m.max_payload_bytes,
+  OUTPOST_TRY_ASSIGN(m.mapping.max_payload_bytes,
                      doc.bytes("sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
+  OUTPOST_TRY_ASSIGN(m.mapping.keep_binary, doc.boolean("sources.mqtt.keep_binary", false));
+  OUTPOST_TRY_ASSIGN(m.tls.ca_file, doc.string("sources.mqtt.ca_file", ""));
+  OUTPOST_TRY_ASSIGN(m.tls.cert_file, doc.string("sources.mqtt.cert_file", ""));
+  OUTPOST_TRY_ASSIGN(m.tls.key_file, doc.string("sources.mqtt.key_file", ""));
+  OUTPOST_TRY_ASSIGN(m.tls.verify_host, doc.boolean("sources.mqtt.verify_host", true));
+  const bool tls = m.broker.rfind("ssl://", 0) == 0 || m.broker.rfind("mqtts://", 0) == 0;
+  if (!tls && !(m.tls.ca_file.empty() && m.tls.cert_file.empty() && m.tls.key_file.empty())) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() + ": sources.mqtt.ca_file/cert_file/key_file "
+                          "are set but sources.mqtt.broker = \"" + m.broker +
+                          "\" is not TLS: write it as ssl://HOST:PORT (usually port 8883)");
+  }
+  if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
+    return make_error(common_errc::config_invalid,
+                      "config " + doc.source_name() +
+                          ": sources.mqtt.cert_file and sources.mqtt.key_file go together (the "
+                          "client certificate and its key)");
+  }
+  for (const std::string* f : {&m.tls.ca_file, &m.tls.cert_file, &m.tls.key_file}) {
+    if (!f->empty() && ::access(f->c_str(), R_OK) != 0) {
+      return make_error(common_errc::config_invalid, "config " + doc.source_name() +
+                                                         ": sources.mqtt: cannot read " + *f);
+    }
+  }
   OUTPOST_TRY_ASSIGN(m.reconnect_min_ns,
                      doc.duration_ns("sources.mqtt.reconnect_min", "1s", kSecond, 3600 * kSecond));
   OUTPOST_TRY_ASSIGN(m.reconnect_max_ns,
@@ -172,6 +197,13 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   b.queue_max_events = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(b.expire_interval_ns,
                      doc.duration_ns("buffer.expire_interval", "1s", 10 * kMs, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("buffer.identity_window", 4096, 0, 1'000'000));
+  b.identity_window = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("buffer.quarantine_max_rows", 1000, 1, 1'000'000));
+  b.quarantine_max_rows = static_cast<uint32_t>(n);
+  uint64_t keep = 0;
+  OUTPOST_TRY_ASSIGN(keep, doc.bytes("buffer.quarantine_keep_bytes", "4KiB", 0, 16u << 20));
+  b.quarantine_keep_bytes = static_cast<uint32_t>(keep);
 
   for (const std::string& name : doc.table_keys("buffer.kinds")) {
     if (!kind_from_name(name)) {

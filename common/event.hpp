@@ -48,6 +48,12 @@ struct NewEvent {
   int32_t priority = 0;
   int64_t event_time_ns = 0;
   std::string body;
+  // Optional: what identifies this event at its source (the MQTT source: packet id, topic and
+  // payload digest). The buffer remembers the last BufferOptions::identity_window identities;
+  // an event marked maybe_duplicate whose identity is among them is not stored again
+  // (docs/buffer.md, "Identities").
+  std::string identity;
+  bool maybe_duplicate = false;
 };
 
 }  // namespace outpost

@@ -72,12 +72,36 @@ struct BufferOptions {
   // At open, a file that fails PRAGMA quick_check is moved aside and a fresh buffer starts.
   // Tools that must not do that behind the agent's back (buffer purge/import) set false.
   bool recover_corrupt = true;
+  // How many event identities (NewEvent::identity) are remembered for de-duplication.
+  uint32_t identity_window = 4096;
+  // The quarantine table keeps the newest quarantine_max_rows messages a source could not
+  // turn into events, each with at most quarantine_keep_bytes of its payload.
+  uint32_t quarantine_max_rows = 1000;
+  uint32_t quarantine_keep_bytes = 4096;
 };
 
 // Seqs [first_seq, last_seq] were assigned to the events of one append, in order.
+// An empty range (last_seq < first_seq) when every event was a known duplicate.
 struct AppendResult {
   uint64_t first_seq = 0;
   uint64_t last_seq = 0;
+  uint32_t duplicates = 0;  // events not stored: their identity was already stored
+};
+
+// A message a source received but could not turn into an event (docs/buffer.md).
+struct QuarantineEntry {
+  std::string source;   // "mqtt"
+  std::string subject;  // where it came from: the MQTT topic
+  std::string reason;   // why it is here, for a person
+  std::string payload;  // as received; the buffer keeps the first quarantine_keep_bytes
+};
+
+struct QuarantinedMessage {
+  int64_t id = 0;
+  int64_t at_ns = 0;
+  std::string source, subject, reason;
+  uint64_t size = 0;    // of the payload as received
+  std::string payload;  // possibly cut to quarantine_keep_bytes
 };
 using AppendCallback = std::function<void(const Result<AppendResult>&)>;
 
@@ -124,6 +148,9 @@ struct BufferStats {
   uint64_t next_seq = 0;
   std::vector<DropCount> dropped;
   uint64_t corrupt_recoveries = 0;  // files moved aside as corrupt at open
+  uint64_t duplicates = 0;          // events not stored again: known identity
+  uint64_t quarantined_total = 0;   // messages ever quarantined
+  uint64_t quarantine_rows = 0;     // of them, still in the quarantine table
   uint64_t file_bytes = 0;          // database + WAL on disk
 };
 
@@ -151,6 +178,10 @@ class Buffer {
   virtual Result<void> ack(uint64_t up_to_seq) = 0;
 
   virtual Result<BufferStats> stats() = 0;
+
+  // Keeps a message that could not become an event, with the reason; returns once it is
+  // durable. The oldest rows go beyond quarantine_max_rows (they are counted, never retried).
+  virtual Result<void> quarantine(QuarantineEntry entry) = 0;
 
   // False once the buffer hit an error it cannot recover from while running (corruption):
   // the agent must restart so that open() can recover.

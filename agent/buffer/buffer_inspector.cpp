@@ -63,6 +63,10 @@ Result<size_t> BufferInspector::scan(const ScanFilter& filter,
   return n;
 }
 
+Result<std::vector<QuarantinedMessage>> BufferInspector::quarantine(size_t limit) {
+  return sqlite::read_quarantine(impl_->db, limit);
+}
+
 Result<Verdict> BufferInspector::verify() {
   auto version = impl_->db.query_int("PRAGMA user_version");
   if (!version) {

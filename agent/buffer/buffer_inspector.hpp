@@ -41,6 +41,8 @@ class BufferInspector {
   // Calls `visit` for matching events in seq order until it returns false; returns the count.
   Result<size_t> scan(const ScanFilter& filter,
                       const std::function<bool(const StoredEvent&)>& visit);
+  // The newest quarantined messages, newest first.
+  Result<std::vector<QuarantinedMessage>> quarantine(size_t limit);
   // PRAGMA integrity_check. A damaged file is a Verdict with ok=false, not an Error.
   Result<Verdict> verify();
   // The agent id recorded in the file ("" if unreadable).

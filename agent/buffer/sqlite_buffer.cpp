@@ -95,6 +95,9 @@ struct Counters {
   Tally pending;
   std::map<uint64_t, Tally> segments;  // one per segment table, by its first seq
   std::array<std::array<uint64_t, kKindCount>, kDropReasonCount> dropped{};
+  uint64_t identity_next = 0;  // the identities slot written next (modulo identity_window)
+  uint64_t duplicates = 0;
+  uint64_t quarantined_total = 0;
 };
 
 struct AppendJob {
@@ -115,7 +118,11 @@ struct PurgeJob {
 struct ExpireJob {
   std::promise<Result<void>> done;
 };
-using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob>;
+struct QuarantineJob {
+  QuarantineEntry entry;
+  std::promise<Result<void>> done;
+};
+using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob>;
 
 }  // namespace
 
@@ -127,6 +134,7 @@ struct SqliteBuffer::Impl {
   // Writer side: only the writer thread touches these after open().
   Db writer;
   Stmt update_meta_stmt, add_drops_stmt;
+  Stmt find_identity_stmt, put_identity_stmt, add_quarantine_stmt, trim_quarantine_stmt;
   Stmt insert_stmt;  // into the segment insert_segment
   std::optional<uint64_t> insert_segment;
   uint64_t segment_size = 0;  // seqs per segment table: 2^segment_shift
@@ -161,6 +169,9 @@ struct SqliteBuffer::Impl {
   void run();
   void run_group(std::vector<Job>& jobs);
   Result<void> apply(AppendJob& job, std::optional<Result<AppendResult>>& outcome);
+  Result<bool> seen_before(const NewEvent& e);
+  Result<void> remember(const NewEvent& e);
+  Result<void> add_quarantine(const QuarantineEntry& q);
   Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind, DropReason reason);
   Result<std::optional<std::pair<uint64_t, int64_t>>> first_at_or_after(uint64_t seq);
   Result<std::optional<uint64_t>> last_seq_collected_before(int64_t cutoff_ns);
@@ -323,6 +334,7 @@ Result<void> SqliteBuffer::Impl::open_file() {
       }
     }
   }
+  if (auto r = sqlite::create_side_tables(writer); !r) return r;
   auto shift = sqlite::meta_int(writer, "segment_shift", opt.segment_shift);
   if (!shift) return shift.error();
   if (*shift < 4 || *shift > 30) {
@@ -343,6 +355,13 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
       {&add_drops_stmt,
        "INSERT INTO drops (reason, kind, count) VALUES (?1, ?2, ?3) "
        "ON CONFLICT (reason, kind) DO UPDATE SET count = count + excluded.count"},
+      {&find_identity_stmt, "SELECT 1 FROM identities WHERE key = ?1"},
+      // REPLACE frees both the slot's old identity and an older slot holding the same one.
+      {&put_identity_stmt, "INSERT OR REPLACE INTO identities (slot, key) VALUES (?1, ?2)"},
+      {&add_quarantine_stmt,
+       "INSERT INTO quarantine (at, source, subject, reason, size, payload) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+      {&trim_quarantine_stmt, "DELETE FROM quarantine WHERE id <= last_insert_rowid() - ?1"},
   };
   for (const Want& w : wants) {
     auto st = Stmt::prepare(writer, w.sql);
@@ -370,6 +389,13 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   if (!acked) return acked.error();
   c.next_seq = static_cast<uint64_t>(*next);
   c.acked_seq = static_cast<uint64_t>(*acked);
+  for (auto [key, field] : {std::pair{"identity_next", &c.identity_next},
+                            std::pair{"duplicates", &c.duplicates},
+                            std::pair{"quarantined_total", &c.quarantined_total}}) {
+    auto v = sqlite::meta_int(writer, key, 0);
+    if (!v) return v.error();
+    *field = static_cast<uint64_t>(*v);
+  }
   c.reserved_seq = std::max(sqlite::read_state_file(opt.path).reserved_seq, c.next_seq - 1);
 
   insert_stmt = Stmt();  // the tables may have changed under it
@@ -515,6 +541,10 @@ Result<uint64_t> SqliteBuffer::purge(std::optional<EventKind> kind,
 
 Result<void> SqliteBuffer::expire_now() { return impl_->submit_and_wait(ExpireJob{}); }
 
+Result<void> SqliteBuffer::quarantine(QuarantineEntry entry) {
+  return impl_->submit_and_wait(QuarantineJob{std::move(entry), {}});
+}
+
 size_t SqliteBuffer::queued_events() const {
   std::lock_guard lock(impl_->mu);
   return impl_->queued_events;
@@ -568,6 +598,8 @@ Result<BufferStats> SqliteBuffer::stats() {
     s.pending_bytes = c.pending.total_bytes();
     s.acked_seq = c.acked_seq;
     s.next_seq = c.next_seq;
+    s.duplicates = c.duplicates;
+    s.quarantined_total = c.quarantined_total;
     for (int r = 0; r < kDropReasonCount; ++r) {
       for (EventKind k : kAllKinds) {
         if (uint64_t n = c.dropped[r][kind_index(k)]) {
@@ -593,6 +625,9 @@ Result<BufferStats> SqliteBuffer::stats() {
     return false;
   });
   if (!oldest) return oldest.error();
+  auto quarantined = m.reader.query_int("SELECT count(*) FROM quarantine");
+  if (!quarantined) return quarantined.error();
+  s.quarantine_rows = static_cast<uint64_t>(*quarantined);
   s.corrupt_recoveries = m.corrupt_recoveries;
   struct stat st {};
   if (::stat(m.opt.path.c_str(), &st) == 0) s.file_bytes += static_cast<uint64_t>(st.st_size);
@@ -683,8 +718,18 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
     }
   }
   const int64_t now = clock.now_ns();
-  AppendResult seqs{working.next_seq, working.next_seq + job.events.size() - 1};
+  AppendResult seqs{working.next_seq, 0, 0};
   for (const NewEvent& e : job.events) {
+    if (!e.identity.empty()) {
+      auto seen = seen_before(e);
+      if (!seen) return seen.error();
+      if (*seen) {
+        ++seqs.duplicates;
+        ++working.duplicates;
+        continue;
+      }
+      if (auto r = remember(e); !r) return r;
+    }
     // collected_at never decreases in seq order (docs/buffer.md): expiry relies on it.
     working.last_collected_at = std::max(working.last_collected_at, now);
     auto insert = insert_statement(working.next_seq);
@@ -704,7 +749,54 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
     count_in(working.next_seq, e.kind, e.priority, e.body.size());
     ++working.next_seq;
   }
+  seqs.last_seq = working.next_seq - 1;
   outcome = seqs;
+  return {};
+}
+
+Result<bool> SqliteBuffer::Impl::seen_before(const NewEvent& e) {
+  if (!e.maybe_duplicate || opt.identity_window == 0) return false;
+  find_identity_stmt.bind(1, std::string_view(e.identity));
+  int rc = find_identity_stmt.step();
+  find_identity_stmt.reset();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": identities");
+}
+
+Result<void> SqliteBuffer::Impl::remember(const NewEvent& e) {
+  if (opt.identity_window == 0) return {};
+  put_identity_stmt.bind(1, static_cast<int64_t>(working.identity_next % opt.identity_window))
+      .bind(2, std::string_view(e.identity));
+  int rc = put_identity_stmt.step();
+  put_identity_stmt.reset();
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": identities");
+  }
+  ++working.identity_next;
+  return {};
+}
+
+Result<void> SqliteBuffer::Impl::add_quarantine(const QuarantineEntry& q) {
+  std::string_view kept(q.payload);
+  kept = kept.substr(0, opt.quarantine_keep_bytes);
+  add_quarantine_stmt.bind(1, clock.now_ns())
+      .bind_text(2, q.source)
+      .bind_text(3, q.subject)
+      .bind_text(4, q.reason)
+      .bind(5, static_cast<int64_t>(q.payload.size()))
+      .bind(6, kept);
+  int rc = add_quarantine_stmt.step();
+  add_quarantine_stmt.reset();
+  if (rc == SQLITE_DONE) {
+    trim_quarantine_stmt.bind(1, static_cast<int64_t>(opt.quarantine_max_rows));
+    rc = trim_quarantine_stmt.step();
+    trim_quarantine_stmt.reset();
+  }
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": quarantine");
+  }
+  ++working.quarantined_total;
   return {};
 }
 
@@ -934,6 +1026,15 @@ Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
   if (working.acked_seq != before.acked_seq) {
     if (auto r = put_meta("acked_seq", working.acked_seq); !r) return r;
   }
+  if (working.identity_next != before.identity_next) {
+    if (auto r = put_meta("identity_next", working.identity_next); !r) return r;
+  }
+  if (working.duplicates != before.duplicates) {
+    if (auto r = put_meta("duplicates", working.duplicates); !r) return r;
+  }
+  if (working.quarantined_total != before.quarantined_total) {
+    if (auto r = put_meta("quarantined_total", working.quarantined_total); !r) return r;
+  }
   for (int r = 0; r < kDropReasonCount; ++r) {
     for (EventKind k : kAllKinds) {
       uint64_t delta = working.dropped[r][kind_index(k)] - before.dropped[r][kind_index(k)];
@@ -1113,6 +1214,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         removed[i] = max_seq == 0 ? Result<uint64_t>(uint64_t{0})
                                   : remove_rows(max_seq, purge->kind, DropReason::purged);
         if (!removed[i]) return removed[i].error();
+      } else if (auto* q = std::get_if<QuarantineJob>(&job)) {
+        r = add_quarantine(q->entry);
       } else {
         r = expire();
       }
@@ -1161,6 +1264,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         purge->done.set_value(result ? removed[i] : Result<uint64_t>(result.error()));
       } else if (auto* exp = std::get_if<ExpireJob>(&job)) {
         exp->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+      } else if (auto* q = std::get_if<QuarantineJob>(&job)) {
+        q->done.set_value(result ? Result<void>() : Result<void>(result.error()));
       }
     } catch (const std::exception& e) {
       log->error("an append callback threw: {}", e.what());

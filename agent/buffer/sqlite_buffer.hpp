@@ -37,6 +37,7 @@ class SqliteBuffer final : public Buffer {
   // Cheap: counts by kind from memory, oldest pending event from one indexed read. `groups`
   // (by kind and priority) is left empty; BufferInspector::stats() fills it.
   Result<BufferStats> stats() override;
+  Result<void> quarantine(QuarantineEntry entry) override;
   bool healthy() const override;
 
   // Deletes pending events of `kind` (all kinds if empty) collected before

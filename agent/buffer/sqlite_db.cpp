@@ -154,6 +154,57 @@ Result<void> create_schema(Db& db, std::string_view agent_id, unsigned segment_s
   return {};
 }
 
+Result<void> create_side_tables(Db& db) {
+  // docs/buffer.md documents both; `identities` is a ring of identity_window slots.
+  return db.exec(R"sql(
+    CREATE TABLE IF NOT EXISTS identities (slot INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE);
+    CREATE TABLE IF NOT EXISTS quarantine (
+      id      INTEGER PRIMARY KEY,
+      at      INTEGER NOT NULL,
+      source  TEXT NOT NULL,
+      subject TEXT NOT NULL,
+      reason  TEXT NOT NULL,
+      size    INTEGER NOT NULL,
+      payload BLOB NOT NULL
+    );
+  )sql");
+}
+
+Result<bool> table_exists(Db& db, std::string_view name) {
+  auto st = Stmt::prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+  if (!st) return st.error();
+  st->bind_text(1, name);
+  int rc = st->step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return error_from(rc, db.handle(), "buffer " + db.path());
+}
+
+Result<std::vector<QuarantinedMessage>> read_quarantine(Db& db, size_t limit) {
+  std::vector<QuarantinedMessage> out;
+  auto exists = table_exists(db, "quarantine");
+  if (!exists) return exists.error();
+  if (!*exists) return out;
+  auto listed = for_each_row(
+      db,
+      "SELECT id, at, source, subject, reason, size, payload FROM quarantine ORDER BY id DESC "
+      "LIMIT ?1",
+      {static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX))}, [&](Stmt& row) {
+        QuarantinedMessage q;
+        q.id = row.col_int(0);
+        q.at_ns = row.col_int(1);
+        q.source = row.col_blob(2);
+        q.subject = row.col_blob(3);
+        q.reason = row.col_blob(4);
+        q.size = static_cast<uint64_t>(row.col_int(5));
+        q.payload = row.col_blob(6);
+        out.push_back(std::move(q));
+        return true;
+      });
+  if (!listed) return listed.error();
+  return out;
+}
+
 Result<void> for_each_row(Db& db, const std::string& sql, std::initializer_list<int64_t> args,
                           const std::function<bool(Stmt&)>& row) {
   auto st = Stmt::prepare(db, sql);
@@ -366,6 +417,20 @@ Result<BufferStats> read_stats(Db& db) {
     }
   }
   if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
+
+  auto duplicates = meta_int(db, "duplicates", 0);
+  auto quarantined = meta_int(db, "quarantined_total", 0);
+  if (!duplicates) return duplicates.error();
+  if (!quarantined) return quarantined.error();
+  s.duplicates = static_cast<uint64_t>(*duplicates);
+  s.quarantined_total = static_cast<uint64_t>(*quarantined);
+  auto has_quarantine = table_exists(db, "quarantine");
+  if (!has_quarantine) return has_quarantine.error();
+  if (*has_quarantine) {
+    auto rows = db.query_int("SELECT count(*) FROM quarantine");
+    if (!rows) return rows.error();
+    s.quarantine_rows = static_cast<uint64_t>(*rows);
+  }
 
   s.corrupt_recoveries = read_state_file(db.path()).corrupt_recoveries;
   s.file_bytes = file_size(db.path()) + file_size(db.path() + "-wal");

@@ -134,6 +134,13 @@ Result<void> upgrade_from_v1(Db& db, unsigned segment_shift);
 Result<std::string> check_integrity(Db& db, bool full, int max_rows = 20);
 // Counts and times from the tables themselves (a full scan: for tools, not the hot path).
 Result<BufferStats> read_stats(Db& db);
+// The side tables added after schema version 2 shipped (identities, quarantine): created if
+// absent at every writable open, so older version-2 files gain them; readers treat a missing
+// one as empty. An older agent ignores them.
+Result<void> create_side_tables(Db& db);
+Result<bool> table_exists(Db& db, std::string_view name);
+// The quarantine rows, newest first, at most `limit`.
+Result<std::vector<QuarantinedMessage>> read_quarantine(Db& db, size_t limit);
 // Reads a meta value; `fallback` when the key is absent.
 Result<int64_t> meta_int(Db& db, std::string_view key, int64_t fallback);
 

@@ -12,6 +12,7 @@
 #include "common/json_writer.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
+#include "common/utf8.hpp"
 #include "proto/event_codec.hpp"
 
 namespace outpost::agent::cli {
@@ -43,6 +44,9 @@ void stats_json(const BufferStats& s, const std::string& path) {
   w.key("acked_seq").value(s.acked_seq);
   w.key("next_seq").value(s.next_seq);
   w.key("corrupt_recoveries").value(s.corrupt_recoveries);
+  w.key("duplicates").value(s.duplicates);
+  w.key("quarantined_total").value(s.quarantined_total);
+  w.key("quarantine_rows").value(s.quarantine_rows);
   w.key("groups").begin_array();
   for (const GroupStats& g : s.groups) {
     w.begin_object();
@@ -87,6 +91,11 @@ void stats_table(const BufferStats& s, const std::string& path) {
   std::printf("next seq        %llu\n", static_cast<unsigned long long>(s.next_seq));
   std::printf("corrupt files   %llu moved aside\n",
               static_cast<unsigned long long>(s.corrupt_recoveries));
+  std::printf("duplicates      %llu not stored again\n",
+              static_cast<unsigned long long>(s.duplicates));
+  std::printf("quarantined     %llu kept of %llu ever (buffer quarantine)\n",
+              static_cast<unsigned long long>(s.quarantine_rows),
+              static_cast<unsigned long long>(s.quarantined_total));
   if (!s.groups.empty()) {
     std::printf("\n%-8s %8s %12s %12s\n", "KIND", "PRIORITY", "EVENTS", "BYTES");
     for (const GroupStats& g : s.groups) {
@@ -284,6 +293,38 @@ int buffer_purge(const BufferOptionsCli& o) {
   auto purged = (*buffer)->purge(o.kind ? kind_from_name(*o.kind) : std::nullopt, before);
   if (!purged) return fail(purged.error());
   std::cout << "purged " << *purged << " events (counted as dropped, reason purged)\n";
+  return kExitOk;
+}
+
+int buffer_quarantine(const BufferOptionsCli& o) {
+  auto inspector = BufferInspector::open(o.path);
+  if (!inspector) return fail(inspector.error());
+  auto rows = inspector->quarantine(o.limit);
+  if (!rows) return fail(rows.error());
+  for (const QuarantinedMessage& q : *rows) {
+    // The payload may be binary: shown with invalid UTF-8 replaced, its size given apart.
+    const std::string payload = utf8::repaired(q.payload);
+    if (o.json) {
+      JsonWriter w;
+      w.begin_object();
+      w.key("id").value(q.id);
+      w.key("at_ns").value(q.at_ns);
+      w.key("source").value(q.source);
+      w.key("subject").value(utf8::repaired(q.subject));
+      w.key("reason").value(q.reason);
+      w.key("size").value(q.size);
+      w.key("payload").value(payload);
+      w.key("payload_cut").value(q.payload.size() < q.size);
+      w.end_object();
+      std::cout << w.str() << "\n";
+    } else {
+      std::cout << "#" << q.id << "  " << format_time_ns(q.at_ns) << "  " << q.source << "  "
+                << utf8::repaired(q.subject) << "\n  reason: " << q.reason << "\n  payload ("
+                << q.size << " bytes" << (q.payload.size() < q.size ? ", cut" : "")
+                << "): " << payload.substr(0, 200) << "\n";
+    }
+  }
+  if (!o.json && rows->empty()) std::cout << "(quarantine is empty)\n";
   return kExitOk;
 }
 

@@ -65,6 +65,12 @@ int agent_main(int argc, char** argv) {
   purge->add_flag("--yes", b.yes, "Confirm: the events are deleted, not sent");
   auto* verify = buffer->add_subcommand("verify", "Check the file's integrity");
   add_path(verify);
+  auto* quarantine = buffer->add_subcommand(
+      "quarantine", "Show messages a source could not turn into events, and why (newest first)");
+  add_path(quarantine);
+  quarantine->add_option("-n,--limit", b.limit, "How many messages")
+      ->check(CLI::Range(1, 1000000));
+  quarantine->add_flag("--json", b.json, "One JSON object per line");
 
   try {
     app.parse(argc, argv);
@@ -93,6 +99,7 @@ int agent_main(int argc, char** argv) {
   if (exp->parsed()) return cli::buffer_export(b);
   if (imp->parsed()) return cli::buffer_import(b);
   if (verify->parsed()) return cli::buffer_verify(b);
+  if (quarantine->parsed()) return cli::buffer_quarantine(b);
   if (purge->parsed()) {
     if (!b.kind && !b.older_than) {
       std::cerr << "outpost-agent buffer purge: say what to delete: --kind K and/or "

@@ -35,5 +35,6 @@ int buffer_export(const BufferOptionsCli& o);
 int buffer_import(const BufferOptionsCli& o);
 int buffer_purge(const BufferOptionsCli& o);
 int buffer_verify(const BufferOptionsCli& o);
+int buffer_quarantine(const BufferOptionsCli& o);
 
 }  // namespace outpost::agent::cli

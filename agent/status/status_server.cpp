@@ -88,6 +88,14 @@ struct StatusServer::Impl {
       }
       gauge("outpost_agent_buffer_file_bytes", "Buffer file and WAL size.",
             static_cast<double>(stats->file_bytes));
+      o << "# HELP outpost_agent_quarantined_total Messages a source could not turn into events.\n"
+        << "# TYPE outpost_agent_quarantined_total counter\n"
+        << "outpost_agent_quarantined_total " << stats->quarantined_total << "\n"
+        << "# HELP outpost_agent_duplicates_total Redelivered messages not stored again.\n"
+        << "# TYPE outpost_agent_duplicates_total counter\n"
+        << "outpost_agent_duplicates_total " << stats->duplicates << "\n";
+      gauge("outpost_agent_quarantine_rows", "Messages kept in the quarantine table.",
+            static_cast<double>(stats->quarantine_rows));
     }
     gauge("outpost_agent_buffer_healthy", "1 while the buffer is usable.", buffer.healthy());
     if (forwarder != nullptr) {

@@ -1,6 +1,11 @@
 #include "agent/sources/mqtt/mqtt_source.hpp"
 
+// Paho C++ 1.2 shows a message's packet id only through c_struct(), which its headers
+// declare under UNIT_TESTS. The macro adds inline accessors and nothing else (no member, no
+// layout change), so defining it here is safe; the packet id is part of a message's identity.
+#define UNIT_TESTS 1
 #include <mqtt/async_client.h>
+#undef UNIT_TESTS
 
 #include <charconv>
 #include <cmath>
@@ -41,12 +46,34 @@ std::optional<double> as_number(std::string_view text) {
 
 }  // namespace
 
+std::string message_identity(int packet_id, std::string_view topic, std::string_view payload) {
+  // FNV-1a 64 of the payload: stable across builds and versions (the identities outlive a
+  // restart and an upgrade), and only compared between copies of one packet id and topic.
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : payload) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  std::string id = "mqtt:" + std::to_string(packet_id) + ":";
+  id.append(topic);
+  id.push_back('\0');
+  for (int i = 0; i < 8; ++i) id.push_back(static_cast<char>(h >> (8 * i)));
+  id += ":" + std::to_string(payload.size());
+  return id;
+}
+
 std::optional<NewEvent> map_reading(const std::string& topic, std::string_view payload,
-                                    const std::string& pattern, size_t max_payload_bytes,
-                                    int64_t now_ns, std::string* why) {
-  if (payload.size() > max_payload_bytes) {
+                                    const MqttMapping& mapping, int64_t now_ns, std::string* why) {
+  const std::string& pattern = mapping.pattern;
+  if (payload.size() > mapping.max_payload_bytes) {
     *why = "payload of " + std::to_string(payload.size()) + " bytes exceeds " +
-           std::to_string(max_payload_bytes);
+           "sources.mqtt.max_payload_bytes (" + std::to_string(mapping.max_payload_bytes) + ")";
+    return std::nullopt;
+  }
+  if (!mapping.keep_binary && !utf8::valid(payload)) {
+    *why =
+        "payload is not UTF-8 text (set sources.mqtt.keep_binary = true to keep binary "
+        "payloads as raw readings)";
     return std::nullopt;
   }
   const auto levels = split(topic, '/');
@@ -112,7 +139,7 @@ struct MqttSource::Impl {
   MqttSourceCounters counters;
   std::unique_ptr<mqtt::async_client> client;
   std::atomic<bool> is_connected{false};
-  std::atomic<int64_t> last_unmappable_log_ns{0};
+  std::atomic<int64_t> last_quarantine_log_ns{0};
   mqtt::connect_options connect_opts;
   // Paho reconnects by itself only after a connection was lost; the first connection (a
   // broker that starts after the agent) is retried here, with backoff.
@@ -144,21 +171,22 @@ struct MqttSource::Impl {
 
   void on_message(const mqtt::const_message_ptr& msg) {
     std::string why;
-    auto event = map_reading(msg->get_topic(), msg->get_payload_str(), opt.pattern,
-                             opt.max_payload_bytes, clock.now_ns(), &why);
+    const std::string& topic = msg->get_topic();
+    const std::string& payload = msg->get_payload_str();
+    auto event = map_reading(topic, payload, opt.mapping, clock.now_ns(), &why);
     if (!event) {
-      ++counters.unmappable;
-      const int64_t now = clock.now_ns();
-      if (now - last_unmappable_log_ns.exchange(now) > 10'000'000'000) {
-        log->warn("dropped an MQTT message that cannot be mapped: {} (counted)", why);
-      }
+      quarantine(topic, payload, why);
       return;
     }
+    event->identity = message_identity(msg->c_struct().msgid, topic, payload);
+    event->maybe_duplicate = msg->is_duplicate();
     std::vector<NewEvent> events;
     events.push_back(std::move(*event));
     // Committed before the callback returns: Paho has already sent the PUBACK.
     auto r = buffer.append(std::move(events), Commit::now).get();
-    if (r) {
+    if (r && r->duplicates > 0) {
+      ++counters.duplicates;
+    } else if (r) {
       ++counters.readings;
     } else {
       ++counters.refused_by_buffer;
@@ -166,6 +194,27 @@ struct MqttSource::Impl {
           "the buffer refused an MQTT reading ({}); it is lost to the broker's QoS 1 "
           "because Paho acknowledged it before the callback",
           r.error().describe());
+    }
+  }
+
+  void quarantine(const std::string& topic, const std::string& payload, const std::string& why) {
+    auto r = buffer.quarantine(QuarantineEntry{"mqtt", topic, why, payload});
+    if (r) {
+      ++counters.quarantined;
+    } else {
+      ++counters.refused_by_buffer;
+    }
+    const int64_t now = clock.now_ns();
+    if (now - last_quarantine_log_ns.exchange(now) > 10'000'000'000) {
+      if (r) {
+        log->warn(
+            "quarantined an MQTT message on {}: {} (counted; `outpost-agent buffer quarantine` "
+            "lists them)",
+            utf8::repaired(topic), why);
+      } else {
+        log->error("could not quarantine an MQTT message on {} ({}): {}", utf8::repaired(topic),
+                   why, r.error().describe());
+      }
     }
   }
 
@@ -204,6 +253,20 @@ Result<std::unique_ptr<MqttSource>> MqttSource::start(MqttSourceOptions options,
                               static_cast<int>(impl->opt.reconnect_max_ns / 1'000'000'000));
     if (!impl->opt.username.empty()) c.set_user_name(impl->opt.username);
     if (!impl->opt.password.empty()) c.set_password(impl->opt.password);
+    const MqttTls& tls = impl->opt.tls;
+    if (impl->opt.broker.rfind("ssl://", 0) == 0 || impl->opt.broker.rfind("mqtts://", 0) == 0) {
+      mqtt::ssl_options ssl;
+      if (!tls.ca_file.empty()) ssl.set_trust_store(tls.ca_file);
+      if (!tls.cert_file.empty()) ssl.set_key_store(tls.cert_file);
+      if (!tls.key_file.empty()) ssl.set_private_key(tls.key_file);
+      ssl.set_enable_server_cert_auth(true);
+      ssl.set_verify(tls.verify_host);
+      ssl.set_ssl_version(MQTT_SSL_VERSION_DEFAULT);
+      ssl.set_error_handler([raw](const std::string& msg) {
+        raw->log->warn("TLS to the broker {}: {}", raw->opt.broker, msg);
+      });
+      c.set_ssl(std::move(ssl));
+    }
     impl->supervisor = std::thread([raw] { raw->supervise(); });
   } catch (const mqtt::exception& e) {
     return make_error(common_errc::config_invalid,

@@ -6,7 +6,12 @@
 //
 // Each message is committed to the buffer before the message callback returns. Paho sends
 // the PUBACK before the callback finishes (DESIGN.md, Known traps): a kill in between can
-// lose that one message; the window is one buffer commit.
+// lose that one message; the window is one buffer commit. The other way round, a kill after
+// the commit can lose the PUBACK, and the broker then sends the message again with its DUP
+// flag: its identity (packet id, topic, payload digest) is already in the buffer, which
+// stores it only once. Messages that cannot become a reading (too large, topic off the
+// pattern, binary payload unless keep_binary) go to the buffer's quarantine table with the
+// reason; they are acknowledged to the broker and never retried.
 //
 // Thread-safety: start() and the destructor from the owning thread; counters() from any.
 // The Buffer and the Clock outlive the MqttSource.
@@ -24,13 +29,29 @@
 
 namespace outpost::agent {
 
+// How a message becomes a SensorReading.
+struct MqttMapping {
+  std::string pattern = "sensors/{device}/{metric}";
+  size_t max_payload_bytes = 64 * 1024;
+  // A payload that is not UTF-8 text: kept as raw bytes (flagged) when true, quarantined
+  // when false (a sensor that sends binary must be declared, not guessed at).
+  bool keep_binary = false;
+};
+
+// TLS to the broker (an ssl:// broker URI). Empty files: the system's trust store, no
+// client certificate.
+struct MqttTls {
+  std::string ca_file, cert_file, key_file;
+  bool verify_host = true;  // the broker certificate must name the host in the URI
+};
+
 struct MqttSourceOptions {
   std::string broker = "tcp://127.0.0.1:1883";
   std::string client_id;  // fixed: the broker keeps the session (and queued readings) by it
   std::vector<std::string> topics = {"sensors/#"};
-  std::string pattern = "sensors/{device}/{metric}";
+  MqttMapping mapping;
   std::string username, password;
-  size_t max_payload_bytes = 64 * 1024;
+  MqttTls tls;
   int64_t reconnect_min_ns = 1'000'000'000;
   int64_t reconnect_max_ns = 60'000'000'000;
 };
@@ -38,14 +59,17 @@ struct MqttSourceOptions {
 struct MqttSourceCounters {
   std::atomic<uint64_t> readings{0};  // committed to the buffer
   std::atomic<uint64_t> refused_by_buffer{0};
-  std::atomic<uint64_t> unmappable{0};  // topic not matching the pattern, or too large
+  std::atomic<uint64_t> quarantined{0};  // too large, topic off the pattern, binary
+  std::atomic<uint64_t> duplicates{0};   // redelivered (DUP) messages already stored
   std::atomic<uint64_t> connects{0};
 };
 
 // What a topic and payload become; nullopt with `why` set when the message cannot be mapped.
 std::optional<NewEvent> map_reading(const std::string& topic, std::string_view payload,
-                                    const std::string& pattern, size_t max_payload_bytes,
-                                    int64_t now_ns, std::string* why);
+                                    const MqttMapping& mapping, int64_t now_ns, std::string* why);
+
+// The identity the buffer de-duplicates redeliveries by: packet id, topic, payload digest.
+std::string message_identity(int packet_id, std::string_view topic, std::string_view payload);
 
 class MqttSource {
  public:

@@ -487,3 +487,139 @@ TEST_CASE("appends after close are refused with `closed`; callbacks always run")
   b.reset();  // finishes what was queued
   for (auto& f : futures) CHECK(f.get());
 }
+
+namespace {
+NewEvent with_identity(const std::string& id, bool maybe_duplicate) {
+  NewEvent e = event_of(EventKind::sensor, 20);
+  e.identity = id;
+  e.maybe_duplicate = maybe_duplicate;
+  return e;
+}
+}  // namespace
+
+TEST_CASE("identities: a possible duplicate of a remembered event is not stored again") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.identity_window = 4;
+  {
+    auto b = open_ok(o, clock);
+    auto first = append_one(*b, with_identity("a", false));
+    REQUIRE(first);
+    CHECK(first->last_seq == first->first_seq);
+    // Not flagged as a possible duplicate: stored even though the identity is known (a
+    // source only flags what may be a redelivery).
+    auto again = append_one(*b, with_identity("a", false));
+    REQUIRE(again);
+    CHECK(again->duplicates == 0);
+    CHECK(again->last_seq == again->first_seq);
+    // Flagged and known: not stored; an empty seq range.
+    auto dup = append_one(*b, with_identity("a", true));
+    REQUIRE(dup);
+    CHECK(dup->duplicates == 1);
+    CHECK(dup->last_seq + 1 == dup->first_seq);
+    // Flagged but unknown (the first copy never reached the buffer): stored.
+    auto fresh = append_one(*b, with_identity("b", true));
+    REQUIRE(fresh);
+    CHECK(fresh->duplicates == 0);
+    // In one append, only the known one is skipped.
+    std::vector<NewEvent> mixed;
+    mixed.push_back(with_identity("b", true));
+    mixed.push_back(with_identity("c", true));
+    mixed.push_back(event_of(EventKind::json, 5));  // no identity: never a duplicate
+    auto m = b->append(std::move(mixed)).get();
+    REQUIRE(m);
+    CHECK(m->duplicates == 1);
+    CHECK(m->last_seq - m->first_seq + 1 == 2);
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == 5);
+    CHECK(s->duplicates == 2);
+  }
+  // The identities survive a restart; the window keeps only the newest 4 ("a" is gone
+  // after b, c and two more).
+  auto b = open_ok(o, clock);
+  auto still = append_one(*b, with_identity("c", true));
+  REQUIRE(still);
+  CHECK(still->duplicates == 1);
+  REQUIRE(append_one(*b, with_identity("d", false)));
+  REQUIRE(append_one(*b, with_identity("e", false)));
+  auto forgotten = append_one(*b, with_identity("a", true));
+  REQUIRE(forgotten);
+  CHECK(forgotten->duplicates == 0);
+  auto inspected = BufferInspector::open(o.path);
+  REQUIRE(inspected);
+  auto s = inspected->stats();
+  REQUIRE(s);
+  CHECK(s->duplicates == 3);
+  CHECK(s->pending_events == 8);
+}
+
+TEST_CASE("quarantine keeps the newest rows with their reason, cut payloads, and a total") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.quarantine_max_rows = 3;
+  o.quarantine_keep_bytes = 8;
+  {
+    auto b = open_ok(o, clock);
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(b->quarantine(QuarantineEntry{"mqtt", "t/" + std::to_string(i),
+                                            "reason " + std::to_string(i),
+                                            std::string(static_cast<size_t>(5 * i), 'x')}));
+    }
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->quarantined_total == 5);
+    CHECK(s->quarantine_rows == 3);
+    CHECK(s->pending_events == 0);  // quarantined messages are not events
+  }
+  auto inspector = BufferInspector::open(o.path);
+  REQUIRE(inspector);
+  auto rows = inspector->quarantine(10);
+  REQUIRE(rows);
+  REQUIRE(rows->size() == 3);
+  CHECK((*rows)[0].subject == "t/4");  // newest first
+  CHECK((*rows)[0].reason == "reason 4");
+  CHECK((*rows)[0].size == 20);
+  CHECK((*rows)[0].payload == std::string(8, 'x'));  // cut to quarantine_keep_bytes
+  CHECK((*rows)[2].subject == "t/2");
+  CHECK((*rows)[2].payload == std::string(8, 'x'));
+  auto s = inspector->stats();
+  REQUIRE(s);
+  CHECK(s->quarantined_total == 5);
+  CHECK(s->quarantine_rows == 3);
+}
+
+TEST_CASE("a version-2 file from before the side tables gains them at open") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  {
+    auto b = open_ok(o, clock);
+    REQUIRE(append_one(*b, event_of(EventKind::json, 10)));
+  }
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(o.path.c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE identities; DROP TABLE quarantine", nullptr, nullptr,
+                       nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  {
+    // The read-only inspector takes the older file as it is.
+    auto inspector = BufferInspector::open(o.path);
+    REQUIRE(inspector);
+    auto s = inspector->stats();
+    REQUIRE(s);
+    CHECK(s->quarantine_rows == 0);
+    auto rows = inspector->quarantine(10);
+    REQUIRE(rows);
+    CHECK(rows->empty());
+  }
+  auto b = open_ok(o, clock);
+  REQUIRE(b->quarantine(QuarantineEntry{"mqtt", "t", "why", "p"}));
+  REQUIRE(append_one(*b, with_identity("x", true)));
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 2);
+  CHECK(s->quarantine_rows == 1);
+}
