@@ -337,3 +337,68 @@ TEST_CASE(
   CHECK(lost <= kills);
   CHECK(twice == 0);
 }
+
+TEST_CASE("TLS to the broker: verified both ways with real certificates") {
+  Pki pki;
+  const std::string& p = pki.main;
+  Broker broker("cafile " + p + "/ca.crt\ncertfile " + p + "/gateway.crt\nkeyfile " + p +
+                "/gateway.key\nrequire_certificate true\n");
+  auto start_agent = [&](const TempDir& dir, const std::string& tls) {
+    write_file(dir.file("agent.toml"),
+               agent_config(dir, "ssl://localhost:" + std::to_string(broker.port), tls));
+    return std::make_unique<Child>(std::vector<std::string>{
+        std::string(OUTPOST_AGENT_BIN), "run", "--config", dir.file("agent.toml")});
+  };
+  auto publish_tls = [&](const std::string& topic, const std::string& line) {
+    return run({"/usr/bin/mosquitto_pub", "-h", "localhost", "-p", std::to_string(broker.port),
+                "--cafile", p + "/ca.crt", "--cert", p + "/device-2.crt", "--key",
+                p + "/device-2.key", "-q", "1", "-t", topic, "-l"},
+               line);
+  };
+
+  SUBCASE("the right CA and a device certificate: readings arrive") {
+    TempDir dir;
+    auto agent = start_agent(dir, "ca_file = \"" + p + "/ca.crt\"\ncert_file = \"" + p +
+                                      "/device-1.crt\"\nkey_file = \"" + p + "/device-1.key\"\n");
+    CHECK(wait_for(
+        [&] {
+          publish_tls("sensors/dev-tls/temperature", "21.5\n");
+          return pending(dir.file("buffer.db")) >= 1;
+        },
+        30));
+    agent->signal(SIGTERM);
+    CHECK(agent->wait() == 0);
+    CHECK(readings_of(dir.file("buffer.db"), "temperature").count(21.5) == 1);
+  }
+  SUBCASE("a broker certificate from another CA is refused: nothing arrives") {
+    TempDir dir;
+    auto agent = start_agent(dir, "ca_file = \"" + pki.other + "/ca.crt\"\ncert_file = \"" + p +
+                                      "/device-1.crt\"\nkey_file = \"" + p + "/device-1.key\"\n");
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    publish_tls("sensors/dev-tls/temperature", "1\n");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    CHECK(::kill(agent->pid(), 0) == 0);  // alive, retrying
+    agent->signal(SIGTERM);
+    CHECK(agent->wait() == 0);
+    CHECK(pending(dir.file("buffer.db")) == 0);
+  }
+  SUBCASE("without a client certificate the broker refuses the agent") {
+    TempDir dir;
+    auto agent = start_agent(dir, "ca_file = \"" + p + "/ca.crt\"\n");
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    publish_tls("sensors/dev-tls/temperature", "1\n");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    agent->signal(SIGTERM);
+    CHECK(agent->wait() == 0);
+    CHECK(pending(dir.file("buffer.db")) == 0);
+  }
+  SUBCASE("TLS files with a plain tcp:// broker are a configuration error") {
+    TempDir dir;
+    write_file(dir.file("agent.toml"),
+               agent_config(dir, "tcp://127.0.0.1:" + std::to_string(broker.port),
+                            "ca_file = \"" + p + "/ca.crt\"\n"));
+    auto out = run({std::string(OUTPOST_AGENT_BIN), "run", "--config", dir.file("agent.toml")});
+    CHECK(out.exit_code == 2);
+    CHECK(out.err.find("write it as ssl://HOST:PORT") != std::string::npos);
+  }
+}
