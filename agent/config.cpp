@@ -120,6 +120,12 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   OUTPOST_TRY_ASSIGN(m.mapping.max_payload_bytes,
                      doc.bytes("sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
   OUTPOST_TRY_ASSIGN(m.mapping.keep_binary, doc.boolean("sources.mqtt.keep_binary", false));
+  std::string commit;
+  OUTPOST_TRY_ASSIGN(commit, doc.choice("sources.mqtt.commit", "each", {"each", "grouped"}));
+  m.commit = commit == "grouped" ? MqttCommit::grouped : MqttCommit::each;
+  int64_t n = 0;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.mqtt.max_uncommitted", 1000, 1, 1'000'000));
+  m.max_uncommitted = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(m.tls.ca_file, doc.string("sources.mqtt.ca_file", ""));
   OUTPOST_TRY_ASSIGN(m.tls.cert_file, doc.string("sources.mqtt.cert_file", ""));
   OUTPOST_TRY_ASSIGN(m.tls.key_file, doc.string("sources.mqtt.key_file", ""));
@@ -127,8 +133,10 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   const bool tls = m.broker.rfind("ssl://", 0) == 0 || m.broker.rfind("mqtts://", 0) == 0;
   if (!tls && !(m.tls.ca_file.empty() && m.tls.cert_file.empty() && m.tls.key_file.empty())) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() + ": sources.mqtt.ca_file/cert_file/key_file "
-                          "are set but sources.mqtt.broker = \"" + m.broker +
+                      "config " + doc.source_name() +
+                          ": sources.mqtt.ca_file/cert_file/key_file "
+                          "are set but sources.mqtt.broker = \"" +
+                          m.broker +
                           "\" is not TLS: write it as ssl://HOST:PORT (usually port 8883)");
   }
   if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
@@ -139,8 +147,8 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   }
   for (const std::string* f : {&m.tls.ca_file, &m.tls.cert_file, &m.tls.key_file}) {
     if (!f->empty() && ::access(f->c_str(), R_OK) != 0) {
-      return make_error(common_errc::config_invalid, "config " + doc.source_name() +
-                                                         ": sources.mqtt: cannot read " + *f);
+      return make_error(common_errc::config_invalid,
+                        "config " + doc.source_name() + ": sources.mqtt: cannot read " + *f);
     }
   }
   OUTPOST_TRY_ASSIGN(m.reconnect_min_ns,

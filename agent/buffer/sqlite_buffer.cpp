@@ -389,9 +389,9 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   if (!acked) return acked.error();
   c.next_seq = static_cast<uint64_t>(*next);
   c.acked_seq = static_cast<uint64_t>(*acked);
-  for (auto [key, field] : {std::pair{"identity_next", &c.identity_next},
-                            std::pair{"duplicates", &c.duplicates},
-                            std::pair{"quarantined_total", &c.quarantined_total}}) {
+  for (auto [key, field] :
+       {std::pair{"identity_next", &c.identity_next}, std::pair{"duplicates", &c.duplicates},
+        std::pair{"quarantined_total", &c.quarantined_total}}) {
     auto v = sqlite::meta_int(writer, key, 0);
     if (!v) return v.error();
     *field = static_cast<uint64_t>(*v);

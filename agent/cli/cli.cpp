@@ -68,8 +68,7 @@ int agent_main(int argc, char** argv) {
   auto* quarantine = buffer->add_subcommand(
       "quarantine", "Show messages a source could not turn into events, and why (newest first)");
   add_path(quarantine);
-  quarantine->add_option("-n,--limit", b.limit, "How many messages")
-      ->check(CLI::Range(1, 1000000));
+  quarantine->add_option("-n,--limit", b.limit, "How many messages")->check(CLI::Range(1, 1000000));
   quarantine->add_flag("--json", b.json, "One JSON object per line");
 
   try {

@@ -147,6 +147,8 @@ struct MqttSource::Impl {
   std::mutex mu;
   std::condition_variable wake;
   bool stopping = false;
+  std::condition_variable commits_done;  // grouped: an append's callback ran
+  uint32_t uncommitted = 0;
 
   void supervise() {
     int64_t backoff = opt.reconnect_min_ns;
@@ -182,8 +184,29 @@ struct MqttSource::Impl {
     event->maybe_duplicate = msg->is_duplicate();
     std::vector<NewEvent> events;
     events.push_back(std::move(*event));
-    // Committed before the callback returns: Paho has already sent the PUBACK.
-    auto r = buffer.append(std::move(events), Commit::now).get();
+    if (opt.commit == MqttCommit::each) {
+      // Committed before the callback returns: Paho has already sent the PUBACK.
+      committed(buffer.append(std::move(events), Commit::now).get());
+      return;
+    }
+    {
+      // Bounded: beyond max_uncommitted the callback waits, and so does Paho's reading of
+      // the socket (the broker holds the rest).
+      std::unique_lock lock(mu);
+      commits_done.wait(lock, [this] { return uncommitted < opt.max_uncommitted; });
+      ++uncommitted;
+    }
+    buffer.append(std::move(events), [this](const Result<AppendResult>& r) {
+      committed(r);
+      {
+        std::lock_guard lock(mu);
+        --uncommitted;
+      }
+      commits_done.notify_all();
+    });
+  }
+
+  void committed(const Result<AppendResult>& r) {
     if (r && r->duplicates > 0) {
       ++counters.duplicates;
     } else if (r) {
@@ -289,6 +312,10 @@ MqttSource::~MqttSource() {
       impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
   } catch (const mqtt::exception&) {
   }
+  // Grouped commits still to come call back into impl_: wait for them (the buffer outlives
+  // the source and commits within commit_interval).
+  std::unique_lock lock(impl_->mu);
+  impl_->commits_done.wait(lock, [this] { return impl_->uncommitted == 0; });
 }
 
 const MqttSourceCounters& MqttSource::counters() const { return impl_->counters; }

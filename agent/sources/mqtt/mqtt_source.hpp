@@ -45,8 +45,18 @@ struct MqttTls {
   bool verify_host = true;  // the broker certificate must name the host in the URI
 };
 
+// When a message is committed, relative to Paho's callback (which runs after Paho has sent the
+// PUBACK). `each`: before the callback returns — a kill loses at most the one message in the
+// callback, and the rate is bounded by one commit per message. `grouped`: the callback queues
+// the reading and returns; the buffer commits in groups (buffer.commit_interval) — a kill
+// loses at most the readings not yet committed (at most max_uncommitted, typically one
+// commit_interval's worth), for many times the rate. docs/sources.md has the measurements.
+enum class MqttCommit { each, grouped };
+
 struct MqttSourceOptions {
   std::string broker = "tcp://127.0.0.1:1883";
+  MqttCommit commit = MqttCommit::each;
+  uint32_t max_uncommitted = 1000;  // grouped: the callback waits beyond this many
   std::string client_id;  // fixed: the broker keeps the session (and queued readings) by it
   std::vector<std::string> topics = {"sensors/#"};
   MqttMapping mapping;
