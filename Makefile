@@ -23,6 +23,7 @@ demo: build
 test: deps
 	$(MAKE) format-check
 	$(MAKE) build
+	tests/kafka/broker fetch
 	ctest --preset dev
 	$(MAKE) test-asan
 

@@ -259,6 +259,51 @@ std::vector<std::string> ConfigDoc::table_keys(std::string_view key) const {
   return out;
 }
 
+Result<std::vector<std::pair<std::string, std::string>>> ConfigDoc::passthrough(
+    std::string_view key) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  const toml::table* t = impl_->root.at_path(key).as_table();
+  if (t == nullptr) return out;
+  std::vector<std::string> leaves;
+  collect_leaves(*t, "", leaves);
+  for (const std::string& leaf : leaves) {
+    const std::string full = std::string(key) + "." + leaf;
+    impl_->known.emplace(full);
+    // Walk by the collected names (a quoted key may itself contain dots).
+    const toml::node* node = nullptr;
+    const toml::table* at = t;
+    std::string rest = leaf;
+    while (at != nullptr && node == nullptr) {
+      if (const toml::node* direct = at->get(rest)) {
+        node = direct;
+        break;
+      }
+      const size_t dot = rest.find('.');
+      if (dot == std::string::npos) break;
+      const toml::node* sub = at->get(rest.substr(0, dot));
+      at = sub ? sub->as_table() : nullptr;
+      rest = rest.substr(dot + 1);
+    }
+    std::string text;
+    if (node == nullptr) continue;
+    if (auto s = node->value<std::string>(); s && node->is_string()) {
+      text = *s;
+    } else if (node->is_integer()) {
+      text = std::to_string(*node->value<int64_t>());
+    } else if (node->is_boolean()) {
+      text = *node->value<bool>() ? "true" : "false";
+    } else if (node->is_floating_point()) {
+      text = std::to_string(*node->value<double>());
+    } else {
+      return make_error(common_errc::config_invalid,
+                        "config " + impl_->source + ": " + full +
+                            " must be a string, number or boolean (it is passed on as text)");
+    }
+    out.emplace_back(leaf, text);
+  }
+  return out;
+}
+
 Result<void> ConfigDoc::check_no_unknown_keys() const {
   std::vector<std::string> leaves;
   collect_leaves(impl_->root, "", leaves);

@@ -52,6 +52,10 @@ class ConfigDoc {
 
   // Names of the sub-tables of `key` (e.g. the kinds under "buffer.kinds").
   std::vector<std::string> table_keys(std::string_view key) const;
+  // Every value under the table `key`, flattened to dotted names ("security.protocol" from a
+  // quoted key or from nested tables) and written as text: for settings passed through to a
+  // library (the gateway's [kafka] table → librdkafka). An array is an error.
+  Result<std::vector<std::pair<std::string, std::string>>> passthrough(std::string_view key) const;
 
   Result<void> check_no_unknown_keys() const;
   const std::string& source_name() const;

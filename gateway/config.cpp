@@ -70,7 +70,7 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
     l.device_burst_events = std::max<uint64_t>(l.device_events_per_second, 10'000);
   }
 
-  OUTPOST_TRY_ASSIGN(c.sink, doc.choice("sink.type", "file", {"file"}));
+  OUTPOST_TRY_ASSIGN(c.sink, doc.choice("sink.type", "file", {"file", "kafka"}));
   FileSinkOptions& f = c.file_sink;
   OUTPOST_TRY_ASSIGN(f.dir, doc.string("sink.file.dir", "/var/lib/outpost-gateway/events"));
   OUTPOST_TRY_ASSIGN(f.rotate_bytes,
@@ -82,6 +82,36 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   f.protobuf = format == "protobuf";
   OUTPOST_TRY_ASSIGN(n, doc.integer("sink.file.zstd_level", 1, 1, 19));
   f.zstd_level = static_cast<int>(n);
+
+  KafkaSinkOptions& k = c.kafka_sink;
+  OUTPOST_TRY_ASSIGN(k.brokers, doc.string("sink.kafka.brokers", "127.0.0.1:9092"));
+  const char* default_topics[] = {"outpost.pixel", "outpost.sensor", "outpost.events"};
+  for (EventKind kind : kAllKinds) {
+    const std::string name(kind_name(kind));
+    const int i = kind_index(kind);
+    OUTPOST_TRY_ASSIGN(k.topics[i], doc.string("sink.kafka.topic_" + name, default_topics[i]));
+    std::string value;
+    OUTPOST_TRY_ASSIGN(value,
+                       doc.choice("sink.kafka.value_" + name, "protobuf", {"protobuf", "json"}));
+    k.json_values[i] = value == "json";
+  }
+  OUTPOST_TRY_ASSIGN(k.offsets_topic,
+                     doc.string("sink.kafka.offsets_topic", "outpost.agent-offsets"));
+  OUTPOST_TRY_ASSIGN(k.transactional_id,
+                     doc.string("sink.kafka.transactional_id", "outpost-" + c.gateway_id));
+  OUTPOST_TRY_ASSIGN(k.create_topics, doc.boolean("sink.kafka.create_topics", false));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sink.kafka.partitions", 6, 1, 10'000));
+  k.partitions = static_cast<int>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sink.kafka.replication", 1, 1, 32));
+  k.replication = static_cast<int>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sink.kafka.batches_per_transaction", 64, 1, 100'000));
+  k.max_batches_per_transaction = static_cast<size_t>(n);
+  OUTPOST_TRY_ASSIGN(k.linger_ns, doc.duration_ns("sink.kafka.linger", "5ms", 0, kSecond));
+  OUTPOST_TRY_ASSIGN(k.transaction_timeout_ns, doc.duration_ns("sink.kafka.transaction_timeout",
+                                                               "30s", kSecond, 900 * kSecond));
+  auto passthrough = doc.passthrough("kafka");
+  if (!passthrough) return passthrough.error();
+  k.properties = std::move(*passthrough);
   if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
   return c;
 }

@@ -8,6 +8,7 @@
 #include "common/config.hpp"
 #include "common/result.hpp"
 #include "gateway/sinks/file_sink.hpp"
+#include "gateway/sinks/kafka_sink.hpp"
 
 namespace outpost::gateway {
 
@@ -41,6 +42,7 @@ struct GatewayConfig {
   int64_t shutdown_grace_ns = 20'000'000'000;
   std::string sink = "file";
   FileSinkOptions file_sink;
+  KafkaSinkOptions kafka_sink;
 };
 
 Result<GatewayConfig> load_gateway_config(ConfigDoc& doc);

@@ -10,6 +10,7 @@
 #include "gateway/config.hpp"
 #include "gateway/server/server.hpp"
 #include "gateway/sinks/file_sink.hpp"
+#include "gateway/sinks/kafka_sink.hpp"
 
 using namespace outpost;
 using namespace outpost::gateway;
@@ -73,13 +74,26 @@ int main(int argc, char** argv) {
   }
 
   SystemClock clock;
-  auto sink = FileSink::open(config->file_sink, clock);
-  if (!sink) {
-    log->critical("cannot open the file sink: {}", sink.error().describe());
-    return 1;
+  std::unique_ptr<Sink> sink;
+  if (config->sink == "kafka") {
+    auto kafka = KafkaSink::start(config->kafka_sink, clock);
+    if (!kafka) {
+      log->critical("cannot use the Kafka sink: {}", kafka.error().describe());
+      return 2;
+    }
+    sink = std::move(*kafka);
+    log->info("Kafka sink: {} as {}", config->kafka_sink.brokers,
+              config->kafka_sink.transactional_id);
+  } else {
+    auto file = FileSink::open(config->file_sink, clock);
+    if (!file) {
+      log->critical("cannot open the file sink: {}", file.error().describe());
+      return 1;
+    }
+    sink = std::move(*file);
   }
   Metrics metrics;
-  auto server = Server::start(*config, **sink, metrics, clock);
+  auto server = Server::start(*config, *sink, metrics, clock);
   if (!server) {
     log->critical("{}", server.error().describe());
     return 2;
@@ -95,7 +109,7 @@ int main(int argc, char** argv) {
   size_t cut = (*server)->shutdown(std::chrono::nanoseconds(config->shutdown_grace_ns));
   if (cut > 0) log->warn("{} sessions were cut off at the end of the grace period", cut);
   server->reset();
-  sink->reset();  // fsyncs and closes the files
+  sink.reset();  // finishes queued batches: fsyncs the files / commits to Kafka
   log->info("stopped");
   return 0;
 }

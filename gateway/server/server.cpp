@@ -255,6 +255,7 @@ class Session : public std::enable_shared_from_this<Session> {
       state_ = State::active;
       s_.metrics.sessions_established++;
       register_identity();
+      s_.sink.session_started(identity_);
       v1::Frame w;
       auto* welcome = w.mutable_welcome();
       welcome->set_max_frame_bytes(s_.config.limits.max_frame_bytes);

@@ -43,6 +43,10 @@ class Sink {
   virtual void write(SinkBatch batch, SinkCallback done) = 0;
   // Why the sink cannot take writes now (for /readyz), or nullopt when it can.
   virtual std::optional<std::string> not_ready_reason() const = 0;
+  // A session for `agent_id` began on this gateway. The device may have come from another
+  // gateway that wrote more of its events: a sink shared between gateways (Kafka) reloads
+  // the agent's high-water mark before its next write.
+  virtual void session_started(const std::string& agent_id) { (void)agent_id; }
 };
 
 }  // namespace outpost::gateway
