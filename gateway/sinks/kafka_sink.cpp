@@ -76,6 +76,7 @@ struct KafkaSink::Impl {
   std::set<std::string> stale;  // agents whose mark must be reloaded before their next write
   std::optional<std::string> not_ready = std::string("starting: connecting to Kafka");
   bool stopping = false;
+  bool inject_fatal = false;
   Counters counters;
   std::thread thread;
 
@@ -367,6 +368,11 @@ struct KafkaSink::Impl {
         for (const Queued& q : group) {
           if (stale.erase(q.batch.agent_id)) reload.insert(q.batch.agent_id);
         }
+        if (inject_fatal) {
+          inject_fatal = false;
+          rd_kafka_test_fatal_error(producer.rk, RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
+                                    "injected by a test");
+        }
       }
       write_group(group, reload);
     }
@@ -484,10 +490,15 @@ struct KafkaSink::Impl {
       }
     }
     if (!produced) {
-      KError aborted(rd_kafka_abort_transaction(producer.rk, 30'000));
+      std::string fatal;
+      if (is_fatal(&fatal)) {
+        rebuild(fatal);
+      } else {
+        KError aborted(rd_kafka_abort_transaction(producer.rk, 30'000));
+        if (aborted) rebuild("abort after a failed produce: " + aborted.what());
+      }
       count(&Counters::transactions_aborted);
       fail_all("Kafka: " + produced.error().describe());
-      if (aborted) rebuild("abort after a failed produce: " + aborted.what());
       return;
     }
     auto committed = std::make_unique<KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
@@ -497,7 +508,10 @@ struct KafkaSink::Impl {
     if (*committed) {
       const std::string why = committed->what();
       count(&Counters::transactions_aborted);
-      if (committed->abortable()) {
+      std::string fatal;
+      if (is_fatal(&fatal)) {
+        rebuild(fatal);
+      } else if (committed->abortable()) {
         KError aborted(rd_kafka_abort_transaction(producer.rk, 30'000));
         if (aborted) rebuild("abort: " + aborted.what());
       } else {
@@ -511,6 +525,15 @@ struct KafkaSink::Impl {
     count(&Counters::transactions_committed);
     for (const auto& [agent, seq] : next) marks[agent] = seq;
     for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
+  }
+
+  bool is_fatal(std::string* why) {
+    char buf[512];
+    if (rd_kafka_fatal_error(producer.rk, buf, sizeof buf) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return false;
+    }
+    *why = std::string("fatal producer error: ") + buf;
+    return true;
   }
 
   // A fatal producer error: a new producer with the same transactional.id fences the old one
@@ -572,6 +595,11 @@ std::optional<std::string> KafkaSink::not_ready_reason() const {
 void KafkaSink::session_started(const std::string& agent_id) {
   std::lock_guard lock(impl_->mu);
   impl_->stale.insert(agent_id);
+}
+
+void KafkaSink::inject_fatal_error() {
+  std::lock_guard lock(impl_->mu);
+  impl_->inject_fatal = true;
 }
 
 KafkaSink::Counters KafkaSink::counters() const {

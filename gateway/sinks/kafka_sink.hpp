@@ -74,6 +74,10 @@ class KafkaSink : public Sink {
   };
   Counters counters() const;
 
+  // Makes librdkafka raise a fatal error before the next transaction (rd_kafka_test_fatal_
+  // error): how the tests show that a fatal error rebuilds the producer and loses nothing.
+  void inject_fatal_error();
+
   struct Impl;
 
  private:

@@ -290,3 +290,25 @@ TEST_CASE(
   CHECK(counts.size() == 3000);
   for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
 }
+
+TEST_CASE("a fatal producer error rebuilds the producer; nothing is lost or written twice") {
+  SystemClock clock;
+  auto o = options_for("t7", "gw-t7");
+  auto sink = KafkaSink::start(o, clock);
+  REQUIRE(sink);
+  REQUIRE(ready(**sink, 60));
+  REQUIRE(write_sync(**sink, batch("device-1", 1, 100)));
+  (*sink)->inject_fatal_error();
+  // The batch in the failed transaction is answered with an error (retry-later)...
+  auto failed = write_sync(**sink, batch("device-1", 101, 200));
+  REQUIRE_FALSE(failed);
+  CHECK((*sink)->counters().producer_rebuilds == 1);
+  // ...and the agent sends it again once the new producer is up.
+  REQUIRE_MESSAGE(ready(**sink, 60), (*sink)->not_ready_reason().value_or(""));
+  auto again = write_sync(**sink, batch("device-1", 101, 200));
+  REQUIRE_MESSAGE(again, again.error().describe());
+  CHECK(again->written == 100);
+  auto counts = seen(o);
+  CHECK(counts.size() == 200);
+  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+}
