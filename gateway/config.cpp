@@ -100,6 +100,7 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(k.transactional_id,
                      doc.string("sink.kafka.transactional_id", "outpost-" + c.gateway_id));
   OUTPOST_TRY_ASSIGN(k.create_topics, doc.boolean("sink.kafka.create_topics", false));
+  OUTPOST_TRY_ASSIGN(k.transactions, doc.boolean("sink.kafka.transactions", true));
   OUTPOST_TRY_ASSIGN(n, doc.integer("sink.kafka.partitions", 6, 1, 10'000));
   k.partitions = static_cast<int>(n);
   OUTPOST_TRY_ASSIGN(n, doc.integer("sink.kafka.replication", 1, 1, 32));

@@ -2,6 +2,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -77,6 +78,7 @@ struct KafkaSink::Impl {
   std::optional<std::string> not_ready = std::string("starting: connecting to Kafka");
   bool stopping = false;
   bool inject_fatal = false;
+  std::atomic<uint64_t> delivery_failures{0};
   Counters counters;
   std::thread thread;
 
@@ -118,15 +120,24 @@ struct KafkaSink::Impl {
     rd_kafka_conf_t* conf = base_conf(&err);
     if (!conf) return make_error(common_errc::config_invalid, err);
     char buf[512];
-    const std::pair<const char*, std::string> fixed[] = {
-        {"transactional.id", opt.transactional_id},
+    std::vector<std::pair<const char*, std::string>> fixed = {
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"compression.type", "zstd"},
         {"linger.ms", "5"},
-        {"transaction.timeout.ms", std::to_string(opt.transaction_timeout_ns / 1'000'000)},
         {"message.timeout.ms", std::to_string(opt.transaction_timeout_ns / 1'000'000)},
     };
+    if (opt.transactions) {
+      fixed.emplace_back("transactional.id", opt.transactional_id);
+      fixed.emplace_back("transaction.timeout.ms",
+                         std::to_string(opt.transaction_timeout_ns / 1'000'000));
+    } else {
+      // Without transactions, success is each record's delivery report.
+      rd_kafka_conf_set_opaque(conf, this);
+      rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void* me) {
+        if (m->err) static_cast<Impl*>(me)->delivery_failures.fetch_add(1);
+      });
+    }
     for (const auto& [k, v] : fixed) {
       if (rd_kafka_conf_set(conf, k, v.c_str(), buf, sizeof buf) != RD_KAFKA_CONF_OK) {
         rd_kafka_conf_destroy(conf);
@@ -205,8 +216,8 @@ struct KafkaSink::Impl {
   }
 
   // Reads the offsets topic (read_committed) from the beginning to its end. With `only`, just
-  // that agent's records matter. Returns the marks found.
-  Result<std::unordered_map<std::string, uint64_t>> read_marks(const std::string* only) {
+  // those agents' records matter. Returns the marks found.
+  Result<std::unordered_map<std::string, uint64_t>> read_marks(const std::set<std::string>* only) {
     std::string err;
     rd_kafka_conf_t* conf = base_conf(&err);
     if (!conf) return make_error(common_errc::config_invalid, err);
@@ -263,7 +274,7 @@ struct KafkaSink::Impl {
         return make_error(common_errc::bad_input, "reading " + opt.offsets_topic + ": " + what);
       } else if (m->key && m->payload) {
         std::string agent(static_cast<const char*>(m->key), m->key_len);
-        if (!only || agent == *only) {
+        if (!only || only->count(agent)) {
           uint64_t seq = std::strtoull(
               std::string(static_cast<const char*>(m->payload), m->len).c_str(), nullptr, 10);
           uint64_t& mark = found[agent];
@@ -310,8 +321,12 @@ struct KafkaSink::Impl {
           }
           if (auto r = create_topics(p->rk, *missing); !r) return r;
         }
-        KError init(rd_kafka_init_transactions(p->rk, 30'000));
-        if (init) return make_error(common_errc::bad_input, "init_transactions: " + init.what());
+        if (opt.transactions) {
+          KError init(rd_kafka_init_transactions(p->rk, 30'000));
+          if (init) {
+            return make_error(common_errc::bad_input, "init_transactions: " + init.what());
+          }
+        }
         auto loaded = read_marks(nullptr);
         if (!loaded) return loaded.error();
         marks = std::move(*loaded);
@@ -379,13 +394,12 @@ struct KafkaSink::Impl {
     fail_queued("the Kafka sink is shutting down");
   }
 
-  Result<void> reload_mark(const std::string& agent) {
-    auto found = read_marks(&agent);
+  // One pass over the offsets topic for all of `agents`.
+  Result<void> reload_marks(const std::set<std::string>& agents) {
+    if (agents.empty()) return {};
+    auto found = read_marks(&agents);
     if (!found) return found.error();
-    auto it = found->find(agent);
-    if (it != found->end()) {
-      marks[agent] = std::max(marks[agent], it->second);
-    }
+    for (const auto& [agent, seq] : *found) marks[agent] = std::max(marks[agent], seq);
     return {};
   }
 
@@ -413,30 +427,29 @@ struct KafkaSink::Impl {
         group[i].done(make_error(common_errc::bad_input, why));
       }
     };
-    for (const std::string& agent : reload) {
-      if (auto r = reload_mark(agent); !r) {
-        fail_all("Kafka: " + r.error().describe());
-        return;
-      }
-    }
     std::unordered_map<std::string, uint64_t> next;  // marks as this transaction leaves them
     auto mark_of = [&](const std::string& agent) -> std::optional<uint64_t> {
       if (auto it = next.find(agent); it != next.end()) return it->second;
       if (auto it = marks.find(agent); it != marks.end()) return it->second;
       return std::nullopt;
     };
-    // A batch that does not continue the known mark may follow a write by another gateway:
-    // read the mark back once before deciding.
+    // A batch that does not continue the mark this gateway knows (a resend, or a device that
+    // another gateway wrote for) makes it read that agent's mark back before deciding; so
+    // does a new session (`reload`). All of them in one pass over the offsets topic.
+    std::set<std::string> to_read = reload;
     for (const Queued& q : group) {
-      auto m = mark_of(q.batch.agent_id);
-      if (m && q.batch.first_seq != *m + 1 && !reload.count(q.batch.agent_id)) {
-        if (auto r = reload_mark(q.batch.agent_id); !r) {
-          fail_all("Kafka: " + r.error().describe());
-          return;
-        }
-      }
+      const std::string& agent = q.batch.agent_id;
+      auto m = mark_of(agent);
+      if (m && q.batch.first_seq != *m + 1) to_read.insert(agent);
+      next[agent] = std::max(m.value_or(0), q.batch.last_seq);
     }
-    KError begun(rd_kafka_begin_transaction(producer.rk));
+    next.clear();
+    if (auto r = reload_marks(to_read); !r) {
+      fail_all("Kafka: " + r.error().describe());
+      return;
+    }
+    const uint64_t failures_before = delivery_failures.load();
+    KError begun(opt.transactions ? rd_kafka_begin_transaction(producer.rk) : nullptr);
     if (begun) {
       fail_all("Kafka: begin_transaction: " + begun.what());
       if (begun.fatal()) rebuild("begin_transaction: " + begun.what());
@@ -488,6 +501,22 @@ struct KafkaSink::Impl {
         produced = produce(opt.offsets_topic, agent, std::to_string(seq), nullptr);
         if (!produced) break;
       }
+    }
+    if (!opt.transactions) {
+      // At least once: the records are acknowledged (acks=all) or the batches fail and are
+      // sent again, possibly writing some records twice.
+      rd_kafka_flush(producer.rk, static_cast<int>(opt.transaction_timeout_ns / 1'000'000));
+      std::string fatal;
+      if (!produced || rd_kafka_outq_len(producer.rk) > 0 ||
+          delivery_failures.load() != failures_before || is_fatal(&fatal)) {
+        if (!fatal.empty()) rebuild(fatal);
+        fail_all("Kafka: " + (produced ? std::string("records were not delivered")
+                                       : produced.error().describe()));
+        return;
+      }
+      for (const auto& [agent, seq] : next) marks[agent] = seq;
+      for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
+      return;
     }
     if (!produced) {
       std::string fatal;

@@ -44,7 +44,10 @@ struct KafkaSinkOptions {
   std::array<bool, kKindCount> json_values{};  // per kind: JSON instead of protobuf values
   std::string offsets_topic = "outpost.agent-offsets";
   std::string transactional_id;  // stable and unique per gateway; default outpost-<gateway_id>
-  bool create_topics = false;    // create missing topics at start (admin API)
+  // false: no transactions, an idempotent producer whose batches succeed on delivery reports:
+  // at least once (a failed group may be written again), for clusters without transactions.
+  bool transactions = true;
+  bool create_topics = false;  // create missing topics at start (admin API)
   int partitions = 6;
   int replication = 1;
   size_t max_batches_per_transaction = 64;
