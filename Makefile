@@ -40,6 +40,9 @@ bench: build
 	build/dev/bench/buffer_bench
 	build/dev/bench/forward_bench
 	build/dev/bench/pixel_bench
+	build/dev/bench/mqtt_bench
+	tests/kafka/broker fetch
+	build/dev/bench/kafka_bench
 
 clean:
 	rm -rf build
