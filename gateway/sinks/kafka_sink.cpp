@@ -94,6 +94,16 @@ struct KafkaSink::Impl {
       }
       return true;
     };
+    // librdkafka's own log lines go through the gateway's log (logger "librdkafka").
+    rd_kafka_conf_set_log_cb(conf,
+                             [](const rd_kafka_t*, int level, const char* fac, const char* text) {
+                               static const auto logger = log::get("librdkafka");
+                               const auto lvl = level <= 3   ? spdlog::level::err
+                                                : level == 4 ? spdlog::level::warn
+                                                : level <= 6 ? spdlog::level::info
+                                                             : spdlog::level::debug;
+                               logger->log(lvl, "{}: {}", fac, text);
+                             });
     bool ok = set("bootstrap.servers", opt.brokers);
     for (const auto& [k, v] : opt.properties) ok = ok && set(k, v);
     if (!ok) {
@@ -624,6 +634,24 @@ std::optional<std::string> KafkaSink::not_ready_reason() const {
 void KafkaSink::session_started(const std::string& agent_id) {
   std::lock_guard lock(impl_->mu);
   impl_->stale.insert(agent_id);
+}
+
+void KafkaSink::append_metrics(std::string& out) const {
+  const Counters c = counters();
+  out += "# HELP outpost_gateway_kafka_transactions_total Kafka transactions by outcome.\n";
+  out += "# TYPE outpost_gateway_kafka_transactions_total counter\n";
+  out += "outpost_gateway_kafka_transactions_total{result=\"committed\"} " +
+         std::to_string(c.transactions_committed) + "\n";
+  out += "outpost_gateway_kafka_transactions_total{result=\"aborted\"} " +
+         std::to_string(c.transactions_aborted) + "\n";
+  out +=
+      "# HELP outpost_gateway_kafka_producer_rebuilds_total Producers rebuilt after a fatal "
+      "error.\n# TYPE outpost_gateway_kafka_producer_rebuilds_total counter\n";
+  out +=
+      "outpost_gateway_kafka_producer_rebuilds_total " + std::to_string(c.producer_rebuilds) + "\n";
+  out += "# HELP outpost_gateway_kafka_mark_reads_total Passes over the offsets topic.\n";
+  out += "# TYPE outpost_gateway_kafka_mark_reads_total counter\n";
+  out += "outpost_gateway_kafka_mark_reads_total " + std::to_string(c.mark_reloads) + "\n";
 }
 
 void KafkaSink::inject_fatal_error() {

@@ -68,6 +68,7 @@ class KafkaSink : public Sink {
   void write(SinkBatch batch, SinkCallback done) override;
   std::optional<std::string> not_ready_reason() const override;
   void session_started(const std::string& agent_id) override;
+  void append_metrics(std::string& out) const override;
 
   struct Counters {
     uint64_t transactions_committed = 0;

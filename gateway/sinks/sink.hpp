@@ -47,6 +47,8 @@ class Sink {
   // gateway that wrote more of its events: a sink shared between gateways (Kafka) reloads
   // the agent's high-water mark before its next write.
   virtual void session_started(const std::string& agent_id) { (void)agent_id; }
+  // The sink's own counters, as Prometheus text appended to GET /metrics.
+  virtual void append_metrics(std::string& out) const { (void)out; }
 };
 
 }  // namespace outpost::gateway

@@ -155,9 +155,38 @@ TEST_CASE("an agent moves to a second gateway on the same Kafka when the first i
                       180),
                   b.log());
   agent.stop();
+  const std::string m = http_get(b.http_port(), "/metrics");
+  CHECK_MESSAGE(metric(m, "outpost_gateway_kafka_transactions_total{result=\"committed\"}") > 0, m);
+  CHECK(metric(m, "outpost_gateway_kafka_mark_reads_total") >= 2);  // at start, and the session
   CHECK(b.stop() == 0);
   const uint64_t last = next_seq(agent.buffer_path()) - 1;
   CHECK(last == 100'000);
   check_exactly_once(broker.bootstrap(), "device-1", last);
   CHECK(b.log().find("session device-1") != std::string::npos);
+}
+
+TEST_CASE("Kafka down at start: the gateway starts, /readyz names the reason, and it recovers") {
+  Pki pki;
+  TempDir gw_dir, agent_dir;
+  const uint16_t kafka_port = free_port(), port = free_port();
+  GatewayProc gateway(pki, gw_dir.path(), port,
+                      kafka_sink_config("127.0.0.1:" + std::to_string(kafka_port), "gw-down"));
+  gateway.start();
+  AgentProc agent(pki, agent_dir.path(), port);
+  agent.start({.events = 5'000, .rate = 5'000});
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const std::string not_ready = http_get(gateway.http_port(), "/readyz");
+  CHECK(not_ready.find("503") != std::string::npos);
+  CHECK_MESSAGE(not_ready.find("Kafka") != std::string::npos, not_ready);
+  CHECK(http_get(gateway.http_port(), "/healthz").find("200") != std::string::npos);
+  CHECK(pending(agent.buffer_path()) > 0);  // answered retry-later: the agent keeps them
+
+  KafkaBroker broker(kafka_port);
+  REQUIRE_MESSAGE(broker.ok(), broker.error());
+  REQUIRE_MESSAGE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 120),
+                  gateway.log());
+  CHECK(http_get(gateway.http_port(), "/readyz").find("200") != std::string::npos);
+  agent.stop();
+  CHECK(gateway.stop() == 0);
+  check_exactly_once(broker.bootstrap(), "device-1", 5'000);
 }

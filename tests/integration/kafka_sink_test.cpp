@@ -312,3 +312,28 @@ TEST_CASE("a fatal producer error rebuilds the producer; nothing is lost or writ
   CHECK(counts.size() == 200);
   for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
 }
+
+TEST_CASE("JSON values per topic") {
+  SystemClock clock;
+  auto o = options_for("t8", "gw-t8");
+  o.json_values[kind_index(EventKind::json)] = true;
+  auto sink = KafkaSink::start(o, clock);
+  REQUIRE(sink);
+  REQUIRE(ready(**sink, 60));
+  REQUIRE(write_sync(**sink, batch("device-1", 1, 4)));
+  std::string error;
+  auto records = read_committed(o.brokers, all_topics(o), &error);
+  REQUIRE_MESSAGE(error.empty(), error);
+  REQUIRE(records.size() == 4);
+  for (const ConsumedRecord& r : records) {
+    if (r.topic == "t8.events") {
+      CHECK(r.value.front() == '{');
+      CHECK(r.value.find("\"agent_id\":\"device-1\"") != std::string::npos);
+      CHECK(r.value.find("\"json\":{\"n\":") != std::string::npos);  // the payload inline
+    } else {
+      v1::Event e;
+      CHECK(e.ParseFromString(r.value));  // sensor readings stay protobuf
+      CHECK(e.kind() == v1::EVENT_KIND_SENSOR);
+    }
+  }
+}
