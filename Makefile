@@ -26,6 +26,7 @@ test: deps
 	tests/kafka/broker fetch
 	ctest --preset dev
 	$(MAKE) test-asan
+	cross/build arm64 --test
 
 test-asan: build-asan
 	ctest --preset asan-ubsan
