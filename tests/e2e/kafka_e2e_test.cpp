@@ -12,36 +12,13 @@
 #include "agent/buffer/buffer_inspector.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/buffer_probe.hpp"
 #include "tests/support/kafka.hpp"
 
 using namespace outpost;
 using namespace outpost::test;
 
 namespace {
-
-uint64_t pending(const std::string& buffer) {
-  auto inspector = agent::BufferInspector::open(buffer);
-  if (!inspector) return UINT64_MAX;
-  auto s = inspector->stats();
-  return s ? s->pending_events : UINT64_MAX;
-}
-
-uint64_t next_seq(const std::string& buffer) {
-  auto inspector = agent::BufferInspector::open(buffer);
-  if (!inspector) return 0;
-  auto s = inspector->stats();
-  return s ? s->next_seq : 0;
-}
-
-template <typename Pred>
-bool wait_until(Pred pred, int seconds) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return pred();
-}
 
 std::string kafka_sink_config(const std::string& bootstrap, const std::string& transactional_id) {
   return "[sink]\ntype = \"kafka\"\n[sink.kafka]\nbrokers = \"" + bootstrap +

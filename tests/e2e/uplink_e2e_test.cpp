@@ -8,37 +8,13 @@
 
 #include "agent/buffer/buffer_inspector.hpp"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/buffer_probe.hpp"
 #include "tests/support/file_sink_reader.hpp"
 
 using namespace outpost;
 using namespace outpost::test;
 
 namespace {
-
-uint64_t pending(const std::string& buffer) {
-  auto inspector = agent::BufferInspector::open(buffer);
-  if (!inspector) return UINT64_MAX;
-  auto s = inspector->stats();
-  return s ? s->pending_events : UINT64_MAX;
-}
-
-// 0 while the buffer file does not exist yet.
-uint64_t next_seq(const std::string& buffer) {
-  auto inspector = agent::BufferInspector::open(buffer);
-  if (!inspector) return 0;
-  auto s = inspector->stats();
-  return s ? s->next_seq : 0;
-}
-
-template <typename Pred>
-bool wait_until(Pred pred, int seconds) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
 
 // Every seq 1..last of `agent` exactly once in the sink, and nothing else.
 void check_exactly_once(const std::string& sink, const std::string& agent, uint64_t last) {
