@@ -152,9 +152,13 @@ TEST_CASE("an agent moves to a second gateway on the same Kafka when the first i
 }
 
 // Skipped: in one CI run (of three) a read_committed reader found only 3,000 of the 5,000
-// events the gateway had acknowledged, still after 60 s (so not a transaction left open).
-// Not understood yet; it passes locally. Run it with --no-skip. Kept out of CI until the
-// cause is found, and issue 4 stays open for it.
+// events the gateway had acknowledged, still after 60 s. The likely cause (not yet fixed):
+// the agent sends batches [1..2000], [2001..4000], [4001..5000] in one window; the first is
+// refused (sink not ready), the sink becomes ready, the second is written. For an agent with
+// no mark yet a sink skips the gap check, so the mark becomes 4000 and the resent first batch
+// is acknowledged as duplicates without being written. The fix belongs in the gateway's
+// session (write nothing past a batch that failed until it is resent) or in the sinks' rule
+// for unknown agents. Run it with --no-skip; issue 4 stays open for it.
 TEST_CASE("Kafka down at start: the gateway starts, /readyz names the reason, and it recovers" *
           doctest::skip()) {
   Pki pki;
