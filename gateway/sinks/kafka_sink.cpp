@@ -78,6 +78,11 @@ struct KafkaSink::Impl {
   std::optional<std::string> not_ready = std::string("starting: connecting to Kafka");
   bool stopping = false;
   bool inject_fatal = false;
+  // Per agent, the first seq of its oldest batch that failed here and was not yet written.
+  // Until a batch starting at or below it is written, later batches of that agent are
+  // refused: written first, they would raise the mark above the failed batch, which would
+  // then count as duplicates when it is resent (a loss). A new session clears it.
+  std::unordered_map<std::string, uint64_t> failed_from;
   std::atomic<uint64_t> delivery_failures{0};
   Counters counters;
   std::thread thread;
@@ -433,10 +438,20 @@ struct KafkaSink::Impl {
   void write_group(std::vector<Queued>& group, const std::set<std::string>& reload) {
     std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
     auto fail_all = [&](const std::string& why) {
+      {
+        std::lock_guard lock(mu);
+        for (const Queued& q : group) note_failed(q.batch.agent_id, q.batch.first_seq);
+      }
       for (size_t i = 0; i < group.size(); ++i) {
         group[i].done(make_error(common_errc::bad_input, why));
       }
     };
+    std::unordered_map<std::string, uint64_t> floors;
+    {
+      std::lock_guard lock(mu);
+      floors = failed_from;
+    }
+    std::set<std::string> resent;  // agents whose failed batch this group writes again
     std::unordered_map<std::string, uint64_t> next;  // marks as this transaction leaves them
     auto mark_of = [&](const std::string& agent) -> std::optional<uint64_t> {
       if (auto it = next.find(agent); it != next.end()) return it->second;
@@ -470,12 +485,25 @@ struct KafkaSink::Impl {
       SinkBatch& b = group[i].batch;
       auto known = mark_of(b.agent_id);
       const uint64_t mark = known.value_or(0);
+      auto floor = floors.find(b.agent_id);
+      if (floor != floors.end() && b.first_seq > floor->second) {
+        results[i] =
+            make_error(common_errc::bad_input, "an earlier batch of agent " + b.agent_id +
+                                                   " (from seq " + std::to_string(floor->second) +
+                                                   ") was not written; send it first");
+        continue;
+      }
       if (known && b.first_seq > mark + 1) {
         results[i] = make_error(common_errc::bad_input,
                                 "batch starts at seq " + std::to_string(b.first_seq) +
                                     " but agent " + b.agent_id + " has everything only up to " +
                                     std::to_string(mark) + "; send the missing seqs first");
+        floors[b.agent_id] = b.first_seq;
         continue;
+      }
+      if (floor != floors.end()) {
+        resent.insert(b.agent_id);
+        floors.erase(floor);
       }
       SinkResult r;
       for (v1::Event& e : b.events) {
@@ -525,6 +553,7 @@ struct KafkaSink::Impl {
         return;
       }
       for (const auto& [agent, seq] : next) marks[agent] = seq;
+      settle_floors(group, results, resent);
       for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
       return;
     }
@@ -563,7 +592,25 @@ struct KafkaSink::Impl {
     }
     count(&Counters::transactions_committed);
     for (const auto& [agent, seq] : next) marks[agent] = seq;
+    settle_floors(group, results, resent);
     for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
+  }
+
+  // Under mu.
+  void note_failed(const std::string& agent, uint64_t first_seq) {
+    auto [it, inserted] = failed_from.emplace(agent, first_seq);
+    if (!inserted) it->second = std::min(it->second, first_seq);
+  }
+
+  // After a committed group: a resent batch clears its agent's floor; a refused one sets it.
+  void settle_floors(const std::vector<Queued>& group,
+                     const std::vector<Result<SinkResult>>& results,
+                     const std::set<std::string>& resent) {
+    std::lock_guard lock(mu);
+    for (const std::string& agent : resent) failed_from.erase(agent);
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (!results[i]) note_failed(group[i].batch.agent_id, group[i].batch.first_seq);
+    }
   }
 
   bool is_fatal(std::string* why) {
@@ -615,11 +662,19 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
     } else if (impl_->queue.size() >= impl_->opt.queue_max_batches) {
       refused = "the Kafka sink's queue is full (" + std::to_string(impl_->queue.size()) +
                 " batches wait for Kafka)";
+    } else if (auto f = impl_->failed_from.find(batch.agent_id);
+               f != impl_->failed_from.end() && batch.first_seq > f->second) {
+      refused = "an earlier batch of agent " + batch.agent_id + " (from seq " +
+                std::to_string(f->second) + ") was not written; send it first";
     } else {
       impl_->queue.push_back(Queued{std::move(batch), std::move(done)});
     }
   }
   if (refused) {
+    {
+      std::lock_guard lock(impl_->mu);
+      impl_->note_failed(batch.agent_id, batch.first_seq);
+    }
     done(make_error(common_errc::bad_input, *refused));
     return;
   }
@@ -634,6 +689,7 @@ std::optional<std::string> KafkaSink::not_ready_reason() const {
 void KafkaSink::session_started(const std::string& agent_id) {
   std::lock_guard lock(impl_->mu);
   impl_->stale.insert(agent_id);
+  impl_->failed_from.erase(agent_id);  // the new session resends from its last ack
 }
 
 void KafkaSink::append_metrics(std::string& out) const {

@@ -261,6 +261,11 @@ TEST_CASE(
   KafkaBroker own(port);
   REQUIRE_MESSAGE(own.ok(), own.error());
   REQUIRE_MESSAGE(ready(**sink, 90), (*sink)->not_ready_reason().value_or(""));
+  // A later batch of the window must not overtake the refused one: written first, it would
+  // raise the mark past seqs 1..10, which would then count as duplicates (a loss).
+  auto overtaking = write_sync(**sink, batch("device-1", 11, 20));
+  REQUIRE_FALSE(overtaking);
+  CHECK(overtaking.error().message.find("was not written; send it first") != std::string::npos);
   // Write batches like an agent would: in order, each until it is acknowledged.
   uint64_t next = 1;
   int failures = 0;
