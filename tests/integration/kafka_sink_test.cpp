@@ -104,6 +104,13 @@ std::map<std::pair<std::string, uint64_t>, int> seen(const KafkaSinkOptions& o) 
   return out;
 }
 
+// Exactly `expected` distinct events, each seen once.
+void check_each_once(const std::map<std::pair<std::string, uint64_t>, int>& counts,
+                     size_t expected) {
+  CHECK(counts.size() == expected);
+  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+}
+
 std::map<std::string, uint64_t> marks(const KafkaSinkOptions& o) {
   std::string error;
   auto records = read_committed(o.brokers, {o.offsets_topic}, &error);
@@ -178,8 +185,7 @@ TEST_CASE(
   REQUIRE_FALSE(gap);
   CHECK(gap.error().message.find("send the missing seqs first") != std::string::npos);
   auto counts = seen(o);
-  CHECK(counts.size() == 80);
-  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+  check_each_once(counts, 80);
   CHECK(marks(o)["device-1"] == 80);
 }
 
@@ -211,8 +217,7 @@ TEST_CASE("two gateways on one cluster: a device moving between them is written 
   REQUIRE(r2);
   CHECK(r2->written == 10);
   auto counts = seen(a_opt);
-  CHECK(counts.size() == 130);
-  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+  check_each_once(counts, 130);
 }
 
 TEST_CASE("a missing topic without create_topics is named in the not-ready reason") {
@@ -292,8 +297,7 @@ TEST_CASE(
   MESSAGE("batches answered retry-later while Kafka was away: " << failures);
   KafkaSinkOptions read = o;
   auto counts = seen(read);
-  CHECK(counts.size() == 3000);
-  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+  check_each_once(counts, 3000);
 }
 
 TEST_CASE("a fatal producer error rebuilds the producer; nothing is lost or written twice") {
@@ -314,8 +318,7 @@ TEST_CASE("a fatal producer error rebuilds the producer; nothing is lost or writ
   REQUIRE_MESSAGE(again, again.error().describe());
   CHECK(again->written == 100);
   auto counts = seen(o);
-  CHECK(counts.size() == 200);
-  for (const auto& [id, n] : counts) CHECK_MESSAGE(n == 1, id.first << " " << id.second);
+  check_each_once(counts, 200);
 }
 
 TEST_CASE("JSON values per topic") {
