@@ -334,6 +334,7 @@ class Session : public std::enable_shared_from_this<Session> {
                               std::to_string(limits.max_events_per_batch));
     }
     answers_.push_back({b.batch_seq(), std::nullopt});
+    if (session_first_seq_ == 0) session_first_seq_ = b.first_seq();
     if (!s_.take_tokens(identity_, b.event_count())) {
       s_.metrics.batches_retry_later++;
       s_.metrics.reject("rate_limited");
@@ -365,6 +366,7 @@ class Session : public std::enable_shared_from_this<Session> {
     sb.agent_id = identity_;
     sb.first_seq = b.first_seq();
     sb.last_seq = b.last_seq();
+    sb.session_first_seq = session_first_seq_;
     sb.events = std::move(*events);
     for (v1::Event& e : sb.events) e.set_agent_id(identity_);  // the certificate decides
     ++in_flight_;
@@ -505,6 +507,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool draining_ = false;
   uint32_t in_flight_ = 0;
+  uint64_t session_first_seq_ = 0;  // see SinkBatch::session_first_seq
   struct Answer {
     uint64_t batch_seq;
     std::optional<v1::Frame> frame;  // nullopt while the sink writes the batch

@@ -272,10 +272,17 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   std::array<std::string, kKindCount> data;
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
-    const bool known = hwm.count(b.agent_id) || committed.count(b.agent_id);
-    uint64_t mark = hwm.count(b.agent_id)
-                        ? hwm[b.agent_id]
-                        : (committed.count(b.agent_id) ? committed[b.agent_id] : 0);
+    // The agent's mark: as this group leaves it, as committed, or, for an agent without one,
+    // the seq before its session's first batch (SinkBatch::session_first_seq).
+    std::optional<uint64_t> known;
+    if (auto it = hwm.find(b.agent_id); it != hwm.end()) {
+      known = it->second;
+    } else if (auto c = committed.find(b.agent_id); c != committed.end()) {
+      known = c->second;
+    } else if (b.session_first_seq > 0) {
+      known = b.session_first_seq - 1;
+    }
+    const uint64_t mark = known.value_or(0);
     if (known && b.first_seq > mark + 1) {
       results[i] = make_error(common_errc::bad_input,
                               "batch starts at seq " + std::to_string(b.first_seq) + " but agent " +

@@ -484,6 +484,8 @@ struct KafkaSink::Impl {
     for (size_t i = 0; i < group.size() && produced; ++i) {
       SinkBatch& b = group[i].batch;
       auto known = mark_of(b.agent_id);
+      // An agent without a mark starts where its session started (SinkBatch).
+      if (!known && b.session_first_seq > 0) known = b.session_first_seq - 1;
       const uint64_t mark = known.value_or(0);
       auto floor = floors.find(b.agent_id);
       if (floor != floors.end() && b.first_seq > floor->second) {

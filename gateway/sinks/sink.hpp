@@ -22,9 +22,14 @@
 namespace outpost::gateway {
 
 struct SinkBatch {
-  std::string agent_id;           // the device identity from its certificate
-  uint64_t first_seq = 0;         // the seq range the batch covers (docs/protocol.md)...
-  uint64_t last_seq = 0;          // ...up to here: the new high-water mark
+  std::string agent_id;    // the device identity from its certificate
+  uint64_t first_seq = 0;  // the seq range the batch covers (docs/protocol.md)...
+  uint64_t last_seq = 0;   // ...up to here: the new high-water mark
+  // The first seq of the session's first batch: the agent's oldest unacknowledged event when
+  // the session began. A sink with no mark yet for the agent takes it as the start of the
+  // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
+  // earlier one of the session that was refused or failed. 0: not known.
+  uint64_t session_first_seq = 0;
   std::vector<v1::Event> events;  // seq order; agent_id already stamped with the identity
 };
 

@@ -14,34 +14,6 @@
 using namespace outpost;
 using namespace outpost::test;
 
-namespace {
-
-// Every seq 1..last of `agent` exactly once in the sink, and nothing else.
-void check_exactly_once(const std::string& sink, const std::string& agent, uint64_t last) {
-  bool frames_ok = false;
-  auto lines = read_sink(sink, &frames_ok);
-  CHECK(frames_ok);
-  std::set<uint64_t> seqs;
-  uint64_t duplicates = 0, foreign = 0;
-  for (const auto& l : lines) {
-    if (l.agent_id != agent) {
-      ++foreign;
-      continue;
-    }
-    if (!seqs.insert(l.seq).second) ++duplicates;
-  }
-  uint64_t lost = 0;
-  for (uint64_t s = 1; s <= last; ++s) lost += seqs.count(s) == 0;
-  MESSAGE(lines.size() << " lines in the sink; " << lost << " lost, " << duplicates
-                       << " duplicated, of seqs 1.." << last);
-  CHECK(lost == 0);
-  CHECK(duplicates == 0);
-  CHECK(foreign == 0);
-  CHECK(seqs.size() == last);
-}
-
-}  // namespace
-
 TEST_CASE(
     "100k events buffered while the gateway is down, then kills on both sides: 0 lost, 0 doubled") {
   Pki pki;
@@ -59,7 +31,7 @@ TEST_CASE(
   REQUIRE_MESSAGE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 120),
                   gateway.log());
   agent.stop();
-  check_exactly_once(gateway.sink_dir(), "device-1", 100'000);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 100'000);
 
   // 3. Mid-stream: 5 SIGKILLs of the gateway and 5 of the agent, at random moments.
   const uint64_t seed = std::random_device{}();
@@ -88,7 +60,7 @@ TEST_CASE(
   CHECK(gateway.stop() == 0);
   const uint64_t last = next_seq(agent.buffer_path()) - 1;
   CHECK(last > 150'000);  // the kills happened while events flowed
-  check_exactly_once(gateway.sink_dir(), "device-1", last);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", last);
 }
 
 TEST_CASE("a device over its rate limit is told to retry later and loses nothing") {
@@ -112,7 +84,7 @@ TEST_CASE("a device over its rate limit is told to retry later and loses nothing
   CHECK(metric(m, "outpost_gateway_batches_total{result=\"retry_later\"}") > 0);
   CHECK_MESSAGE(metric(m, "outpost_gateway_events_total{result=\"written\"}") == 60'000, m);
   CHECK(gateway.stop() == 0);
-  check_exactly_once(gateway.sink_dir(), "device-1", 60'000);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 60'000);
 }
 
 TEST_CASE("failover: the first endpoint is down, the agent moves on to the second") {
@@ -135,7 +107,7 @@ TEST_CASE("failover: the first endpoint is down, the agent moves on to the secon
   agent.stop();
   CHECK(agent.log().find("127.0.0.1:" + std::to_string(dead)) != std::string::npos);
   CHECK(gateway.stop() == 0);
-  check_exactly_once(gateway.sink_dir(), "device-1", 5'000);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 5'000);
 }
 
 TEST_CASE("upload rate cap: a metered link is not sent more than uplink.rate_limit allows") {
@@ -161,7 +133,7 @@ TEST_CASE("upload rate cap: a metered link is not sent more than uplink.rate_lim
   MESSAGE(bytes << " compressed bytes in " << seconds << " s");
   CHECK(seconds >= (bytes - 50 * 1024) / (50 * 1024) - 0.5);
   CHECK(gateway.stop() == 0);
-  check_exactly_once(gateway.sink_dir(), "device-1", 20'000);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 20'000);
 }
 
 TEST_CASE("the agent's /healthz and /metrics show the backlog, the uplink and its last error") {

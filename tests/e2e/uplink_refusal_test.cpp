@@ -324,3 +324,40 @@ TEST_CASE("per-IP connection cap, idle timeout and max events per batch, each wi
   CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"max_connections_per_ip\"}") == 1);
   CHECK(gateway.stop() == 0);
 }
+
+// A batch refused at once (here by the device rate limit) must not be overtaken by a later
+// batch of the same window: for a device the sink has no mark for yet, writing the later one
+// would make the refused one's events look like duplicates when they come again.
+TEST_CASE("a batch refused by the rate limit is not overtaken by the next one of its window") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port,
+                      "[limits]\ndevice_events_per_second = 40\ndevice_burst_events = 150\n");
+  gateway.start();
+  {  // a corrupt batch claiming 150 events spends the device's tokens and writes nothing
+    Session s(port, pki, "device-1");
+    v1::Frame bad = batch_frame("device-1", 1, 1, 150);
+    bad.mutable_batch()->set_payload("not zstd at all");
+    auto a = s.send(bad);
+    REQUIRE(a.has_ack());
+    CHECK(a.ack().status() == v1::Ack::REJECTED);
+  }
+  Session s(port, pki, "device-1");
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // about 40 tokens: 10 events fit
+  auto first = s.send(batch_frame("device-1", 1, 1, 100));
+  REQUIRE(first.has_ack());
+  CHECK(first.ack().status() == v1::Ack::RETRY_LATER);
+  CHECK(first.ack().reason() == "device rate limit");
+  auto second = s.send(batch_frame("device-1", 2, 101, 10));
+  REQUIRE(second.has_ack());
+  CHECK(second.ack().status() == v1::Ack::RETRY_LATER);
+  CHECK(second.ack().reason().find("send the missing seqs first") != std::string::npos);
+  // The device sends both again, in order, once it has the tokens: all 110 arrive once.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  CHECK(s.send(batch_frame("device-1", 3, 1, 100)).ack().status() == v1::Ack::OK);
+  CHECK(s.send(batch_frame("device-1", 4, 101, 10)).ack().status() == v1::Ack::OK);
+  s.client.close();
+  CHECK(gateway.stop() == 0);
+  check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 110);
+}

@@ -12,10 +12,12 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
+#include "tests/support/file_sink_reader.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -193,5 +195,30 @@ class AgentProc : public ManagedProcess {
   uint16_t port_;
   std::string endpoints_, extra_, agent_keys_;
 };
+
+// Every seq 1..last of `agent` exactly once in the sink, and nothing else.
+inline void check_file_sink_exactly_once(const std::string& sink, const std::string& agent,
+                                         uint64_t last) {
+  bool frames_ok = false;
+  auto lines = read_sink(sink, &frames_ok);
+  CHECK(frames_ok);
+  std::set<uint64_t> seqs;
+  uint64_t duplicates = 0, foreign = 0;
+  for (const auto& l : lines) {
+    if (l.agent_id != agent) {
+      ++foreign;
+      continue;
+    }
+    if (!seqs.insert(l.seq).second) ++duplicates;
+  }
+  uint64_t lost = 0;
+  for (uint64_t s = 1; s <= last; ++s) lost += seqs.count(s) == 0;
+  MESSAGE(lines.size() << " lines in the sink; " << lost << " lost, " << duplicates
+                       << " duplicated, of seqs 1.." << last);
+  CHECK(lost == 0);
+  CHECK(duplicates == 0);
+  CHECK(foreign == 0);
+  CHECK(seqs.size() == last);
+}
 
 }  // namespace outpost::test

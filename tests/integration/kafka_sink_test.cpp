@@ -135,6 +135,13 @@ TEST_CASE(
   CHECK(r->written == 100);
   r = write_sync(**sink, batch("device-2", 1, 10));
   REQUIRE(r);
+  // A device without a mark starts where its session started: a batch that would overtake
+  // the session's first one (refused before it reached the sink) is not written.
+  SinkBatch overtaking = batch("device-3", 11, 20);
+  overtaking.session_first_seq = 1;
+  auto refused = write_sync(**sink, overtaking);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("up to 0") != std::string::npos);
 
   std::string error;
   auto records = read_committed(o.brokers, all_topics(o), &error);

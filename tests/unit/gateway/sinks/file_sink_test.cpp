@@ -114,6 +114,36 @@ TEST_CASE("a batch that would leave a gap is refused; an unknown agent may start
   CHECK(sink->high_water("dev-1") == 540);
 }
 
+TEST_CASE("an agent without a mark starts where its session started: no overtaking") {
+  test::TempDir dir;
+  ManualClock clock;
+  FileSinkOptions o;
+  o.dir = dir.file("sink");
+  auto sink = open_ok(o, clock);
+  // The session's first batch (1..10) was refused before it reached the sink (a rate limit,
+  // a full queue or a failed write); the next one of the same window must not be written,
+  // or 1..10 would count as duplicates when they are sent again.
+  SinkBatch later = batch("dev-1", 11, 20);
+  later.session_first_seq = 1;
+  auto overtaking = write_sync(*sink, later);
+  REQUIRE_FALSE(overtaking);
+  CHECK(overtaking.error().message.find("up to 0") != std::string::npos);
+  CHECK(sink->high_water("dev-1") == 0);
+  SinkBatch first = batch("dev-1", 1, 10);
+  first.session_first_seq = 1;
+  auto resent = write_sync(*sink, first);
+  REQUIRE(resent);
+  CHECK(resent->written == 10);
+  auto then = write_sync(*sink, later);
+  REQUIRE(then);
+  CHECK(then->written == 10);
+  CHECK(sink->high_water("dev-1") == 20);
+  // A session that starts past the mark is still a gap: the mark wins over the session.
+  SinkBatch jump = batch("dev-1", 30, 40);
+  jump.session_first_seq = 30;
+  CHECK_FALSE(write_sync(*sink, jump));
+}
+
 TEST_CASE("files rotate by size and by age, and never straddle an hour") {
   test::TempDir dir;
   ManualClock clock(1'790'000'000'000'000'000);
