@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The agent's packages, installed as a user would (label deploy):
+#  1. the amd64 .deb with the real dpkg in a debootstrapped Debian 12 root (chroot): the
+#     user, the state directory, the conffile; an upgrade to a newer version keeps the
+#     buffer and an edited configuration; remove and purge keep the buffer;
+#  2. the tarball's install.sh into a root, twice (the second keeps the configuration), and
+#     its refusal of another architecture;
+#  3. the arm64 .deb extracted into an arm64 Debian root (debootstrap, the libraries the
+#     package depends on), its agent run from there under qemu-user against a gateway on
+#     this machine: every event arrives;
+#  4. the systemd unit's exposure (systemd-analyze security --offline).
+#
+#   tests/deploy/package_test.sh GATEWAY_BINARY
+# Needs root (chroot, debootstrap) and Debian's mirror for the first debootstrap (cached).
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+gateway_bin=$(realpath "${1:?usage: package_test.sh GATEWAY_BINARY}")
+cd "$src"
+[[ $(id -u) -eq 0 ]] || { echo "package_test: needs root (chroot); skipped"; exit 77; }
+
+work=$(mktemp -d /tmp/outpost-package-test.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what"; fi; }
+# The packages a .deb depends on, without versions or alternatives.
+depends() { dpkg-deb -f "$1" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g' | grep -v '^$'; }
+
+version=$(sed -n 's/^project(outpost VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+newer=$version.1
+deploy/package amd64 --version "$newer" >/dev/null
+deploy/package amd64 >/dev/null
+deploy/package arm64 >/dev/null
+pkgs=$src/build/packages
+deb=$pkgs/outpost-agent_${version}_amd64.deb
+deb_newer=$pkgs/outpost-agent_${newer}_amd64.deb
+deb_arm64=$pkgs/outpost-agent_${version}_arm64.deb
+tarball=$pkgs/outpost-agent-$version-linux-amd64.tar.gz
+tarball_arm64=$pkgs/outpost-agent-$version-linux-arm64.tar.gz
+
+echo "== 1. amd64 .deb: install, upgrade, remove, purge (dpkg in a chroot)"
+root=$work/amd64
+mapfile -t deps < <(depends "$deb")
+tests/deploy/rootfs amd64 "$root" "${deps[@]}"
+cp "$deb" "$deb_newer" "$root/tmp/"
+in_root() { chroot "$root" "$@"; }
+in_root dpkg -i "/tmp/$(basename "$deb")"
+check "the package is installed" test "$(in_root dpkg-query -W -f='${Status} ${Version}' outpost-agent)" = "install ok installed $version"
+check "the system user outpost exists" in_root getent passwd outpost
+check "/var/lib/outpost belongs to outpost, mode 750" test "$(stat -c '%U %a' "$root/var/lib/outpost")" = "outpost 750"
+check "/etc/outpost/agent.toml is a conffile" grep -q /etc/outpost/agent.toml "$root/var/lib/dpkg/info/outpost-agent.conffiles"
+check "the unit is installed" test -f "$root/lib/systemd/system/outpost-agent.service"
+check "the agent runs" in_root /usr/bin/outpost-agent --version
+
+# The agent, as the service runs it (user outpost, the packaged configuration), buffers events.
+in_root setpriv --reuid=outpost --regid=outpost --clear-groups /usr/bin/outpost-agent run \
+  --config /etc/outpost/agent.toml --set generator.enabled=true --set generator.events=500 \
+  --set generator.rate=100000 --set generator.stop_when_done=true --set agent.http_listen= \
+  --agent-id device-1
+pending() {
+  in_root /usr/bin/outpost-agent buffer stats --path /var/lib/outpost/buffer.db --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_events"])'
+}
+check "500 events wait in /var/lib/outpost/buffer.db" test "$(pending)" = 500
+echo "# edited by the operator" >> "$root/etc/outpost/agent.toml"
+
+in_root dpkg -i "/tmp/$(basename "$deb_newer")"
+check "upgraded to $newer" test "$(in_root dpkg-query -W -f='${Version}' outpost-agent)" = "$newer"
+check "the upgrade kept the edited configuration" grep -q "edited by the operator" "$root/etc/outpost/agent.toml"
+check "the upgrade kept the buffer (500 events)" test "$(pending)" = 500
+
+in_root dpkg -r outpost-agent
+check "remove: the binary is gone" test ! -e "$root/usr/bin/outpost-agent"
+check "remove: the configuration stays" grep -q "edited by the operator" "$root/etc/outpost/agent.toml"
+check "remove: the buffer stays" test -s "$root/var/lib/outpost/buffer.db"
+in_root dpkg -P outpost-agent 2>&1 | tee "$work/purge.log"
+check "purge: the configuration is gone" test ! -e "$root/etc/outpost/agent.toml"
+check "purge: the buffer stays, and purge says so" test -s "$root/var/lib/outpost/buffer.db" -a -n "$(grep 'was kept' "$work/purge.log")"
+
+echo "== 2. the tarball's install.sh"
+tar -C "$work" -xzf "$tarball"
+rm -rf "$root/var/lib/outpost"
+"$work/outpost-agent-$version-linux-amd64/install.sh" --root "$root"
+check "install.sh: binary, unit, configuration" test -x "$root/usr/bin/outpost-agent" -a -f "$root/lib/systemd/system/outpost-agent.service" -a -f "$root/etc/outpost/agent.toml"
+check "install.sh: /var/lib/outpost belongs to outpost" test "$(stat -c '%U %a' "$root/var/lib/outpost")" = "outpost 750"
+check "install.sh: the installed agent runs" in_root /usr/bin/outpost-agent --version
+echo "# edited again" >> "$root/etc/outpost/agent.toml"
+"$work/outpost-agent-$version-linux-amd64/install.sh" --root "$root"
+check "install.sh again: the configuration is kept, the new default beside it" grep -q "edited again" "$root/etc/outpost/agent.toml"
+check "install.sh again: agent.toml.new" test -f "$root/etc/outpost/agent.toml.new"
+tar -C "$work" -xzf "$tarball_arm64"
+if "$work/outpost-agent-$version-linux-arm64/install.sh" > "$work/wrong-arch.log" 2>&1; then
+  fail "install.sh of the arm64 tarball succeeded on $(uname -m)"
+fi
+check "install.sh refuses another architecture, saying why" grep -q "this tarball is for arm64" "$work/wrong-arch.log"
+
+echo "== 3. the arm64 .deb in an arm64 Debian root, run under qemu-user"
+root64=$work/arm64
+mapfile -t deps64 < <(depends "$deb_arm64")
+tests/deploy/rootfs arm64 "$root64" "${deps64[@]}"
+dpkg-deb -x "$deb_arm64" "$root64"
+check "the installed agent is an arm64 binary" test "$(od -An -tx2 -j18 -N2 "$root64/usr/bin/outpost-agent" | tr -d ' ')" = 00b7
+
+certs=$work/certs
+deploy/certs/make-certs "$certs" --devices 1 >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/gateway.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:$port"
+http_listen = "127.0.0.1:$http_port"
+[tls]
+ca_file = "$certs/ca.crt"
+cert_file = "$certs/gateway.crt"
+key_file = "$certs/gateway.key"
+[sink.file]
+dir = "$work/sink"
+rotate_age = "1s"
+TOML
+"$gateway_bin" --config "$work/gateway.toml" > "$work/gateway.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/agent-state"
+cat > "$work/agent.toml" <<TOML
+[agent]
+id = "device-1"
+http_listen = ""
+[buffer]
+path = "$work/agent-state/buffer.db"
+[generator]
+enabled = true
+events = 3000
+rate = 3000
+[uplink]
+endpoints = "127.0.0.1:$port"
+server_name = "localhost"
+ca_file = "$certs/ca.crt"
+cert_file = "$certs/device-1.crt"
+key_file = "$certs/device-1.key"
+TOML
+qemu-aarch64 -L "$root64" "$root64/usr/bin/outpost-agent" run --config "$work/agent.toml" \
+  > "$work/agent.log" 2>&1 &
+pids+=($!)
+sink_seqs() {
+  find "$work/sink" -name '*.zst' -print0 2>/dev/null | xargs -0 -r zstdcat 2>/dev/null |
+    grep -o '"seq":[0-9]*' | sort -u | wc -l
+}
+for _ in $(seq 1 120); do
+  [[ $(sink_seqs) -ge 3000 ]] && break
+  sleep 1
+done
+got=$(sink_seqs)
+[[ $got -eq 3000 ]] || { tail -20 "$work/agent.log" "$work/gateway.log" >&2; fail "3000 events from the arm64 agent, $got arrived"; }
+echo "ok: the arm64 agent (qemu-aarch64, arm64 Debian root) delivered 3000 of 3000 events"
+check "the gateway saw device-1 over mutual TLS" grep -q "session device-1" "$work/gateway.log"
+
+echo "== 4. the systemd unit"
+exposure=$(systemd-analyze security --offline=yes "$src/deploy/systemd/outpost-agent.service" 2>&1 |
+  sed -n 's/.*Overall exposure level for outpost-agent.service: \([0-9.]*\).*/\1/p')
+check "outpost-agent.service exposure $exposure is at most 2.0 (systemd's 'OK' band ends at 3.9)" python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.0 else 1)"
+echo "package_test: all checks passed"
