@@ -5,12 +5,6 @@
 # Destinations are relative to CPACK_PACKAGING_INSTALL_PREFIX "/" so that the packages hold
 # /usr/bin, /etc and /lib/systemd; `cmake --install --prefix STAGE` gives the same tree.
 
-set(OUTPOST_PACKAGE_VERSION "" CACHE STRING
-    "Version written into the packages; empty: the project's (tests make a newer one)")
-set(outpost_package_version "${OUTPOST_PACKAGE_VERSION}")
-if(NOT outpost_package_version)
-  set(outpost_package_version "${PROJECT_VERSION}")
-endif()
 
 if(CMAKE_CROSSCOMPILING)
   set(outpost_deb_arch "${OUTPOST_DEB_ARCH}")  # set by the toolchain file
@@ -66,7 +60,7 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_ALL ${outpost_components})
 set(CPACK_PACKAGE_NAME outpost)
-set(CPACK_PACKAGE_VERSION "${outpost_package_version}")
+set(CPACK_PACKAGE_VERSION "${PROJECT_VERSION}")  # deploy/package may set another
 set(CPACK_PACKAGE_CONTACT "Outpost maintainers <outpost@example.org>")
 set(CPACK_PACKAGING_INSTALL_PREFIX "/")
 set(CPACK_STRIP_FILES ON)

@@ -1,6 +1,6 @@
 # outpost-gateway as a container image (docs/install.md, "The gateway container").
 #
-#   podman build -f deploy/gateway.Dockerfile -t outpost-gateway .
+#   podman build --format docker -f deploy/gateway.Dockerfile -t outpost-gateway .
 #   (--target agent: the agent, for deploy/compose.yaml)
 #   podman run -d -p 7443:7443 -p 9090:9090 \
 #     -v ./certs:/etc/outpost/certs:ro -v outpost-events:/var/lib/outpost-gateway \

@@ -24,7 +24,7 @@ work=$(mktemp -d /tmp/outpost-container-test.XXXXXX)
 name=outpost-gateway-test-$$
 agent_pid=
 cleanup() {
-  [[ -n $agent_pid ]] && kill -9 "$agent_pid" 2>/dev/null || true
+  [[ -n $agent_pid ]] && { kill -9 "$agent_pid" && wait "$agent_pid"; } 2>/dev/null || true
   podman rm -f "$name" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -53,7 +53,7 @@ podman tag localhost/debian:bookworm localhost/debian:bookworm-slim
 
 echo "== podman build"
 image=localhost/outpost-gateway:test
-podman build --pull=never -f deploy/gateway.Dockerfile -t "$image" . > "$work/build.log" 2>&1 ||
+podman build --pull=never --format docker -f deploy/gateway.Dockerfile -t "$image" . > "$work/build.log" 2>&1 ||
   { tail -30 "$work/build.log" >&2; fail "podman build"; }
 size=$(podman image inspect --format '{{.Size}}' "$image")
 echo "image size: $size bytes"
@@ -71,7 +71,7 @@ http_port=$(free_port)
 start_gateway() {
   podman run -d --name "$name" -p "127.0.0.1:$port:7443" -p "127.0.0.1:$http_port:9090" \
     -v "$work/certs:/etc/outpost/certs:ro" -v "$work/state:/var/lib/outpost-gateway" \
-    "$image" --set gateway.http_listen=0.0.0.0:9090 --set gateway.shutdown_grace=15s \
+    --health-interval=disable "$image" --set gateway.http_listen=0.0.0.0:9090 --set gateway.shutdown_grace=15s \
     --set sink.file.rotate_age=1s >/dev/null
 }
 start_gateway
@@ -112,7 +112,7 @@ stats() { "$agent_bin" buffer stats --path "$work/agent/buffer.db" --json 2>/dev
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', 0))"; }
 sink_report() {  # distinct seqs, duplicate lines, highest seq
   find "$work/state/events" -name '*.zst' -print0 2>/dev/null | xargs -0 -r zstdcat 2>/dev/null |
-    grep -o '"seq":[0-9]*' | cut -d: -f2 | sort -n |
+    grep -o '"seq":"[0-9]*"' | tr -d '"' | cut -d: -f2 | sort -n |
     awk 'BEGIN{d=0;n=0;m=0} {if($1==p)d++; else n++; p=$1; if($1>m)m=$1} END{print n, d, m}'
 }
 for _ in $(seq 1 60); do
@@ -136,11 +136,24 @@ echo "after the stop: the agent has $acked acknowledged; the sink holds $distinc
 check "every acknowledged event is in the sink (seqs 1..$highest, no gap)" test "$distinct" = "$highest" -a "$highest" -ge "$acked"
 check "no duplicates" test "$dups" = 0
 
-echo "== start again: the rest arrives"
+echo "== rotate the device certificate, start again: the rest arrives"
+kill "$agent_pid"
+wait "$agent_pid" || true
+# The generator made next_seq - 1 events; the agent comes back without it.
+total=$(( $(stats | field next_seq) - 1 ))
+echo "the agent generated $total events"
+serial() { openssl x509 -noout -serial -in "$work/certs/device-1.crt"; }
+old_serial=$(serial)
+rm "$work/certs/device-1.crt" "$work/certs/device-1.key"
+deploy/certs/make-certs "$work/certs" --devices 1 >/dev/null
+chmod 0644 "$work"/certs/*.key
+check "the device has a new certificate" test "$(serial)" != "$old_serial"
+"$agent_bin" run --config "$work/agent.toml" --set generator.enabled=false >> "$work/agent.log" 2>&1 &
+agent_pid=$!
 podman rm "$name" >/dev/null
 start_gateway
 for _ in $(seq 1 120); do
-  [[ $(stats | field acked_seq) -ge $total ]] && break
+  [[ $(stats | field acked_seq) -ge $total && $(stats | field pending_events) == 0 ]] && break
   sleep 1
 done
 podman stop -t 30 "$name" >/dev/null
