@@ -27,6 +27,7 @@ test: deps
 	ctest --preset dev
 	$(MAKE) test-asan
 	cross/build arm64 --test
+	cross/build armhf --test
 
 test-asan: build-asan
 	ctest --preset asan-ubsan

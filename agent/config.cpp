@@ -9,6 +9,15 @@
 namespace outpost::agent {
 namespace {
 
+// doc.bytes() for a size held in memory: its max (at most 1 GiB here) fits size_t on 32-bit
+// devices (armhf) too.
+Result<size_t> memory_bytes(ConfigDoc& doc, std::string_view key, std::string_view fallback,
+                            uint64_t min, uint32_t max) {
+  auto r = doc.bytes(key, fallback, min, max);
+  if (!r) return r.error();
+  return static_cast<size_t>(*r);
+}
+
 constexpr int64_t kMs = 1'000'000;
 constexpr int64_t kSecond = 1'000 * kMs;
 constexpr int64_t kDay = 86'400 * kSecond;
@@ -63,11 +72,11 @@ Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
   OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_query_params", 50, 0, 10'000));
   h.max_query_params = static_cast<size_t>(n);
   OUTPOST_TRY_ASSIGN(h.max_value_bytes,
-                     doc.bytes("sources.http.max_value_bytes", "1KiB", 16, 1u << 20));
+                     memory_bytes(doc, "sources.http.max_value_bytes", "1KiB", 16, 1u << 20));
   OUTPOST_TRY_ASSIGN(h.max_header_bytes,
-                     doc.bytes("sources.http.max_header_bytes", "8KiB", 1024, 1u << 20));
+                     memory_bytes(doc, "sources.http.max_header_bytes", "8KiB", 1024, 1u << 20));
   OUTPOST_TRY_ASSIGN(h.max_body_bytes,
-                     doc.bytes("sources.http.max_body_bytes", "1MiB", 1024, 64u << 20));
+                     memory_bytes(doc, "sources.http.max_body_bytes", "1MiB", 1024, 64u << 20));
   OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_events_per_request", 1000, 1, 100'000));
   h.max_events_per_request = static_cast<size_t>(n);
   OUTPOST_TRY_ASSIGN(h.header_timeout_ns, doc.duration_ns("sources.http.header_timeout", "10s",
@@ -118,7 +127,7 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   OUTPOST_TRY_ASSIGN(m.username, doc.string("sources.mqtt.username", ""));
   OUTPOST_TRY_ASSIGN(m.password, doc.string("sources.mqtt.password", ""));
   OUTPOST_TRY_ASSIGN(m.mapping.max_payload_bytes,
-                     doc.bytes("sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
+                     memory_bytes(doc, "sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
   OUTPOST_TRY_ASSIGN(m.mapping.keep_binary, doc.boolean("sources.mqtt.keep_binary", false));
   std::string commit;
   OUTPOST_TRY_ASSIGN(commit, doc.choice("sources.mqtt.commit", "each", {"each", "grouped"}));
@@ -269,7 +278,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.batch_max_events", 2000, 1, 1'000'000));
   f.batch_max_events = static_cast<size_t>(n);
   OUTPOST_TRY_ASSIGN(f.batch_max_bytes,
-                     doc.bytes("uplink.batch_max_bytes", "1MiB", 1024, 1ULL << 30));
+                     memory_bytes(doc, "uplink.batch_max_bytes", "1MiB", 1024, 1ULL << 30));
   OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.window", 8, 1, 1024));
   f.window = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.zstd_level", 1, 1, 19));

@@ -66,8 +66,12 @@ set(CPACK_PACKAGING_INSTALL_PREFIX "/")
 set(CPACK_STRIP_FILES ON)
 set(CPACK_PACKAGE_DIRECTORY "${CMAKE_BINARY_DIR}/packages")
 set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE "${outpost_deb_arch}")
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # Depends: from the binaries' NEEDED libraries
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd")  # groupadd, useradd in postinst
+if(OUTPOST_DEB_DEPENDS)  # a sysroot build (cross/sysroot.cmake) names them
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "${OUTPOST_DEB_DEPENDS}")
+else()
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # Depends: from the binaries' NEEDED libraries
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd")  # groupadd, useradd in postinst
+endif()
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://github.com/outpost-project/outpost")

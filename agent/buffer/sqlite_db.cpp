@@ -189,7 +189,7 @@ Result<std::vector<QuarantinedMessage>> read_quarantine(Db& db, size_t limit) {
       db,
       "SELECT id, at, source, subject, reason, size, payload FROM quarantine ORDER BY id DESC "
       "LIMIT ?1",
-      {static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX))}, [&](Stmt& row) {
+      {static_cast<int64_t>(std::min<uint64_t>(limit, INT64_MAX))}, [&](Stmt& row) {
         QuarantinedMessage q;
         q.id = row.col_int(0);
         q.at_ns = row.col_int(1);

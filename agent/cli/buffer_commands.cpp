@@ -126,7 +126,8 @@ int buffer_peek(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
   const std::string agent_id = inspector->agent_id();
-  ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, o.since, o.limit};
+  ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, o.since,
+                    static_cast<size_t>(std::min<uint64_t>(o.limit, SIZE_MAX))};
   auto n = inspector->scan(filter, [&](const StoredEvent& e) {
     auto json = proto::event_to_json(proto::stamp(e.body, agent_id, e.seq, e.collected_at_ns));
     if (o.json) {
@@ -299,7 +300,7 @@ int buffer_purge(const BufferOptionsCli& o) {
 int buffer_quarantine(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
-  auto rows = inspector->quarantine(o.limit);
+  auto rows = inspector->quarantine(static_cast<size_t>(std::min<uint64_t>(o.limit, SIZE_MAX)));
   if (!rows) return fail(rows.error());
   for (const QuarantinedMessage& q : *rows) {
     // The payload may be binary: shown with invalid UTF-8 replaced, its size given apart.

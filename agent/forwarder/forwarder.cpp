@@ -304,7 +304,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   const size_t max_bytes = std::min<size_t>(
       opt.batch_max_bytes,
       std::max<size_t>(4096,
-                       std::min<uint64_t>(w.max_decompressed_bytes(), w.max_frame_bytes()) / 2));
+                       static_cast<size_t>(std::min<uint64_t>(
+                           {w.max_decompressed_bytes() / 2, w.max_frame_bytes() / 2, SIZE_MAX}))));
   decoder.set_max_frame_bytes(1u << 20);  // the gateway sends only small frames
   set_status([&](ForwarderStatus& s) {
     s.connected = true;

@@ -94,7 +94,7 @@ void SyntheticGenerator::run() {
     uint64_t n = kBatch;
     if (config_.events != 0) n = std::min(n, config_.events - made);
     std::vector<NewEvent> batch;
-    batch.reserve(n);
+    batch.reserve(static_cast<size_t>(n));  // at most kBatch
     const int64_t now = clock_.now_ns();
     for (uint64_t i = 0; i < n; ++i) batch.push_back(synthetic_event(made + i, now));
     pending.push_back(buffer_.append(std::move(batch)));

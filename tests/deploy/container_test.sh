@@ -44,7 +44,7 @@ export CONTAINERS_CONF=$work/containers.conf
 
 echo "== the base images (debootstrap, podman import)"
 if ! podman image exists localhost/debian:bookworm; then
-  tests/deploy/rootfs amd64 "$work/base"
+  scripts/debian-root amd64 "$work/base"
   rm -rf "$work"/base/var/lib/apt/lists/* "$work"/base/usr/share/doc/* "$work"/base/usr/share/man/*
   tar -C "$work/base" -c . | podman import - localhost/debian:bookworm >/dev/null
   rm -rf "$work/base"

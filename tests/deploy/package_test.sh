@@ -3,12 +3,13 @@
 #  1. the amd64 .deb with the real dpkg in a debootstrapped Debian 12 root (chroot): the
 #     user, the state directory, the conffile; an upgrade to a newer version keeps the
 #     buffer and an edited configuration; remove and purge keep the buffer;
+#     the gateway's .deb installs its user, state directory, conffile and unit;
 #  2. the tarball's install.sh into a root, twice (the second keeps the configuration), and
 #     its refusal of another architecture;
-#  3. the arm64 .deb extracted into an arm64 Debian root (debootstrap, the libraries the
-#     package depends on), its agent run from there under qemu-user against a gateway on
-#     this machine: every event arrives;
-#  4. the systemd unit's exposure (systemd-analyze security --offline).
+#  3. the arm64 and armhf .debs extracted into Debian roots of their architecture
+#     (debootstrap, the libraries each package depends on), each agent run from there under
+#     qemu-user against a gateway on this machine: every event arrives;
+#  4. the systemd units' exposure (systemd-analyze security --offline).
 #
 #   tests/deploy/package_test.sh GATEWAY_BINARY
 # Needs root (chroot, debootstrap) and Debian's mirror for the first debootstrap (cached).
@@ -32,7 +33,9 @@ check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what
 depends() {
   local p
   for p in $(dpkg-deb -f "$1" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g'); do
-    if apt-cache policy "$p" | grep -q 'Candidate: (none)' || [[ -z $(apt-cache policy "$p") ]]; then
+    local policy
+    policy=$(apt-cache policy "$p")
+    if [[ -z $policy || $policy == *"Candidate: (none)"* ]]; then
       apt-cache showpkg "$p" | sed -n '/^Reverse Provides:/,$p' | sed -n 2p | cut -d' ' -f1
     else
       echo "$p"
@@ -46,21 +49,23 @@ newer=$version.1
 # makes it.
 build=$(dirname "$(dirname "$gateway_bin")")
 cross/build arm64 >/dev/null
+cross/build armhf >/dev/null
 deploy/package amd64 --version "$newer" --build-dir "$build" >/dev/null
 deploy/package amd64 --build-dir "$build" >/dev/null
 deploy/package arm64 --build-dir build/arm64 >/dev/null
+deploy/package armhf --build-dir build/armhf >/dev/null
 pkgs=$src/build/packages
 deb=$pkgs/outpost-agent_${version}_amd64.deb
 deb_newer=$pkgs/outpost-agent_${newer}_amd64.deb
-deb_arm64=$pkgs/outpost-agent_${version}_arm64.deb
 tarball=$pkgs/outpost-agent-$version-linux-amd64.tar.gz
 tarball_arm64=$pkgs/outpost-agent-$version-linux-arm64.tar.gz
 
 echo "== 1. amd64 .deb: install, upgrade, remove, purge (dpkg in a chroot)"
 root=$work/amd64
-mapfile -t deps < <(depends "$deb")
-tests/deploy/rootfs amd64 "$root" "${deps[@]}"
-cp "$deb" "$deb_newer" "$root/tmp/"
+deb_gateway=$pkgs/outpost-gateway_${version}_amd64.deb
+mapfile -t deps < <( (depends "$deb"; depends "$deb_gateway") | sort -u)
+scripts/debian-root amd64 "$root" "${deps[@]}"
+cp "$deb" "$deb_newer" "$deb_gateway" "$root/tmp/"
 in_root() { chroot "$root" "$@"; }
 in_root dpkg -i "/tmp/$(basename "$deb")"
 check "the package is installed" test "$(in_root dpkg-query -W -f='${Status} ${Version}' outpost-agent)" = "install ok installed $version"
@@ -95,6 +100,17 @@ in_root dpkg -P outpost-agent 2>&1 | tee "$work/purge.log"
 check "purge: the configuration is gone" test ! -e "$root/etc/outpost/agent.toml"
 check "purge: the buffer stays, and purge says so" test -s "$root/var/lib/outpost/buffer.db" -a -n "$(grep 'was kept' "$work/purge.log")"
 
+echo "== 1b. the gateway's .deb"
+in_root dpkg -i "/tmp/$(basename "$deb_gateway")"
+check "the system user outpost-gateway exists" in_root getent passwd outpost-gateway
+check "/var/lib/outpost-gateway belongs to outpost-gateway, mode 750" test "$(in_root stat -c '%U %a' /var/lib/outpost-gateway)" = "outpost-gateway 750"
+check "/etc/outpost/gateway.toml is a conffile" grep -q /etc/outpost/gateway.toml "$root/var/lib/dpkg/info/outpost-gateway.conffiles"
+check "the gateway's unit is installed" test -f "$root/lib/systemd/system/outpost-gateway.service"
+rc=0
+in_root /usr/bin/outpost-gateway --config /etc/outpost/gateway.toml > "$work/gw-nocerts.log" 2>&1 || rc=$?
+check "without certificates the packaged gateway exits 2, naming the file" test "$rc" = 2 -a -n "$(grep /etc/outpost/certs/ca.crt "$work/gw-nocerts.log")"
+in_root dpkg -P outpost-gateway
+
 echo "== 2. the tarball's install.sh"
 tar -C "$work" -xzf "$tarball"
 rm -rf "$root/var/lib/outpost"
@@ -112,15 +128,9 @@ if "$work/outpost-agent-$version-linux-arm64/install.sh" > "$work/wrong-arch.log
 fi
 check "install.sh refuses another architecture, saying why" grep -q "this tarball is for arm64" "$work/wrong-arch.log"
 
-echo "== 3. the arm64 .deb in an arm64 Debian root, run under qemu-user"
-root64=$work/arm64
-mapfile -t deps64 < <(depends "$deb_arm64")
-tests/deploy/rootfs arm64 "$root64" "${deps64[@]}"
-dpkg-deb -x "$deb_arm64" "$root64"
-check "the installed agent is an arm64 binary" test "$(od -An -tx2 -j18 -N2 "$root64/usr/bin/outpost-agent" | tr -d ' ')" = 00b7
-
+echo "== 3. the ARM .debs in ARM Debian roots, run under qemu-user against a gateway here"
 certs=$work/certs
-deploy/certs/make-certs "$certs" --devices 1 >/dev/null
+deploy/certs/make-certs "$certs" --devices 2 >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/gateway.toml" <<TOML
@@ -137,13 +147,27 @@ rotate_age = "1s"
 TOML
 "$gateway_bin" --config "$work/gateway.toml" > "$work/gateway.log" 2>&1 &
 pids+=($!)
-mkdir -p "$work/agent-state"
-cat > "$work/agent.toml" <<TOML
+sink_seqs() {  # distinct seqs of one device in the sink
+  find "$work/sink" -name '*.zst' -print0 2>/dev/null | xargs -0 -r zstdcat 2>/dev/null |
+    grep "\"agent_id\":\"$1\"" | grep -o '"seq":"[0-9]*"' | sort -u | wc -l
+}
+# arch, qemu, ELF e_machine, device
+for spec in "arm64 qemu-aarch64 00b7 device-1" "armhf qemu-arm 0028 device-2"; do
+  read -r arch qemu machine device <<< "$spec"
+  deb_arch=$pkgs/outpost-agent_${version}_$arch.deb
+  root_arch=$work/root-$arch
+  mapfile -t deps_arch < <(depends "$deb_arch")
+  scripts/debian-root "$arch" "$root_arch" "${deps_arch[@]}"
+  dpkg-deb -x "$deb_arch" "$root_arch"
+  check "the $arch package holds an $arch binary" \
+    test "$(od -An -tx2 -j18 -N2 "$root_arch/usr/bin/outpost-agent" | tr -d ' ')" = "$machine"
+  mkdir -p "$work/state-$arch"
+  cat > "$work/agent-$arch.toml" <<TOML
 [agent]
-id = "device-1"
+id = "$device"
 http_listen = ""
 [buffer]
-path = "$work/agent-state/buffer.db"
+path = "$work/state-$arch/buffer.db"
 [generator]
 enabled = true
 events = 3000
@@ -152,27 +176,27 @@ rate = 3000
 endpoints = "127.0.0.1:$port"
 server_name = "localhost"
 ca_file = "$certs/ca.crt"
-cert_file = "$certs/device-1.crt"
-key_file = "$certs/device-1.key"
+cert_file = "$certs/$device.crt"
+key_file = "$certs/$device.key"
 TOML
-qemu-aarch64 -L "$root64" "$root64/usr/bin/outpost-agent" run --config "$work/agent.toml" \
-  > "$work/agent.log" 2>&1 &
-pids+=($!)
-sink_seqs() {
-  find "$work/sink" -name '*.zst' -print0 2>/dev/null | xargs -0 -r zstdcat 2>/dev/null |
-    grep -o '"seq":"[0-9]*"' | tr -d '"' | sort -u | wc -l
-}
-for _ in $(seq 1 120); do
-  [[ $(sink_seqs) -ge 3000 ]] && break
-  sleep 1
+  # Only the root's loader and libraries: what the package's Depends brought.
+  "$qemu" -L "$root_arch" "$root_arch/usr/bin/outpost-agent" run --config "$work/agent-$arch.toml" \
+    > "$work/agent-$arch.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 120); do
+    [[ $(sink_seqs "$device") -ge 3000 ]] && break
+    sleep 1
+  done
+  got=$(sink_seqs "$device")
+  [[ $got -eq 3000 ]] || { tail -20 "$work/agent-$arch.log" "$work/gateway.log" >&2; fail "3000 events from the $arch agent, $got arrived"; }
+  echo "ok: the $arch agent ($qemu, $arch Debian root) delivered 3000 of 3000 events over mutual TLS"
 done
-got=$(sink_seqs)
-[[ $got -eq 3000 ]] || { tail -20 "$work/agent.log" "$work/gateway.log" >&2; fail "3000 events from the arm64 agent, $got arrived"; }
-echo "ok: the arm64 agent (qemu-aarch64, arm64 Debian root) delivered 3000 of 3000 events"
-check "the gateway saw device-1 over mutual TLS" grep -q "session device-1" "$work/gateway.log"
 
-echo "== 4. the systemd unit"
-exposure=$(systemd-analyze security --offline=yes "$src/deploy/systemd/outpost-agent.service" 2>&1 |
-  sed -n 's/.*Overall exposure level for outpost-agent.service: \([0-9.]*\).*/\1/p')
-check "outpost-agent.service exposure $exposure is at most 2.0 (systemd's 'OK' band ends at 3.9)" python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.0 else 1)"
+echo "== 4. the systemd units"
+for unit in outpost-agent outpost-gateway; do
+  exposure=$(systemd-analyze security --offline=yes "$src/deploy/systemd/$unit.service" 2>&1 |
+    sed -n "s/.*Overall exposure level for $unit.service: \([0-9.]*\).*/\1/p")
+  check "$unit.service exposure $exposure is at most 2.0 (systemd's 'OK' band ends at 3.9)" \
+    python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.0 else 1)"
+done
 echo "package_test: all checks passed"

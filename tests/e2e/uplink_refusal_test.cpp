@@ -361,3 +361,29 @@ TEST_CASE("a batch refused by the rate limit is not overtaken by the next one of
   CHECK(gateway.stop() == 0);
   check_file_sink_exactly_once(gateway.sink_dir(), "device-1", 110);
 }
+
+TEST_CASE("the total connection cap refuses one more, and frees a place when one closes") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port,
+                      "[limits]\nmax_connections = 3\nmax_connections_per_ip = 100\n");
+  gateway.start();
+  std::vector<std::unique_ptr<UplinkClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<UplinkClient>());
+    REQUIRE(held.back()->connect(port));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all three accepted
+  UplinkClient fourth;
+  REQUIRE(fourth.connect(port));
+  CHECK(fourth.closed_within(2000));
+  CHECK_FALSE(held.front()->closed_within(200));
+  held.front()->close();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the gateway sees it go
+  Session s(port, pki, "device-1");  // a place is free again: a whole session works
+  s.still_served();
+  const std::string m = http_get(gateway.http_port(), "/metrics");
+  CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"max_connections\"}") == 1);
+  CHECK(gateway.stop() == 0);
+}

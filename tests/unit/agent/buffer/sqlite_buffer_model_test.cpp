@@ -58,7 +58,8 @@ TEST_CASE("buffer matches an in-memory model over 10k random steps, across reope
       std::vector<ModelEvent> expected;
       for (uint64_t i = pick(1, 20); i > 0; --i) {
         auto kind = kAllKinds[pick(0, 2)];
-        auto e = test::event_of(kind, pick(0, 300), static_cast<int32_t>(pick(0, 3)),
+        auto e = test::event_of(kind, static_cast<size_t>(pick(0, 300)),
+                                static_cast<int32_t>(pick(0, 3)),
                                 static_cast<int64_t>(pick(1, 1'000'000)));
         e.body += std::to_string(step);  // distinct content per step
         expected.push_back({e.kind, e.priority, e.event_time_ns, e.body});
@@ -72,8 +73,8 @@ TEST_CASE("buffer matches an in-memory model over 10k random steps, across reope
       ++appends;
     } else if (op < 80) {  // read a batch after the cursor (or from the start)
       if (pick(0, 4) == 0) read_cursor = acked;
-      size_t max_events = pick(1, 50);
-      size_t max_bytes = pick(1, 5000);
+      auto max_events = static_cast<size_t>(pick(1, 50));
+      auto max_bytes = static_cast<size_t>(pick(1, 5000));
       auto batch = buffer->read_batch(read_cursor, max_events, max_bytes);
       REQUIRE(batch);
       auto it = model.upper_bound(read_cursor);
