@@ -1,14 +1,48 @@
 #pragma once
-// What every benchmark here needs: medians of runs, and a child process's own CPU time and
-// peak RSS.
+// What every benchmark here needs: its flags, medians of runs, and a child process's own CPU
+// time and peak RSS.
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace outpost::bench {
+
+// "--name value" flags. `defaults` names every flag with its default; anything else (an
+// unknown flag, one without its value, --help) prints the usage and exits 2, so that a
+// mistyped flag never starts a long run with the defaults.
+class Flags {
+ public:
+  Flags(const char* program, int argc, char** argv, std::map<std::string, std::string> defaults)
+      : values_(std::move(defaults)) {
+    for (int i = 1; i < argc; i += 2) {
+      const char* arg = argv[i];
+      auto it = std::strncmp(arg, "--", 2) == 0 ? values_.find(arg + 2) : values_.end();
+      if (it == values_.end() || i + 1 >= argc) {
+        std::fprintf(stderr, "%s: %s %s\nusage: %s", program,
+                     it == values_.end() ? "unknown flag" : "no value for", arg, program);
+        for (const auto& [name, value] : values_) {
+          std::fprintf(stderr, " [--%s %s]", name.c_str(), value.c_str());
+        }
+        std::fprintf(stderr, "\n");
+        std::exit(2);
+      }
+      it->second = argv[i + 1];
+    }
+  }
+  std::string text(const std::string& name) const { return values_.at(name); }
+  long long number(const std::string& name) const { return std::stoll(values_.at(name)); }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -132,21 +132,12 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t events = 1'000'000;
-  int runs = 3;
-  std::string base = fs::temp_directory_path().string();
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--events")) {
-      events = std::stoull(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      runs = std::stoi(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--dir")) {
-      base = argv[i + 1];
-    } else {
-      std::fprintf(stderr, "forward_bench: unknown flag %s\n", argv[i]);
-      return 2;
-    }
-  }
+  const bench::Flags flags(
+      "forward_bench", argc, argv,
+      {{"events", "1000000"}, {"runs", "3"}, {"dir", fs::temp_directory_path().string()}});
+  const auto events = static_cast<uint64_t>(flags.number("events"));
+  const auto runs = static_cast<int>(flags.number("runs"));
+  const std::string base = flags.text("dir");
   const std::string pki = base + "/outpost-forward-bench-pki";
   const std::string make = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs " + pki +
                            " --devices 1 >/dev/null";

@@ -166,18 +166,9 @@ Figures run_reference(test::KafkaBroker& broker, uint64_t events, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t events = 500'000;
-  int runs = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--events")) {
-      events = std::stoull(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      runs = std::stoi(argv[i + 1]);
-    } else {
-      std::fprintf(stderr, "kafka_bench: unknown flag %s\n", argv[i]);
-      return 2;
-    }
-  }
+  const bench::Flags flags("kafka_bench", argc, argv, {{"events", "500000"}, {"runs", "3"}});
+  const auto events = static_cast<uint64_t>(flags.number("events"));
+  const auto runs = static_cast<int>(flags.number("runs"));
   test::KafkaBroker broker(test::free_port());
   if (!broker.ok()) {
     std::fprintf(stderr, "kafka_bench: the broker did not start: %s\n", broker.error().c_str());

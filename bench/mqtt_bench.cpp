@@ -154,17 +154,9 @@ AgentRun agent_run(uint16_t port, int messages, const std::string& dir, const ch
 }  // namespace
 
 int main(int argc, char** argv) {
-  int messages = 50'000, runs = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--messages")) {
-      messages = std::stoi(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      runs = std::stoi(argv[i + 1]);
-    } else {
-      std::fprintf(stderr, "mqtt_bench: unknown flag %s\n", argv[i]);
-      return 2;
-    }
-  }
+  const bench::Flags flags("mqtt_bench", argc, argv, {{"messages", "50000"}, {"runs", "3"}});
+  const auto messages = static_cast<int>(flags.number("messages"));
+  const auto runs = static_cast<int>(flags.number("runs"));
   const std::string dir = std::filesystem::temp_directory_path().string() + "/outpost-mqtt-bench";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

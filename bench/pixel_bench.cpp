@@ -96,19 +96,11 @@ Run one_run(const std::string& dir, int seconds, int connections) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seconds = 10, connections = 50, runs = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--seconds")) {
-      seconds = std::stoi(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--connections")) {
-      connections = std::stoi(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      runs = std::stoi(argv[i + 1]);
-    } else {
-      std::fprintf(stderr, "pixel_bench: unknown flag %s\n", argv[i]);
-      return 2;
-    }
-  }
+  const bench::Flags flags("pixel_bench", argc, argv,
+                           {{"seconds", "10"}, {"connections", "50"}, {"runs", "3"}});
+  const auto seconds = static_cast<int>(flags.number("seconds"));
+  const auto connections = static_cast<int>(flags.number("connections"));
+  const auto runs = static_cast<int>(flags.number("runs"));
   const std::string dir = std::filesystem::temp_directory_path().string() + "/outpost-pixel-bench";
   std::vector<double> rps, p50, p99, cpu, rss, buffered;
   bool all_buffered = true;
