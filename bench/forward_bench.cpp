@@ -49,7 +49,8 @@ struct Run {
   ProcStats agent, gateway;
 };
 
-Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
+Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
+            const std::string& sink_format) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string buffer = dir + "/buffer.db";
@@ -74,7 +75,8 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
                    "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
                        "\"\nhttp_listen = \"127.0.0.1:0\"\n[tls]\nca_file = \"" + pki +
                        "/ca.crt\"\ncert_file = \"" + pki + "/gateway.crt\"\nkey_file = \"" + pki +
-                       "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n");
+                       "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\nformat = \"" +
+                       sink_format + "\"\n");
   pid_t gw = spawn(
       std::string(OUTPOST_GATEWAY_BIN) + " -c " + dir + "/gateway.toml 2>" + dir + "/gateway.log",
       dir + "/gateway.out");
@@ -132,9 +134,11 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bench::Flags flags(
-      "forward_bench", argc, argv,
-      {{"events", "1000000"}, {"runs", "3"}, {"dir", fs::temp_directory_path().string()}});
+  const bench::Flags flags("forward_bench", argc, argv,
+                           {{"events", "1000000"},
+                            {"runs", "3"},
+                            {"dir", fs::temp_directory_path().string()},
+                            {"sink-format", "ndjson"}});
   const auto events = static_cast<uint64_t>(flags.number("events"));
   const auto runs = static_cast<int>(flags.number("runs"));
   const std::string base = flags.text("dir");
@@ -144,7 +148,7 @@ int main(int argc, char** argv) {
   if (std::system(make.c_str()) != 0) return 1;
   std::vector<double> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss;
   for (int r = 0; r < runs; ++r) {
-    Run run = one_run(base + "/outpost-forward-bench", pki, events);
+    Run run = one_run(base + "/outpost-forward-bench", pki, events, flags.text("sink-format"));
     const double millions = static_cast<double>(events) / 1e6;
     std::printf(
         "run %d: %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent %.2f "
@@ -163,8 +167,8 @@ int main(int argc, char** argv) {
   fs::remove_all(pki);
   std::printf("events per run: %llu synthetic events; medians of %d runs\n",
               static_cast<unsigned long long>(events), runs);
-  std::printf("end to end (agent buffer -> TLS -> gateway -> file sink): %.0f events/s\n",
-              median(rate));
+  std::printf("end to end (agent buffer -> TLS -> gateway -> file sink, %s): %.0f events/s\n",
+              flags.text("sink-format").c_str(), median(rate));
   std::printf("compressed bytes per event: %.1f (zstd level 1, ratio %.2f)\n", median(bpe),
               median(ratio));
   std::printf("CPU seconds per million events: agent %.2f, gateway %.2f\n", median(agent_cpu),
