@@ -9,6 +9,8 @@
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/cli/cli.hpp"
 #include "agent/cli/commands.hpp"
+#include "common/config.hpp"
+#include "common/errc.hpp"
 #include "common/json_writer.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -112,6 +114,18 @@ void stats_table(const BufferStats& s, const std::string& path) {
 }
 
 }  // namespace
+
+Result<std::string> buffer_path_from_config(const std::string& config_path) {
+  auto doc = ConfigDoc::parse_file(config_path);
+  if (!doc) {
+    return make_error(outpost::common_errc::config_unreadable,
+                      "no --path given, and the configuration " + config_path +
+                          " cannot be read (" + doc.error().message +
+                          "): name the buffer with --path FILE, or its configuration with "
+                          "--config FILE");
+  }
+  return doc->string("buffer.path", "/var/lib/outpost/buffer.db");
+}
 
 int buffer_stats(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);

@@ -31,7 +31,10 @@ int agent_main(int argc, char** argv) {
   auto* buffer = app.add_subcommand("buffer", "Inspect or repair the local buffer");
   buffer->require_subcommand(1);
   auto add_path = [&](CLI::App* cmd) {
-    cmd->add_option("-p,--path", b.path, "Buffer file")->required();
+    cmd->add_option("-p,--path", b.path, "Buffer file (default: buffer.path of --config)");
+    cmd->add_option("-c,--config", b.config,
+                    "Agent configuration whose buffer.path to use when --path is not given")
+        ->capture_default_str();
   };
   auto add_kind = [&](CLI::App* cmd) {
     cmd->add_option("-k,--kind", b.kind, "Only events of this kind")
@@ -93,6 +96,14 @@ int agent_main(int argc, char** argv) {
   }
 
   if (run_cmd->parsed()) return cli::run_agent(run);
+  if (b.path.empty()) {
+    auto path = cli::buffer_path_from_config(b.config);
+    if (!path) {
+      std::cerr << "outpost-agent buffer: " << path.error().message << "\n";
+      return kExitUsage;
+    }
+    b.path = *path;
+  }
   if (stats->parsed()) return cli::buffer_stats(b);
   if (peek->parsed()) return cli::buffer_peek(b);
   if (exp->parsed()) return cli::buffer_export(b);

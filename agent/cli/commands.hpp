@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/result.hpp"
+
 namespace outpost::agent::cli {
 
 struct RunOptions {
@@ -18,7 +20,8 @@ struct RunOptions {
 int run_agent(const RunOptions& o);
 
 struct BufferOptionsCli {
-  std::string path;
+  std::string path;  // empty: buffer.path of `config`
+  std::string config = "/etc/outpost/agent.toml";
   bool json = false;
   // peek / export / purge
   std::optional<std::string> kind;
@@ -29,6 +32,8 @@ struct BufferOptionsCli {
   bool yes = false;
   std::optional<std::string> agent_id;  // import into a new file
 };
+// The buffer file of a configuration (buffer.path), for `buffer …` without --path.
+Result<std::string> buffer_path_from_config(const std::string& config_path);
 int buffer_stats(const BufferOptionsCli& o);
 int buffer_peek(const BufferOptionsCli& o);
 int buffer_export(const BufferOptionsCli& o);

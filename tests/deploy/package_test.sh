@@ -81,7 +81,8 @@ in_root setpriv --reuid=outpost --regid=outpost --clear-groups /usr/bin/outpost-
   --set generator.rate=100000 --set generator.stop_when_done=true --set agent.http_listen= \
   --agent-id device-1
 pending() {
-  in_root /usr/bin/outpost-agent buffer stats --path /var/lib/outpost/buffer.db --json |
+  # No --path: the command reads buffer.path from the packaged /etc/outpost/agent.toml.
+  in_root /usr/bin/outpost-agent buffer stats --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_events"])'
 }
 check "500 events wait in /var/lib/outpost/buffer.db" test "$(pending)" = 500

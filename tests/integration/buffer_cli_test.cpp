@@ -75,6 +75,10 @@ TEST_CASE("every verb works on a buffer that a running agent is writing") {
   CHECK(table.out.find("pixel") != std::string::npos);
   auto json = run({kAgent, "buffer", "stats", "--path", buffer, "--json"});
   CHECK(json.exit_code == 0);
+  // The agent's configuration names the same buffer (buffer.path) when --path is left out.
+  auto by_config = run({kAgent, "buffer", "stats", "--config", config, "--json"});
+  CHECK(by_config.exit_code == 0);
+  CHECK(by_config.out.find("\"path\":\"" + buffer + "\"") != std::string::npos);
   CHECK(json_number(json.out, "pending_events") > 300);
   CHECK(json.out.find("\"groups\":[{\"kind\":\"pixel\"") != std::string::npos);
 
@@ -151,10 +155,11 @@ TEST_CASE("every verb works on a buffer that a running agent is writing") {
 }
 
 TEST_CASE("bad flags print usage and exit 2; a missing file is one line and exit 1") {
-  auto no_path = run({kAgent, "buffer", "stats"});
+  // Without --path the configuration names the buffer; without either, say so.
+  auto no_path = run({kAgent, "buffer", "stats", "--config", "/nonexistent/agent.toml"});
   CHECK(no_path.exit_code == 2);
   CHECK(no_path.err.find("--path") != std::string::npos);
-  CHECK(no_path.err.find("Usage") != std::string::npos);
+  CHECK(no_path.err.find("/nonexistent/agent.toml") != std::string::npos);
   CHECK(run({kAgent, "buffer", "peek", "--path", "x", "--limit", "many"}).exit_code == 2);
   CHECK(run({kAgent, "buffer", "peek", "--path", "x", "--kind", "video"}).exit_code == 2);
   CHECK(run({kAgent, "buffer", "frobnicate"}).exit_code == 2);
