@@ -94,6 +94,22 @@ std::string refusal_reason(UplinkClient& c) {
   return reasons;
 }
 
+// Opens `cap` connections, which the gateway accepts, then one more, which it closes at once
+// (a connection cap); the first ones stay open. Returns them, still held.
+std::vector<std::unique_ptr<UplinkClient>> fill_to_cap(uint16_t port, int cap) {
+  std::vector<std::unique_ptr<UplinkClient>> held;
+  for (int i = 0; i < cap; ++i) {
+    held.push_back(std::make_unique<UplinkClient>());
+    REQUIRE(held.back()->connect(port));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all accepted
+  UplinkClient one_more;
+  REQUIRE(one_more.connect(port));
+  CHECK(one_more.closed_within(2000));
+  CHECK_FALSE(held.front()->closed_within(200));
+  return held;
+}
+
 }  // namespace
 
 TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is unaffected") {
@@ -307,16 +323,7 @@ TEST_CASE("per-IP connection cap, idle timeout and max events per batch, each wi
     CHECK((*bye)->goodbye().reason().find("idle") != std::string::npos);
   }
   {  // the fourth connection from one address is closed at once
-    std::vector<std::unique_ptr<UplinkClient>> held;
-    for (int i = 0; i < 3; ++i) {
-      held.push_back(std::make_unique<UplinkClient>());
-      REQUIRE(held.back()->connect(port));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all three accepted
-    UplinkClient fourth;
-    REQUIRE(fourth.connect(port));
-    CHECK(fourth.closed_within(2000));
-    CHECK_FALSE(held.front()->closed_within(200));  // the first three are still open
+    auto held = fill_to_cap(port, 3);
   }
   const std::string m = http_get(gateway.http_port(), "/metrics");
   CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"too_many_events\"}") == 1);
@@ -369,16 +376,7 @@ TEST_CASE("the total connection cap refuses one more, and frees a place when one
   GatewayProc gateway(pki, dir.path(), port,
                       "[limits]\nmax_connections = 3\nmax_connections_per_ip = 100\n");
   gateway.start();
-  std::vector<std::unique_ptr<UplinkClient>> held;
-  for (int i = 0; i < 3; ++i) {
-    held.push_back(std::make_unique<UplinkClient>());
-    REQUIRE(held.back()->connect(port));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all three accepted
-  UplinkClient fourth;
-  REQUIRE(fourth.connect(port));
-  CHECK(fourth.closed_within(2000));
-  CHECK_FALSE(held.front()->closed_within(200));
+  auto held = fill_to_cap(port, 3);
   held.front()->close();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the gateway sees it go
   Session s(port, pki, "device-1");  // a place is free again: a whole session works
