@@ -29,9 +29,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what"; fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=tests/deploy/common.sh
+source "$src/tests/deploy/common.sh"
 
 # crun fails on these machines and the default ulimits cannot be set (DESIGN.md).
 cat > "$work/containers.conf" <<'CONF'

@@ -26,8 +26,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-check() { local what=$1; shift; if "$@"; then echo "ok: $what"; else fail "$what"; fi; }
+# shellcheck source=tests/deploy/common.sh
+source "$src/tests/deploy/common.sh"
 # The packages a .deb depends on, without versions or alternatives; a virtual package
 # (libspdlog1.10-fmt9) as the package that provides it, since debootstrap takes only real ones.
 depends() {
@@ -132,8 +132,8 @@ check "install.sh refuses another architecture, saying why" grep -q "this tarbal
 echo "== 3. the ARM .debs in ARM Debian roots, run under qemu-user against a gateway here"
 certs=$work/certs
 deploy/certs/make-certs "$certs" --devices 2 >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
+http_port=$(free_port)
 cat > "$work/gateway.toml" <<TOML
 [gateway]
 listen = "127.0.0.1:$port"
