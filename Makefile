@@ -19,7 +19,8 @@ build-asan: deps
 demo: build
 	scripts/demo
 
-# Every test: formatting, the dev build's full suite, the unit tests under ASan + UBSan.
+# Every test: formatting, the dev build's full suite, the unit tests (and label `sanitized`)
+# under ASan + UBSan.
 test: deps
 	$(MAKE) format-check
 	$(MAKE) build

@@ -26,6 +26,29 @@ void put_varint(std::string& out, uint64_t v) {
   out.push_back(static_cast<char>(v));
 }
 
+constexpr uint8_t kVarint = 0, kLengthDelimited = 2;
+
+void put_tag(std::string& out, uint32_t field, uint8_t wire_type) {
+  put_varint(out, (static_cast<uint64_t>(field) << 3) | wire_type);
+}
+
+// proto3: an empty string is not written.
+void put_string(std::string& out, uint32_t field, std::string_view s) {
+  if (s.empty()) return;
+  put_tag(out, field, kLengthDelimited);
+  put_varint(out, s.size());
+  out.append(s);
+}
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
 Error bad(std::string message) { return make_error(common_errc::bad_input, std::move(message)); }
 
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -356,6 +379,55 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
   put_varint(out, seq);
   out.push_back(static_cast<char>(5 << 3));  // collected_at: field 5, varint
   put_varint(out, static_cast<uint64_t>(collected_at_ns));
+  return out;
+}
+
+std::string encode_pixel_event(const PixelHitFields& hit) {
+  // PixelHit first, to know its length; then the Event around it.
+  std::string pixel;
+  pixel.reserve(64 + hit.user_agent.size() + hit.referer.size() + hit.path.size());
+  put_string(pixel, 1, hit.site_id);
+  if (hit.query) {
+    const auto& query = *hit.query;
+    for (size_t i = 0; i < query.size(); ++i) {
+      const auto& [key, value] = query[i];
+      // A repeated key: only its last value is written, as the map would hold it.
+      if (std::any_of(query.begin() + static_cast<ptrdiff_t>(i) + 1, query.end(),
+                      [&](const auto& later) { return later.first == key; })) {
+        continue;
+      }
+      // A map entry is a message {key = 1, value = 2}; both are written, as protobuf does.
+      const size_t entry =
+          1 + varint_size(key.size()) + key.size() + 1 + varint_size(value.size()) + value.size();
+      put_tag(pixel, 2, kLengthDelimited);
+      put_varint(pixel, entry);
+      put_tag(pixel, 1, kLengthDelimited);
+      put_varint(pixel, key.size());
+      pixel.append(key);
+      put_tag(pixel, 2, kLengthDelimited);
+      put_varint(pixel, value.size());
+      pixel.append(value);
+    }
+  }
+  put_string(pixel, 3, hit.user_agent);
+  put_string(pixel, 4, hit.referer);
+  put_string(pixel, 5, hit.accept_language);
+  put_string(pixel, 6, hit.client_ip);
+  put_string(pixel, 7, hit.cookie_id);
+  put_string(pixel, 8, hit.path);
+
+  std::string out;
+  out.reserve(pixel.size() + 32);
+  put_tag(out, 3, kVarint);  // kind
+  put_varint(out, v1::EVENT_KIND_PIXEL);
+  if (hit.event_time_ns != 0) {
+    put_tag(out, 4, kVarint);
+    put_varint(out, static_cast<uint64_t>(hit.event_time_ns));
+  }
+  put_string(out, 6, "pixel.v1");
+  put_tag(out, 10, kLengthDelimited);  // payload: pixel (written even when empty: the oneof)
+  put_varint(out, pixel.size());
+  out.append(pixel);
   return out;
 }
 

@@ -5,7 +5,11 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <array>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/errc.hpp"
@@ -24,6 +28,10 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+// The io_context's own executor type rather than the polymorphic any_io_executor: each
+// asynchronous operation then avoids wrapping and unwrapping it (a few per request).
+using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
+using Stream = beast::basic_stream<tcp, asio::io_context::executor_type>;
 
 // The smallest transparent images: a 1x1 GIF89a (43 bytes) and a 1x1 RGBA PNG (67 bytes).
 const std::string kGif(
@@ -58,6 +66,38 @@ std::string percent_decode(std::string_view s) {
 std::string header(const http::request<http::string_body>& req, std::string_view name) {
   auto it = req.find(boost::beast::string_view(name.data(), name.size()));
   return it == req.end() ? std::string() : std::string(it->value());
+}
+
+std::string_view field(const http::request<http::string_body>& req, http::field name) {
+  auto it = req.find(name);
+  return it == req.end() ? std::string_view()
+                         : std::string_view(it->value().data(), it->value().size());
+}
+
+// A header value as stored: at most `max_bytes`, valid UTF-8. Copies only when it must change.
+std::string_view bounded(std::string_view v, size_t max_bytes, std::string& storage) {
+  if (v.size() > max_bytes) v = v.substr(0, max_bytes);
+  if (utf8::valid(v)) return v;
+  storage = utf8::repaired(std::string(v));
+  return storage;
+}
+
+// The whole pixel response, serialized once by Beast: a hit is answered with one write of
+// these bytes instead of building and serializing a response message each time.
+std::string pixel_response(bool png, bool keep_alive, unsigned version, bool head) {
+  http::response<http::string_body> res(http::status::ok, version);
+  res.set(http::field::content_type, png ? "image/png" : "image/gif");
+  res.set(http::field::cache_control, "no-store, max-age=0");
+  res.body() = png ? kPng : kGif;
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  std::ostringstream out;
+  if (head) {
+    out << res.base();  // HEAD: the same headers (Content-Length included), no body
+  } else {
+    out << res;
+  }
+  return out.str();
 }
 
 std::string cookie_value(const std::string& cookies, const std::string& name) {
@@ -149,18 +189,48 @@ std::string client_address(const std::string& peer, const std::string& forwarded
   return peer;
 }
 
+namespace {
+class Connection;
+
+// What the buffer's callbacks reach. They run on the buffer's writer thread, possibly after
+// the HttpSource is gone (the buffer outlives it and runs its queued callbacks when it
+// closes), so they hold this, never the source or a connection.
+struct CallbackShared {
+  HttpSourceCounters counters;
+  std::mutex mu;
+  bool open = true;  // false once ~HttpSource began: nothing more is posted to its io_context
+};
+}  // namespace
+
 struct HttpSource::Impl {
   HttpSourceOptions opt;
   Buffer& buffer;
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get("http-source");
-  HttpSourceCounters counters;
+  std::shared_ptr<CallbackShared> shared = std::make_shared<CallbackShared>();
+  HttpSourceCounters& counters = shared->counters;
+
+  // Pixel responses for HTTP/1.0 and 1.1, indexed by pixel_slot(). Declared before `io`, as
+  // is `connections`: both outlive every handler, which the io_context destroys last.
+  std::array<std::string, 16> pixel_responses;
+  std::atomic<uint32_t> connections{0};
   asio::io_context io;
   tcp::acceptor acceptor{io};
   std::thread thread;
-  std::atomic<uint32_t> connections{0};
+  // Connections waiting for a ?sync=true append to be durable. The buffer's callback holds
+  // only a weak reference, so that a connection is never destroyed on the buffer's thread or
+  // after the io_context. Used on the io thread; released before the io_context.
+  std::set<std::shared_ptr<Connection>> waiting_for_buffer;
 
-  Impl(HttpSourceOptions o, Buffer& b, const Clock& c) : opt(std::move(o)), buffer(b), clock(c) {}
+  Impl(HttpSourceOptions o, Buffer& b, const Clock& c) : opt(std::move(o)), buffer(b), clock(c) {
+    for (unsigned slot = 0; slot < pixel_responses.size(); ++slot) {
+      pixel_responses[slot] =
+          pixel_response(slot & 1, slot & 2, slot & 4 ? 11 : 10, static_cast<bool>(slot & 8));
+    }
+  }
+  static unsigned pixel_slot(bool png, bool keep_alive, bool http11, bool head) {
+    return (png ? 1 : 0) | (keep_alive ? 2 : 0) | (http11 ? 4 : 0) | (head ? 8 : 0);
+  }
   void accept();
 };
 
@@ -168,7 +238,7 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(HttpSource::Impl& s, tcp::socket socket) : s_(s), stream_(std::move(socket)) {
+  Connection(HttpSource::Impl& s, Socket socket) : s_(s), stream_(std::move(socket)) {
     boost::system::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     peer_ = ec ? "" : ep.address().to_string();
@@ -217,10 +287,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void handle() {
-    const std::string target(req_.target());
+    const std::string_view target(req_.target().data(), req_.target().size());
     const size_t q = target.find('?');
-    const std::string path = target.substr(0, q);
-    const std::string query = q == std::string::npos ? "" : target.substr(q + 1);
+    const std::string_view path = target.substr(0, q);
+    const std::string_view query = q == std::string::npos ? "" : target.substr(q + 1);
     const auto& o = s_.opt;
     const bool pixel =
         std::find(o.pixel_paths.begin(), o.pixel_paths.end(), path) != o.pixel_paths.end();
@@ -244,16 +314,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
           req_.keep_alive());
   }
 
-  void on_pixel(const std::string& path, const std::string& query) {
+  void on_pixel(std::string_view path, std::string_view query) {
     const auto& o = s_.opt;
-    auto res =
-        std::make_shared<http::response<http::string_body>>(http::status::ok, req_.version());
-    const bool png = path.size() >= 4 && path.compare(path.size() - 4, 4, ".png") == 0;
-    res->set(http::field::content_type, png ? "image/png" : "image/gif");
-    res->set(http::field::cache_control, "no-store, max-age=0");
-    res->body() = png ? kPng : kGif;
-    res->keep_alive(req_.keep_alive());
-    res->prepare_payload();
+    const bool png = path.size() >= 4 && path.substr(path.size() - 4) == ".png";
+    const bool head = req_.method() == http::verb::head;
     const bool suppressed =
         o.honor_privacy_signals && (header(req_, "DNT") == "1" || header(req_, "Sec-GPC") == "1");
     if (suppressed) {
@@ -261,42 +325,51 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } else {
       record_hit(path, query);
     }
-    write(res);
+    const bool keep_alive = req_.keep_alive();
+    if (req_.version() == 10 || req_.version() == 11) {
+      const std::string& bytes = s_.pixel_responses[HttpSource::Impl::pixel_slot(
+          png, keep_alive, req_.version() == 11, head)];
+      return write_bytes(asio::buffer(bytes), keep_alive, nullptr);
+    }
+    auto bytes =
+        std::make_shared<const std::string>(pixel_response(png, keep_alive, req_.version(), head));
+    write_bytes(asio::buffer(*bytes), keep_alive, bytes);
   }
 
-  void record_hit(const std::string& path, const std::string& query) {
+  void record_hit(std::string_view path, std::string_view query) {
     const auto& o = s_.opt;
-    v1::Event e;
-    e.set_kind(v1::EVENT_KIND_PIXEL);
-    e.set_schema("pixel.v1");
-    e.set_event_time(s_.clock.now_ns());
-    auto* hit = e.mutable_pixel();
-    hit->set_path(path);
     PixelQuery parsed =
         parse_pixel_query(query, o.max_query_params, o.max_value_bytes, o.site_param);
-    hit->set_site_id(parsed.site_id);
-    for (auto& [key, value] : parsed.params) (*hit->mutable_query())[key] = std::move(value);
-    auto bounded = [&](std::string v) {
-      if (v.size() > o.max_value_bytes) v.resize(o.max_value_bytes);
-      return utf8::repaired(std::move(v));
-    };
-    hit->set_user_agent(bounded(header(req_, "User-Agent")));
-    hit->set_referer(bounded(header(req_, "Referer")));
-    hit->set_accept_language(bounded(header(req_, "Accept-Language")));
-    hit->set_client_ip(
-        anonymize_ip(client_address(peer_, header(req_, "X-Forwarded-For"), o.trusted_proxies),
-                     o.ip_mode, o.ip_salt));
-    hit->set_cookie_id(bounded(cookie_value(header(req_, "Cookie"), o.cookie_name)));
-    NewEvent ne;
-    ne.kind = EventKind::pixel;
-    ne.event_time_ns = e.event_time();
-    ne.body = e.SerializeAsString();
-    std::vector<NewEvent> events;
-    events.push_back(std::move(ne));
+    std::string ua, referer, language, cookie;  // storage, used only for repaired values
+    const std::string cookie_id = cookie_value(header(req_, "Cookie"), o.cookie_name);
+    const std::string forwarded_for = header(req_, "X-Forwarded-For");
+    if (forwarded_for.empty() && !anonymized_peer_) {  // the same for every request
+      anonymized_peer_ = anonymize_ip(peer_, o.ip_mode, o.ip_salt);
+    }
+    const std::string client_ip =
+        forwarded_for.empty()
+            ? *anonymized_peer_
+            : anonymize_ip(client_address(peer_, forwarded_for, o.trusted_proxies), o.ip_mode,
+                           o.ip_salt);
+    proto::PixelHitFields hit;
+    hit.event_time_ns = s_.clock.now_ns();
+    hit.path = path;
+    hit.site_id = parsed.site_id;
+    hit.query = &parsed.params;
+    hit.user_agent = bounded(field(req_, http::field::user_agent), o.max_value_bytes, ua);
+    hit.referer = bounded(field(req_, http::field::referer), o.max_value_bytes, referer);
+    hit.accept_language =
+        bounded(field(req_, http::field::accept_language), o.max_value_bytes, language);
+    hit.client_ip = client_ip;
+    hit.cookie_id = bounded(cookie_id, o.max_value_bytes, cookie);
+    std::vector<NewEvent> events(1);
+    events[0].kind = EventKind::pixel;
+    events[0].event_time_ns = hit.event_time_ns;
+    events[0].body = proto::encode_pixel_event(hit);
     ++s_.counters.pixel_hits;
     // Never waits: the image is already on its way. A refusal is counted (and by the buffer).
-    s_.buffer.append(std::move(events), [&c = s_.counters](const Result<AppendResult>& r) {
-      if (!r) ++c.refused_by_buffer;
+    s_.buffer.append(std::move(events), [shared = s_.shared](const Result<AppendResult>& r) {
+      if (!r) ++shared->counters.refused_by_buffer;
     });
   }
 
@@ -324,7 +397,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return true;
   }
 
-  void on_events(const std::string& query) {
+  void on_events(std::string_view query) {
     const auto& o = s_.opt;
     std::string type = header(req_, "Content-Type");
     std::transform(type.begin(), type.end(), type.begin(),
@@ -356,7 +429,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       ne.body = e.SerializeAsString();
       events.push_back(std::move(ne));
     }
-    const bool sync = ("&" + query + "&").find("&sync=true&") != std::string::npos;
+    const bool sync = ("&" + std::string(query) + "&").find("&sync=true&") != std::string::npos;
     const size_t count = events.size();
     struct State {
       std::mutex mu;
@@ -364,17 +437,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
       std::optional<Result<AppendResult>> result;
     };
     auto state = std::make_shared<State>();
-    auto self = shared_from_this();
-    s_.buffer.append(std::move(events), [state, self, sync, count](const Result<AppendResult>& r) {
-      if (!r) self->s_.counters.refused_by_buffer += count;
-      std::lock_guard lock(state->mu);
-      if (state->in_call) {
-        state->result = r;
-        return;
+    if (sync) s_.waiting_for_buffer.insert(shared_from_this());
+    s_.buffer.append(std::move(events), [state, shared = s_.shared, weak = weak_from_this(),
+                                         executor = stream_.get_executor(), sync,
+                                         count](const Result<AppendResult>& r) {
+      if (!r) shared->counters.refused_by_buffer += count;
+      {
+        std::lock_guard lock(state->mu);
+        if (state->in_call) {
+          state->result = r;
+          return;
+        }
       }
-      if (sync)
-        asio::post(self->stream_.get_executor(),
-                   [self, r, count] { self->answer_append(r, count, true); });
+      if (!sync) return;
+      std::lock_guard lock(shared->mu);
+      if (!shared->open) return;  // the source is closing: the connection closes unanswered
+      asio::post(executor, [weak, r, count] {
+        if (auto self = weak.lock()) {
+          self->s_.waiting_for_buffer.erase(self);
+          self->answer_append(r, count, true);
+        }
+      });
     });
     std::optional<Result<AppendResult>> now_result;
     {
@@ -382,8 +465,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       state->in_call = false;
       now_result = state->result;
     }
-    if (now_result) return answer_append(*now_result, count, sync);  // refused at once (or fast)
-    if (!sync) answer_append(AppendResult{}, count, false);          // queued
+    if (now_result) {  // refused at once (or fast)
+      if (sync) s_.waiting_for_buffer.erase(shared_from_this());
+      return answer_append(*now_result, count, sync);
+    }
+    if (!sync) answer_append(AppendResult{}, count, false);  // queued
   }
 
   void answer_append(const Result<AppendResult>& r, size_t count, bool sync) {
@@ -427,31 +513,45 @@ class Connection : public std::enable_shared_from_this<Connection> {
     write(res);
   }
 
+  // `owner` keeps the bytes alive when they are not one of the source's fixed responses.
+  void write_bytes(asio::const_buffer bytes, bool keep_alive,
+                   std::shared_ptr<const std::string> owner) {
+    stream_.expires_after(std::chrono::seconds(10));
+    asio::async_write(stream_, bytes,
+                      [self = shared_from_this(), keep_alive, owner = std::move(owner)](
+                          beast::error_code ec, size_t) { self->on_written(ec, keep_alive); });
+  }
+
+  void on_written(beast::error_code ec, bool keep_alive) {
+    if (ec || !keep_alive) {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      return;
+    }
+    read(false);
+  }
+
   void write(const std::shared_ptr<http::response<http::string_body>>& res) {
     stream_.expires_after(std::chrono::seconds(10));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res](beast::error_code ec, size_t) {
-                        if (ec || !res->keep_alive()) {
-                          beast::error_code ignored;
-                          self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-                          return;
-                        }
-                        self->read(false);
+                        self->on_written(ec, res->keep_alive());
                       });
   }
 
   HttpSource::Impl& s_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
   std::string peer_;
+  std::optional<std::string> anonymized_peer_;  // the client IP of a hit with no X-Forwarded-For
 };
 
 }  // namespace
 
 void HttpSource::Impl::accept() {
-  acceptor.async_accept(io, [this](const boost::system::error_code& ec, tcp::socket socket) {
+  acceptor.async_accept(io, [this](const boost::system::error_code& ec, Socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       if (connections.load() >= opt.max_connections) {
@@ -484,6 +584,10 @@ Result<std::unique_ptr<HttpSource>> HttpSource::start(HttpSourceOptions options,
 HttpSource::HttpSource(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpSource::~HttpSource() {
+  {
+    std::lock_guard lock(impl_->shared->mu);
+    impl_->shared->open = false;
+  }
   impl_->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }
