@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <vector>
@@ -319,10 +320,20 @@ std::string base64(std::string_view in) {
 // The members of a map<string, string>, sorted by key so that the output is deterministic.
 void write_map(JsonWriter& w, std::string_view key, const pb::Map<std::string, std::string>& map) {
   if (map.empty()) return;
-  std::vector<std::pair<std::string_view, std::string_view>> entries(map.begin(), map.end());
-  std::sort(entries.begin(), entries.end());
+  // Sorted by key, so that the text does not depend on the map's order; on the stack for the
+  // usual few entries.
+  using Entry = std::pair<std::string_view, std::string_view>;
+  std::array<Entry, 16> few;
+  std::vector<Entry> many;
+  Entry* begin = few.data();
+  if (map.size() > few.size()) {
+    many.resize(map.size());
+    begin = many.data();
+  }
+  Entry* end = std::copy(map.begin(), map.end(), begin);
+  std::sort(begin, end);
   w.key(key).begin_object();
-  for (const auto& [k, v] : entries) w.key(k).value(v);
+  for (const Entry* e = begin; e != end; ++e) w.key(e->first).value(e->second);
   w.end_object();
 }
 
@@ -450,7 +461,7 @@ void append_event_json(std::string& out, const v1::Event& event) {
   JsonWriter w(out);
   w.begin_object();
   write_string(w, "agent_id", event.agent_id());
-  if (event.seq() != 0) w.key("seq").value(std::to_string(event.seq()));
+  if (event.seq() != 0) w.key("seq").quoted(event.seq());
   if (event.kind() != 0) {
     const std::string& name = v1::EventKind_Name(event.kind());
     if (name.empty()) {
@@ -459,10 +470,8 @@ void append_event_json(std::string& out, const v1::Event& event) {
       w.key("kind").value(name);
     }
   }
-  if (event.event_time() != 0) w.key("event_time").value(std::to_string(event.event_time()));
-  if (event.collected_at() != 0) {
-    w.key("collected_at").value(std::to_string(event.collected_at()));
-  }
+  if (event.event_time() != 0) w.key("event_time").quoted(event.event_time());
+  if (event.collected_at() != 0) w.key("collected_at").quoted(event.collected_at());
   write_string(w, "schema", event.schema());
   if (event.priority() != 0) w.key("priority").value(event.priority());
   write_map(w, "attributes", event.attributes());
