@@ -91,7 +91,8 @@ double reference_inserts(const std::string& path, uint64_t events) {
 struct BufferRun {
   double append_rate = 0;
   double drain_rate = 0;
-  double read_share = 0;  // of the drain time, spent in read_batch
+  double read_share = 0;                      // of the drain time, spent in read_batch
+  double reopen_clean = 0, reopen_crash = 0;  // seconds to open with the backlog pending
 };
 
 BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_events,
@@ -109,7 +110,8 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
     std::fprintf(stderr, "open: %s\n", opened.error().describe().c_str());
     std::exit(1);
   }
-  SqliteBuffer& b = **opened;
+  std::unique_ptr<SqliteBuffer> owner = std::move(*opened);
+  SqliteBuffer* b = owner.get();
   std::vector<NewEvent> templates;
   for (uint64_t i = 0; i < 1000; ++i) templates.push_back(bench_event(i));
 
@@ -120,7 +122,7 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
   for (uint64_t i = 0; i < events; i += 100) {
     std::vector<NewEvent> batch(templates.begin() + static_cast<long>(i % 1000),
                                 templates.begin() + static_cast<long>(i % 1000 + 100));
-    in_flight.push_back(b.append(std::move(batch)));
+    in_flight.push_back(b->append(std::move(batch)));
     while (in_flight.size() > 64) {
       if (!in_flight.front().get()) std::exit(1);
       in_flight.pop_front();
@@ -131,6 +133,25 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
     in_flight.pop_front();
   }
   out.append_rate = static_cast<double>(events) / seconds_since(t0);
+
+  // Reopening with the whole backlog pending: after a clean close, which leaves the pending
+  // tallies in the file, and as after a crash, when the open counts every pending event.
+  auto reopen = [&]() -> double {
+    owner.reset();
+    const auto t = steady::now();
+    auto again = SqliteBuffer::open(o, clock);
+    if (!again) std::exit(1);
+    owner = std::move(*again);
+    b = owner.get();
+    return seconds_since(t);
+  };
+  out.reopen_clean = reopen();
+  owner.reset();
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "DELETE FROM meta WHERE key = 'tally_snapshot_of'", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  out.reopen_crash = reopen();
 
   auto t1 = steady::now();
   uint64_t drained = 0, cursor = 0;
@@ -148,20 +169,20 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
       if (to_ack == acked && reading_done) return;
       uint64_t seq = to_ack;
       lock.unlock();
-      if (!b.ack(seq)) std::exit(1);
+      if (!b->ack(seq)) std::exit(1);
       acked = seq;
       lock.lock();
     }
   });
   while (true) {
     auto tr = steady::now();
-    auto batch = b.read_batch(cursor, batch_events, 1 << 20);
+    auto batch = b->read_batch(cursor, batch_events, 1 << 20);
     reading += seconds_since(tr);
     if (!batch || batch->empty()) break;
     cursor = batch->back().seq;
     drained += batch->size();
     if (ack_inline) {
-      if (!b.ack(cursor)) std::exit(1);
+      if (!b->ack(cursor)) std::exit(1);
       continue;
     }
     {
@@ -219,14 +240,17 @@ int main(int argc, char** argv) {
     }
   }
   const std::string path = dir + "/outpost-buffer-bench.db";
-  std::vector<double> appends, drains, references;
+  std::vector<double> appends, drains, references, reopens_clean, reopens_crash;
   for (int r = 0; r < runs; ++r) {
     BufferRun run = buffer_run(path, events, batch, ack_inline);
     double ref = reference_inserts(path + ".ref", events);
     std::printf(
         "run %d: append %.0f events/s, drain %.0f events/s (%.0f %% in read_batch), "
-        "reference %.0f rows/s\n",
-        r + 1, run.append_rate, run.drain_rate, 100 * run.read_share, ref);
+        "reference %.0f rows/s, reopen %.3f s (clean close) / %.3f s (after a crash)\n",
+        r + 1, run.append_rate, run.drain_rate, 100 * run.read_share, ref, run.reopen_clean,
+        run.reopen_crash);
+    reopens_clean.push_back(run.reopen_clean);
+    reopens_crash.push_back(run.reopen_crash);
     appends.push_back(run.append_rate);
     drains.push_back(run.drain_rate);
     references.push_back(ref);
@@ -247,6 +271,8 @@ int main(int argc, char** argv) {
   std::printf("append / reference: %.0f %%\n", 100.0 * append / ref);
   std::printf("drain (read_batch %zu, %s): %.0f events/s\n", batch,
               ack_inline ? "ack after each batch" : "acks on a second thread", drain);
+  std::printf("open with the backlog pending: %.3f s after a clean close, %.3f s after a crash\n",
+              median(reopens_clean), median(reopens_crash));
   std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
 }

@@ -178,6 +178,12 @@ struct SqliteBuffer::Impl {
   Result<void> expire();
   Result<bool> evict_for(int32_t priority, uint64_t needed);
   Result<void> persist(const Counters& before);
+  // The pending tallies of a cleanly closed buffer (docs/buffer.md, tally_snapshot): read at
+  // open instead of scanning every pending event, valid only while nothing has been written
+  // after it.
+  Result<bool> load_tally_snapshot(Counters& c, const std::vector<sqlite::Segment>& segments);
+  Result<void> write_tally_snapshot();
+  bool tally_snapshot_may_exist = true;  // the next transaction deletes it first
   uint64_t segment_of(uint64_t seq) const { return seq & ~(segment_size - 1); }
   void count_in(uint64_t seq, EventKind k, int32_t priority, uint64_t size);
   void count_out(uint64_t seq, EventKind k, int32_t priority, uint64_t size);
@@ -402,7 +408,9 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   insert_segment.reset();
   auto segments = sqlite::list_segments(writer);
   if (!segments) return segments.error();
-  for (const sqlite::Segment& seg : *segments) {
+  auto from_snapshot = load_tally_snapshot(c, *segments);
+  if (!from_snapshot) return from_snapshot.error();
+  for (const sqlite::Segment& seg : *from_snapshot ? std::vector<sqlite::Segment>() : *segments) {
     Tally& t = c.segments[seg.first_seq];
     auto counted = sqlite::for_each_row(writer,
                                         "SELECT kind, priority, count(*), sum(length(body)) FROM " +
@@ -674,6 +682,13 @@ void SqliteBuffer::Impl::run() {
     lock.unlock();
     run_group(jobs);
     lock.lock();
+  }
+  lock.unlock();
+  // Closing: leave the tallies for the next open (a crash leaves none, and it counts).
+  if (healthy) {
+    if (auto r = transact([this] { return write_tally_snapshot(); }); !r) {
+      log->warn("{}: the next open will count the pending events", r.error().describe());
+    }
   }
 }
 
@@ -1072,6 +1087,13 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
     } else {
       working = committed;
     }
+    if (tally_snapshot_may_exist) {  // this transaction changes what it describes
+      if (auto r = writer.exec(
+              "DELETE FROM tally_snapshot; DELETE FROM meta WHERE key = 'tally_snapshot_of'");
+          !r) {
+        return r;
+      }
+    }
     if (auto r = body(); !r) return r;
     if (auto r = drop_empty_segments(); !r) return r;
     if (auto r = persist(committed); !r) return r;
@@ -1085,9 +1107,98 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
     note_error(result.error());
     return result;
   }
+  tally_snapshot_may_exist = false;
   std::lock_guard lock(mu);
   committed = working;
   return result;
+}
+
+// The snapshot is valid for the seqs it names (meta tally_snapshot_of = "next_seq acked_seq")
+// and the segment tables it lists; anything else (another writer, a crash after a write, an
+// older agent) falls back to counting.
+Result<bool> SqliteBuffer::Impl::load_tally_snapshot(Counters& c,
+                                                     const std::vector<sqlite::Segment>& segments) {
+  std::string of;
+  auto marker = sqlite::for_each_row(
+      writer, "SELECT value FROM meta WHERE key = 'tally_snapshot_of'", {}, [&](Stmt& row) {
+        of = row.col_blob(0);
+        return false;
+      });
+  if (!marker) return marker.error();
+  tally_snapshot_may_exist = true;
+  if (of != std::to_string(c.next_seq) + " " + std::to_string(c.acked_seq)) return false;
+  std::map<uint64_t, Tally> tallies;
+  bool valid = true;
+  auto rows = sqlite::for_each_row(
+      writer, "SELECT segment, kind, priority, events, bytes FROM tally_snapshot", {},
+      [&](Stmt& row) {
+        const auto segment = static_cast<uint64_t>(row.col_int(0));
+        Tally& t = tallies[segment];
+        if (row.col_int(1) == 0) return true;  // a segment with nothing pending
+        auto k = kind_from_number(row.col_int(1));
+        if (!k || row.col_int(3) < 0 || row.col_int(4) < 0) {
+          valid = false;
+          return false;
+        }
+        t.add(*k, static_cast<int32_t>(row.col_int(2)), static_cast<uint64_t>(row.col_int(4)),
+              static_cast<uint64_t>(row.col_int(3)));
+        return true;
+      });
+  if (!rows) return rows.error();
+  valid = valid && tallies.size() == segments.size();
+  for (const sqlite::Segment& seg : segments) valid = valid && tallies.count(seg.first_seq) == 1;
+  if (!valid) return false;
+  for (const auto& [segment, t] : tallies) {
+    for (const auto& [priority, counts] : t.by_priority) {
+      for (EventKind k : kAllKinds) {
+        if (counts[kind_index(k)] > 0) c.pending.add(k, priority, 0, counts[kind_index(k)]);
+      }
+    }
+    for (EventKind k : kAllKinds) c.pending.bytes[kind_index(k)] += t.bytes[kind_index(k)];
+  }
+  c.segments = std::move(tallies);
+  return true;
+}
+
+// At a clean close, in the writer's last transaction.
+Result<void> SqliteBuffer::Impl::write_tally_snapshot() {
+  auto insert = Stmt::prepare(writer,
+                              "INSERT INTO tally_snapshot (segment, kind, priority, events, bytes) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!insert) return insert.error();
+  auto row = [&](uint64_t segment, int64_t kind, int64_t priority, uint64_t events,
+                 uint64_t bytes) -> Result<void> {
+    insert->bind(1, static_cast<int64_t>(segment))
+        .bind(2, kind)
+        .bind(3, priority)
+        .bind(4, static_cast<int64_t>(events))
+        .bind(5, static_cast<int64_t>(bytes));
+    const int rc = insert->step();
+    insert->reset();
+    if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+    return {};
+  };
+  for (const auto& [segment, t] : working.segments) {
+    if (auto r = row(segment, 0, 0, 0, 0); !r) return r;  // the segment, even if empty
+    for (EventKind k : kAllKinds) {
+      bool first = true;  // bytes are tallied by kind: on its first priority's row
+      for (const auto& [priority, counts] : t.by_priority) {
+        if (counts[kind_index(k)] == 0) continue;
+        if (auto r = row(segment, static_cast<int64_t>(k), priority, counts[kind_index(k)],
+                         first ? t.bytes[kind_index(k)] : 0);
+            !r) {
+          return r;
+        }
+        first = false;
+      }
+    }
+  }
+  const std::string of = std::to_string(working.next_seq) + " " + std::to_string(working.acked_seq);
+  update_meta_stmt.bind_text(1, "tally_snapshot_of").bind_text(2, of);  // bound, not copied
+  const int rc = update_meta_stmt.step();
+  update_meta_stmt.reset();
+  if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+  return {};
 }
 
 // Acknowledges every seq <= up_to_seq: drops the segments wholly at or below it, and hides

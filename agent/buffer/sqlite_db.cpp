@@ -155,9 +155,16 @@ Result<void> create_schema(Db& db, std::string_view agent_id, unsigned segment_s
 }
 
 Result<void> create_side_tables(Db& db) {
-  // docs/buffer.md documents both; `identities` is a ring of identity_window slots.
+  // docs/buffer.md documents them; `identities` is a ring of identity_window slots.
   return db.exec(R"sql(
     CREATE TABLE IF NOT EXISTS identities (slot INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE);
+    CREATE TABLE IF NOT EXISTS tally_snapshot (
+      segment  INTEGER NOT NULL,
+      kind     INTEGER NOT NULL,
+      priority INTEGER NOT NULL,
+      events   INTEGER NOT NULL,
+      bytes    INTEGER NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS quarantine (
       id      INTEGER PRIMARY KEY,
       at      INTEGER NOT NULL,

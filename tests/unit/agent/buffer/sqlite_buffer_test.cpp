@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -622,4 +623,70 @@ TEST_CASE("a version-2 file from before the side tables gains them at open") {
   REQUIRE(s);
   CHECK(s->pending_events == 2);
   CHECK(s->quarantine_rows == 1);
+}
+
+TEST_CASE("a clean close leaves the pending tallies for the next open; the next write drops them") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));  // 32 seqs per segment
+  auto groups_of = [](const BufferStats& s) {
+    std::vector<std::tuple<EventKind, int32_t, uint64_t, uint64_t>> out;
+    for (const GroupStats& g : s.groups) out.emplace_back(g.kind, g.priority, g.events, g.bytes);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  BufferStats before;
+  {
+    auto b = open_ok(o, clock);
+    std::vector<NewEvent> many;
+    for (int i = 0; i < 100; ++i) {
+      many.push_back(event_of(i % 3 == 0 ? EventKind::pixel : EventKind::sensor,
+                              static_cast<size_t>(5 + i % 7), i % 4 == 0 ? 2 : 0));
+    }
+    REQUIRE(b->append(std::move(many)).get());
+    REQUIRE(b->ack(40));  // segment 0 dropped, 32..40 hidden, 41..100 pending
+    auto s = b->stats();
+    REQUIRE(s);
+    before = *s;
+  }
+  CHECK(query_int(o.path, "SELECT count(DISTINCT segment) FROM tally_snapshot") == 3);
+  CHECK(query_int(o.path, "SELECT value FROM meta WHERE key = 'tally_snapshot_of'") == 101);
+  {
+    auto b = open_ok(o, clock);  // from the snapshot: the same figures as counting gives
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == before.pending_events);
+    CHECK(s->pending_bytes == before.pending_bytes);
+    CHECK(groups_of(*s) == groups_of(before));
+    REQUIRE(append_one(*b, event_of(EventKind::json, 10)));  // the first write removes it
+    CHECK(query_int(o.path, "SELECT count(*) FROM tally_snapshot") == 0);
+    CHECK(query_int(o.path, "SELECT count(*) FROM meta WHERE key = 'tally_snapshot_of'") == 0);
+  }
+  // The snapshot is what the open reads: a changed one shows (so the figures above were
+  // not counted again)...
+  const std::string one_more_thousand =
+      "UPDATE tally_snapshot SET events = events + 1000 "
+      "WHERE rowid = (SELECT min(rowid) FROM tally_snapshot WHERE kind = 2);";
+  exec_sql(o.path, one_more_thousand);
+  {
+    auto b = open_ok(o, clock);
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == before.pending_events + 1 + 1000);
+  }
+  // ...but only while it names the buffer's seqs: otherwise the open counts.
+  exec_sql(o.path,
+           one_more_thousand + "UPDATE meta SET value = '101 40' WHERE key = 'tally_snapshot_of'");
+  {
+    auto b = open_ok(o, clock);
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == before.pending_events + 1);
+  }
+  // A segment it does not list (another writer made it) also makes the open count.
+  exec_sql(o.path, one_more_thousand + "DELETE FROM tally_snapshot WHERE segment = 96");
+  auto b = open_ok(o, clock);
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == before.pending_events + 1);
 }
