@@ -378,11 +378,11 @@ Result<NewEvent> to_new_event(v1::Event& event, const std::string& where, std::s
 
 }  // namespace
 
-std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
-                  int64_t collected_at_ns) {
-  std::string out;
-  out.reserve(body.size() + agent_id.size() + 24);
-  out.append(body);
+namespace {
+
+// The fields stamp() appends, and their size.
+void put_stamp_fields(std::string& out, std::string_view agent_id, uint64_t seq,
+                      int64_t collected_at_ns) {
   out.push_back(static_cast<char>((1 << 3) | 2));  // agent_id: field 1, length-delimited
   put_varint(out, agent_id.size());
   out.append(agent_id);
@@ -390,7 +390,29 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
   put_varint(out, seq);
   out.push_back(static_cast<char>(5 << 3));  // collected_at: field 5, varint
   put_varint(out, static_cast<uint64_t>(collected_at_ns));
+}
+
+size_t stamp_fields_size(std::string_view agent_id, uint64_t seq, int64_t collected_at_ns) {
+  return 3 + varint_size(agent_id.size()) + agent_id.size() + varint_size(seq) +
+         varint_size(static_cast<uint64_t>(collected_at_ns));
+}
+
+}  // namespace
+
+std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
+                  int64_t collected_at_ns) {
+  std::string out;
+  out.reserve(body.size() + stamp_fields_size(agent_id, seq, collected_at_ns));
+  out.append(body);
+  put_stamp_fields(out, agent_id, seq, collected_at_ns);
   return out;
+}
+
+void append_stamped_delimited(std::string& out, std::string_view body, std::string_view agent_id,
+                              uint64_t seq, int64_t collected_at_ns) {
+  put_varint(out, body.size() + stamp_fields_size(agent_id, seq, collected_at_ns));
+  out.append(body);
+  put_stamp_fields(out, agent_id, seq, collected_at_ns);
 }
 
 std::string encode_pixel_event(const PixelHitFields& hit) {

@@ -32,6 +32,10 @@ inline constexpr size_t kMaxEventBytes = 16u << 20;
 // that the last occurrence of a scalar field wins makes this a valid Event without re-encoding.
 std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
                   int64_t collected_at_ns);
+// The same stamped event, length-delimited, appended to `out` without an intermediate string
+// (the forwarder builds a batch payload this way).
+void append_stamped_delimited(std::string& out, std::string_view body, std::string_view agent_id,
+                              uint64_t seq, int64_t collected_at_ns);
 
 // The fields of a pixel hit, as the HTTP source has them (already bounded and valid UTF-8).
 struct PixelHitFields {

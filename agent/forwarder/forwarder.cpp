@@ -332,9 +332,11 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       if (!batch) return batch.error();
       if (batch->empty()) break;
       std::string payload;
+      size_t body_bytes = 0;
+      for (const StoredEvent& e : *batch) body_bytes += e.body.size();
+      payload.reserve(body_bytes + batch->size() * (opt.agent_id.size() + 32));
       for (const StoredEvent& e : *batch) {
-        proto::append_delimited(payload,
-                                proto::stamp(e.body, opt.agent_id, e.seq, e.collected_at_ns));
+        proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq, e.collected_at_ns);
       }
       auto z = compressor.compress(payload);
       if (!z) return z.error();

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/io/coded_stream.h>
 
+#include <algorithm>
+
 namespace outpost::wire {
 namespace {
 
@@ -87,8 +89,19 @@ Result<void> FrameDecoder::finish() const {
                     "the stream ended " + std::to_string(buffered_bytes()) + " bytes into a frame");
 }
 
-Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t expected_count,
-                                              uint64_t first_seq, uint64_t last_seq) {
+v1::Event& EventList::emplace_back() {
+  if (!arena_) {
+    google::protobuf::ArenaOptions options;
+    options.start_block_size = 64 << 10;  // a batch of events is typically 0.1–1 MiB parsed
+    options.max_block_size = 1 << 20;
+    arena_ = std::make_unique<google::protobuf::Arena>(options);
+  }
+  events_.push_back(google::protobuf::Arena::CreateMessage<v1::Event>(arena_.get()));
+  return *events_.back();
+}
+
+Result<EventList> decode_payload(std::string_view payload, uint32_t expected_count,
+                                 uint64_t first_seq, uint64_t last_seq) {
   auto bad = [](const std::string& why) { return make_error(wire_errc::bad_batch, why); };
   if (first_seq == 0 || last_seq < first_seq) {
     return bad("batch seq range [" + std::to_string(first_seq) + ", " + std::to_string(last_seq) +
@@ -100,8 +113,10 @@ Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t
   }
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
                                             static_cast<int>(payload.size()));
-  std::vector<v1::Event> events;
-  events.reserve(expected_count);
+  EventList events;
+  // Each event takes at least its one-byte length prefix: the header's count, which the
+  // sender chose, cannot make this reserve more than the payload could hold.
+  events.reserve(std::min<size_t>(expected_count, payload.size()));
   uint64_t previous = 0;
   while (!in.ExpectAtEnd()) {
     if (events.size() == expected_count) {
@@ -113,9 +128,9 @@ Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t
       return bad("event " + std::to_string(events.size()) + " has a bad length prefix");
     }
     auto limit = in.PushLimit(static_cast<int>(size));
-    v1::Event e;
+    v1::Event& e = events.emplace_back();
     if (!e.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
-      return bad("event " + std::to_string(events.size()) + " is not an outpost.v1.Event");
+      return bad("event " + std::to_string(events.size() - 1) + " is not an outpost.v1.Event");
     }
     in.PopLimit(limit);
     if (e.seq() < first_seq || e.seq() > last_seq || e.seq() <= previous) {
@@ -124,7 +139,6 @@ Result<std::vector<v1::Event>> decode_payload(std::string_view payload, uint32_t
                  "] or not increasing");
     }
     previous = e.seq();
-    events.push_back(std::move(e));
   }
   if (events.size() != expected_count) {
     return bad("batch payload holds " + std::to_string(events.size()) + " events, its header " +

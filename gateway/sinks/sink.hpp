@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/wire/frame.hpp"
 #include "outpost/v1/event.pb.h"
 
 namespace outpost::gateway {
@@ -30,7 +31,7 @@ struct SinkBatch {
   // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
   // earlier one of the session that was refused or failed. 0: not known.
   uint64_t session_first_seq = 0;
-  std::vector<v1::Event> events;  // seq order; agent_id already stamped with the identity
+  wire::EventList events;  // seq order; agent_id already stamped with the identity
 };
 
 struct SinkResult {

@@ -24,6 +24,19 @@ TEST_CASE("stamp adds identity without re-encoding: the result parses as the ful
   CHECK(parsed.kind() == v1::EVENT_KIND_JSON);
 }
 
+TEST_CASE("a stamped event appended length-delimited equals stamping then delimiting") {
+  for (uint64_t i = 0; i < 3; ++i) {
+    NewEvent e = agent::synthetic_event(i, 123);
+    for (uint64_t seq : {uint64_t{1}, uint64_t{300}, uint64_t{1} << 40}) {
+      std::string expected = "x";
+      proto::append_delimited(expected, proto::stamp(e.body, "edge-7", seq, 1'700'000'000'000));
+      std::string got = "x";
+      proto::append_stamped_delimited(got, e.body, "edge-7", seq, 1'700'000'000'000);
+      CHECK(got == expected);
+    }
+  }
+}
+
 TEST_CASE("JSON: a json payload is shown inline, and the line imports back to the same body") {
   for (uint64_t i = 0; i < 3; ++i) {
     NewEvent e = agent::synthetic_event(i, 1'700'000'000'000'000'000);

@@ -168,3 +168,37 @@ TEST_CASE("a batch payload decodes to its events and is checked against its head
   REQUIRE_FALSE(dup);
   CHECK(dup.error().message.find("not increasing") != std::string::npos);
 }
+
+TEST_CASE("a header's event count cannot make the decoder reserve more than the payload holds") {
+  std::string payload;
+  for (uint64_t seq = 1; seq <= 3; ++seq) proto::append_delimited(payload, event_bytes(seq));
+  auto events = decode_payload(payload, 4'000'000'000u, 1, UINT64_MAX);
+  REQUIRE_FALSE(events);  // an error, not an allocation of 4 billion slots
+  CHECK(events.error().message.find("holds 3 events") != std::string::npos);
+}
+
+TEST_CASE("an EventList moves without copying, copies deeply, and erases a range") {
+  std::string payload;
+  for (uint64_t seq = 1; seq <= 6; ++seq) proto::append_delimited(payload, event_bytes(seq));
+  auto decoded = decode_payload(payload, 6, 1, 6);
+  REQUIRE(decoded);
+  EventList list = std::move(*decoded);
+  const v1::Event* first = &list[0];
+  EventList moved = std::move(list);
+  CHECK(&moved[0] == first);  // the same events, on the same arena
+  EventList copy = moved;
+  REQUIRE(copy.size() == 6);
+  CHECK(&copy[0] != first);
+  copy[0].set_agent_id("changed");
+  CHECK(moved[0].agent_id() != "changed");
+  copy.erase(copy.begin(), copy.begin() + 4);
+  REQUIRE(copy.size() == 2);
+  CHECK(copy.front().seq() == 5);
+  uint64_t sum = 0;
+  for (const v1::Event& e : static_cast<const EventList&>(moved)) sum += e.seq();
+  CHECK(sum == 21);
+  EventList empty;
+  CHECK(empty.empty());
+  empty.push_back(moved.back());
+  CHECK(empty.front().seq() == 6);
+}
