@@ -1,6 +1,9 @@
 #pragma once
-// JsonWriter: builds compact JSON text for machine-readable command output (`--json`).
-// Commas are managed for the caller; strings are escaped (control characters as \u00XX).
+// JsonWriter: builds compact JSON text for machine-readable command output (`--json`) and for
+// the gateway's NDJSON files, where it runs for every event: each call appends its text to
+// the target string at once (the separator, quotes and colon included) rather than character
+// by character. Commas are managed for the caller; strings are escaped (control characters
+// as \u00XX).
 //
 // Thread-safety: one writer per thread.
 
@@ -28,15 +31,25 @@ class JsonWriter {
   JsonWriter& begin_array() { return open('['); }
   JsonWriter& end_array() { return close(']'); }
   JsonWriter& key(std::string_view k) {
-    comma();
-    quote(k);
-    out_->push_back(':');
+    quote(k, separator(), ':');
+    after_key_ = true;
+    return *this;
+  }
+  // A key that needs no escaping, such as a literal field name: appended without scanning it.
+  JsonWriter& known_key(std::string_view k) {
+    const char sep = separator();
+    char* p = grow((sep ? 1 : 0) + k.size() + 3);
+    if (sep) *p++ = sep;
+    *p++ = '"';
+    std::memcpy(p, k.data(), k.size());
+    p += k.size();
+    *p++ = '"';
+    *p = ':';
     after_key_ = true;
     return *this;
   }
   JsonWriter& value(std::string_view v) {
-    comma();
-    quote(v);
+    quote(v, separator(), 0);
     return *this;
   }
   JsonWriter& value(const char* v) { return value(std::string_view(v)); }
@@ -51,21 +64,28 @@ class JsonWriter {
   JsonWriter& null() { return raw("null"); }
   // Inserts text that is already JSON.
   JsonWriter& raw(std::string_view json) {
-    comma();
+    if (const char sep = separator()) out_->append(1, sep);
     out_->append(json);
     return *this;
   }
   const std::string& str() const { return *out_; }
 
  private:
+  // Appends `n` bytes and returns where to write them.
+  char* grow(size_t n) {
+    const size_t at = out_->size();
+    out_->resize(at + n);
+    return out_->data() + at;
+  }
   template <typename Int>
   JsonWriter& number(Int v, bool in_quotes) {
-    comma();
-    char buf[24];
-    const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
-    if (in_quotes) out_->push_back('"');
-    out_->append(buf, end);
-    if (in_quotes) out_->push_back('"');
+    char buf[32];
+    char* p = buf;
+    if (const char sep = separator()) *p++ = sep;
+    if (in_quotes) *p++ = '"';
+    p = std::to_chars(p, buf + sizeof buf - 1, v).ptr;
+    if (in_quotes) *p++ = '"';
+    out_->append(buf, static_cast<size_t>(p - buf));
     return *this;
   }
   // Whether the innermost open object or array has no member yet: a flag per level for the
@@ -73,30 +93,35 @@ class JsonWriter {
   // beyond.
   char& first_at_top() { return depth_ <= 64 ? first_[depth_ - 1] : deep_first_[depth_ - 65]; }
   JsonWriter& open(char c) {
-    comma();
-    out_->push_back(c);
+    const char sep = separator();
+    char* p = grow(sep ? 2 : 1);
+    if (sep) *p++ = sep;
+    *p = c;
     ++depth_;
     if (depth_ > 64) deep_first_.push_back(true);
     first_at_top() = true;
     return *this;
   }
   JsonWriter& close(char c) {
-    out_->push_back(c);
+    out_->append(1, c);
     if (depth_ > 64) deep_first_.pop_back();
     if (depth_ > 0) --depth_;
     return *this;
   }
-  void comma() {
+  // The separator the next value needs: ',' after a sibling, none first or after a key. Marks
+  // the level as no longer empty.
+  char separator() {
     if (after_key_) {
       after_key_ = false;
-      return;
+      return 0;
     }
-    if (depth_ > 0) {
-      char& first = first_at_top();
-      if (!first) out_->push_back(',');
-      first = false;
-    }
+    if (depth_ == 0) return 0;
+    char& first = first_at_top();
+    const bool was_first = first;
+    first = false;
+    return was_first ? 0 : ',';
   }
+  static bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
   // True when one of the 8 bytes of `w` is below 0x20, '"' or '\\' (it may then also report
   // a byte at or above 0x80 that is not: those are checked one by one).
   static bool may_need_escape(uint64_t w) {
@@ -105,53 +130,66 @@ class JsonWriter {
     return ((w - ones * 0x20) & ~w & highs) != 0 || has_zero(w ^ (ones * '"')) ||
            has_zero(w ^ (ones * '\\'));
   }
-  void quote(std::string_view s) {
-    out_->push_back('"');
-    // Runs of characters that need no escape are appended whole (the common case), found
-    // eight bytes at a time.
-    size_t run = 0;
+  // The index of the first byte that needs an escape, or s.size(): eight bytes at a time.
+  static size_t first_escape(std::string_view s) {
     size_t i = 0;
-    while (i < s.size()) {
-      if (s.size() - i >= 8) {
-        uint64_t w;
-        std::memcpy(&w, s.data() + i, 8);
-        if (!may_need_escape(w)) {
-          i += 8;
-          continue;
+    for (; s.size() - i >= 8; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (may_need_escape(w)) break;
+    }
+    for (; i < s.size(); ++i) {
+      if (needs_escape(static_cast<unsigned char>(s[i]))) return i;
+    }
+    return s.size();
+  }
+  // Appends `sep` (when not 0), the quoted string, and `suffix` (when not 0).
+  void quote(std::string_view s, char sep, char suffix) {
+    size_t escape_at = first_escape(s);
+    if (escape_at == s.size()) {  // the common case: one append of everything
+      char* p = grow((sep ? 1 : 0) + s.size() + 2 + (suffix ? 1 : 0));
+      if (sep) *p++ = sep;
+      *p++ = '"';
+      std::memcpy(p, s.data(), s.size());
+      p += s.size();
+      *p++ = '"';
+      if (suffix) *p = suffix;
+      return;
+    }
+    if (sep) out_->append(1, sep);
+    out_->append(1, '"');
+    size_t run = 0;  // the start of the bytes not yet appended
+    while (escape_at < s.size()) {
+      out_->append(s.data() + run, escape_at - run);
+      const auto c = static_cast<unsigned char>(s[escape_at]);
+      switch (c) {
+        case '"':
+          *out_ += "\\\"";
+          break;
+        case '\\':
+          *out_ += "\\\\";
+          break;
+        case '\n':
+          *out_ += "\\n";
+          break;
+        case '\t':
+          *out_ += "\\t";
+          break;
+        case '\r':
+          *out_ += "\\r";
+          break;
+        default: {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          *out_ += buf;
         }
       }
-      const size_t stop = std::min(s.size(), i + 8);
-      for (; i < stop; ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        out_->append(s.data() + run, i - run);
-        run = i + 1;
-        switch (c) {
-          case '"':
-            *out_ += "\\\"";
-            break;
-          case '\\':
-            *out_ += "\\\\";
-            break;
-          case '\n':
-            *out_ += "\\n";
-            break;
-          case '\t':
-            *out_ += "\\t";
-            break;
-          case '\r':
-            *out_ += "\\r";
-            break;
-          default: {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            *out_ += buf;
-          }
-        }
-      }
+      run = escape_at + 1;
+      escape_at = run + first_escape(s.substr(run));
     }
     out_->append(s.data() + run, s.size() - run);
-    out_->push_back('"');
+    out_->append(1, '"');
+    if (suffix) out_->append(1, suffix);
   }
 
   std::string own_;

@@ -332,13 +332,13 @@ void write_map(JsonWriter& w, std::string_view key, const pb::Map<std::string, s
   }
   Entry* end = std::copy(map.begin(), map.end(), begin);
   std::sort(begin, end);
-  w.key(key).begin_object();
+  w.known_key(key).begin_object();
   for (const Entry* e = begin; e != end; ++e) w.key(e->first).value(e->second);
   w.end_object();
 }
 
 void write_string(JsonWriter& w, std::string_view key, const std::string& v) {
-  if (!v.empty()) w.key(key).value(v);
+  if (!v.empty()) w.known_key(key).value(v);
 }
 
 // protobuf's JSON mapping of a double: the shortest text that reads back the same.
@@ -483,24 +483,24 @@ void append_event_json(std::string& out, const v1::Event& event) {
   JsonWriter w(out);
   w.begin_object();
   write_string(w, "agent_id", event.agent_id());
-  if (event.seq() != 0) w.key("seq").quoted(event.seq());
+  if (event.seq() != 0) w.known_key("seq").quoted(event.seq());
   if (event.kind() != 0) {
     const std::string& name = v1::EventKind_Name(event.kind());
     if (name.empty()) {
-      w.key("kind").value(static_cast<int32_t>(event.kind()));
+      w.known_key("kind").value(static_cast<int32_t>(event.kind()));
     } else {
-      w.key("kind").value(name);
+      w.known_key("kind").value(name);
     }
   }
-  if (event.event_time() != 0) w.key("event_time").quoted(event.event_time());
-  if (event.collected_at() != 0) w.key("collected_at").quoted(event.collected_at());
+  if (event.event_time() != 0) w.known_key("event_time").quoted(event.event_time());
+  if (event.collected_at() != 0) w.known_key("collected_at").quoted(event.collected_at());
   write_string(w, "schema", event.schema());
-  if (event.priority() != 0) w.key("priority").value(event.priority());
+  if (event.priority() != 0) w.known_key("priority").value(event.priority());
   write_map(w, "attributes", event.attributes());
   switch (event.payload_case()) {
     case v1::Event::kPixel: {
       const v1::PixelHit& p = event.pixel();
-      w.key("pixel").begin_object();
+      w.known_key("pixel").begin_object();
       write_string(w, "site_id", p.site_id());
       write_map(w, "query", p.query());
       write_string(w, "user_agent", p.user_agent());
@@ -514,25 +514,25 @@ void append_event_json(std::string& out, const v1::Event& event) {
     }
     case v1::Event::kSensor: {
       const v1::SensorReading& r = event.sensor();
-      w.key("sensor").begin_object();
+      w.known_key("sensor").begin_object();
       write_string(w, "device", r.device());
       write_string(w, "metric", r.metric());
       if (r.value_case() == v1::SensorReading::kNumber) {
-        w.key("number").raw(double_text(r.number()));
+        w.known_key("number").raw(double_text(r.number()));
       } else if (r.value_case() == v1::SensorReading::kRaw) {
-        w.key("raw").value(base64(r.raw()));
+        w.known_key("raw").value(base64(r.raw()));
       }
       write_string(w, "unit", r.unit());
-      if (r.raw_payload()) w.key("raw_payload").value(true);
+      if (r.raw_payload()) w.known_key("raw_payload").value(true);
       write_string(w, "topic", r.topic());
       w.end_object();
       break;
     }
     case v1::Event::kJson:
       if (inline_json(event.json())) {
-        w.key("json").raw(event.json());
+        w.known_key("json").raw(event.json());
       } else {
-        w.key("json").value(base64(event.json()));
+        w.known_key("json").value(base64(event.json()));
       }
       break;
     case v1::Event::PAYLOAD_NOT_SET:

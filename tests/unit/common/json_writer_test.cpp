@@ -84,3 +84,12 @@ TEST_CASE("commas, nesting beyond 64 levels, and integers quoted or not") {
   CHECK(w.str() ==
         "{\"a\":-5,\"b\":\"18446744073709551615\",\"c\":[" + inner + ",true],\"d\":\"-1\"}");
 }
+
+TEST_CASE("a known key is written like key() writes it, separators included") {
+  JsonWriter a, b;
+  a.begin_object().key("agent_id").value("x").key("seq").quoted(uint64_t{7}).end_object();
+  b.begin_object().known_key("agent_id").value("x").known_key("seq").quoted(uint64_t{7});
+  b.end_object();
+  CHECK(a.str() == R"({"agent_id":"x","seq":"7"})");
+  CHECK(b.str() == a.str());
+}
