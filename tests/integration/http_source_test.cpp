@@ -130,51 +130,38 @@ TEST_CASE("the pixel: image bytes and headers at once, and every field of the hi
 
 TEST_CASE("the pixel on a raw socket: HEAD has no body, HTTP/1.0 closes, keep-alive serves two") {
   Fixture f;
-  // Receives until `n` complete responses (headers + Content-Length bytes, none for HEAD)
-  // arrived or the peer closed; returns the bytes and whether it closed.
-  auto receive = [](UplinkClient& c, bool& closed) {
-    std::string all;
-    closed = false;
-    for (int i = 0; i < 40; ++i) {
-      auto got = c.receive_raw(50);
-      if (!got) {
-        closed = true;
-        break;
-      }
-      all += *got;
-    }
-    return all;
-  };
-  {
+  // Sends `request` on a new connection and reads for 2 s or until the peer closes; returns
+  // the bytes and whether it closed.
+  auto exchange = [&](const std::string& request) {
     UplinkClient c;
     REQUIRE(c.connect(f.source->port()));
-    c.send_raw("HEAD /p.gif?site=h HTTP/1.1\r\nHost: x\r\n\r\n");
-    bool closed = false;
-    const std::string got = receive(c, closed);
+    c.send_raw(request);
+    std::pair<std::string, bool> out{"", false};
+    for (int i = 0; i < 40 && !out.second; ++i) {
+      auto got = c.receive_raw(50);
+      if (got) out.first += *got;
+      out.second = !got;
+    }
+    return out;
+  };
+  {
+    const auto [got, closed] = exchange("HEAD /p.gif?site=h HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
     CHECK(got.find("Content-Length: 43\r\n") != std::string::npos);
     CHECK(got.size() == got.find("\r\n\r\n") + 4);  // headers only: no image after them
     CHECK_FALSE(closed);                            // HTTP/1.1: kept alive
   }
   {
-    UplinkClient c;
-    REQUIRE(c.connect(f.source->port()));
-    c.send_raw("GET /p.png?site=old HTTP/1.0\r\nHost: x\r\n\r\n");
-    bool closed = false;
-    const std::string got = receive(c, closed);
+    const auto [got, closed] = exchange("GET /p.png?site=old HTTP/1.0\r\nHost: x\r\n\r\n");
     CHECK(got.find("HTTP/1.0 200 OK\r\n") == 0);
     CHECK(got.find("Content-Type: image/png\r\n") != std::string::npos);
     CHECK(got.size() == got.find("\r\n\r\n") + 4 + 67);
     CHECK(closed);  // HTTP/1.0 without keep-alive
   }
   {
-    UplinkClient c;
-    REQUIRE(c.connect(f.source->port()));
-    c.send_raw(
+    const auto [got, closed] = exchange(
         "GET /p.gif?site=a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
         "GET /p.gif?site=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    bool closed = false;
-    const std::string got = receive(c, closed);
     const size_t second = got.find("HTTP/1.1 200 OK");
     CHECK(got.find("HTTP/1.0 200 OK\r\n") == 0);
     CHECK(got.find("Connection: keep-alive\r\n") < second);
