@@ -28,6 +28,7 @@
 #include "agent/buffer/buffer_inspector.hpp"
 #include "bench/bench_support.hpp"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/uplink_client.hpp"
 
 using namespace outpost;
 using bench::median;
@@ -75,26 +76,19 @@ WrkResult run_wrk(uint16_t port, int seconds, int connections) {
 
 // The agent's whole answer to one pixel request (headers and image), read on a raw socket.
 std::string pixel_response_bytes(uint16_t port) {
+  test::UplinkClient c;
   std::string got;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    const std::string req = "GET /p.gif?site=bench&utm=x HTTP/1.1\r\nHost: x\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), 0) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      // The GIF is 43 bytes after the blank line.
-      while (got.find("\r\n\r\n") == std::string::npos ||
-             got.size() < got.find("\r\n\r\n") + 4 + 43) {
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        got.append(buf, static_cast<size_t>(n));
-      }
-    }
+  if (!c.connect(port) || !c.send_raw("GET /p.gif?site=bench&utm=x HTTP/1.1\r\nHost: x\r\n\r\n")) {
+    return got;
   }
-  if (fd >= 0) ::close(fd);
+  // The GIF is 43 bytes after the blank line.
+  for (int i = 0; i < 50 && (got.find("\r\n\r\n") == std::string::npos ||
+                             got.size() < got.find("\r\n\r\n") + 4 + 43);
+       ++i) {
+    auto more = c.receive_raw(100);
+    if (!more) break;
+    got += *more;
+  }
   return got;
 }
 

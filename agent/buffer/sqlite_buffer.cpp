@@ -71,6 +71,14 @@ struct Tally {
     it->second[kind_index(k)] -= n;
     if (it->second == std::array<uint64_t, kKindCount>{}) by_priority.erase(it);
   }
+  void add(const Tally& part) {
+    for (const auto& [priority, counts] : part.by_priority) {
+      for (EventKind k : kAllKinds) {
+        if (counts[kind_index(k)] > 0) add(k, priority, 0, counts[kind_index(k)]);
+      }
+    }
+    for (EventKind k : kAllKinds) bytes[kind_index(k)] += part.bytes[kind_index(k)];
+  }
   void remove(const Tally& part) {
     for (const auto& [priority, counts] : part.by_priority) {
       for (EventKind k : kAllKinds) {
@@ -1148,14 +1156,7 @@ Result<bool> SqliteBuffer::Impl::load_tally_snapshot(Counters& c,
   valid = valid && tallies.size() == segments.size();
   for (const sqlite::Segment& seg : segments) valid = valid && tallies.count(seg.first_seq) == 1;
   if (!valid) return false;
-  for (const auto& [segment, t] : tallies) {
-    for (const auto& [priority, counts] : t.by_priority) {
-      for (EventKind k : kAllKinds) {
-        if (counts[kind_index(k)] > 0) c.pending.add(k, priority, 0, counts[kind_index(k)]);
-      }
-    }
-    for (EventKind k : kAllKinds) c.pending.bytes[kind_index(k)] += t.bytes[kind_index(k)];
-  }
+  for (const auto& [segment, t] : tallies) c.pending.add(t);
   c.segments = std::move(tallies);
   return true;
 }
