@@ -169,6 +169,31 @@ struct SqliteBuffer::Impl {
   std::mutex read_mu;
   Db reader;
 
+  // What read_batch returned, kept for acknowledge(): the kind, priority and size of each row
+  // of a seq range, so that acknowledging a partly acknowledged segment's rows does not read
+  // them again (that re-read was most of the writer's work during a drain). An entry holds
+  // only while no pending row has been removed other than by an ack: every eviction, purge,
+  // expiry or commit by another process bumps removal_epoch, and an entry read in an older
+  // epoch is not used (the rows are counted from the table, as before).
+  struct ReadRow {
+    uint64_t seq;
+    uint64_t size;
+    int64_t kind;  // as stored; a kind this version does not know is not counted
+    int32_t priority;
+  };
+  struct ReadRange {
+    uint64_t last_seq = 0;  // the range is (key, last_seq]: every row in it was read
+    uint64_t epoch = 0;
+    std::vector<ReadRow> rows;
+  };
+  static constexpr size_t kMaxReadRanges = 64;  // a window of batches, with room to spare
+  std::mutex reads_mu;
+  std::map<uint64_t, ReadRange> reads;  // by the after_seq of the read
+  std::atomic<uint64_t> removal_epoch{0};
+  bool removed_pending = false;  // writer: this transaction removed rows other than by ack
+  void remember_read(uint64_t after_seq, uint64_t epoch, std::vector<ReadRow> rows);
+  bool uncount_from_reads(uint64_t after, uint64_t up_to, uint64_t segment, uint64_t& removed);
+
   Impl(BufferOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
 
   Result<void> open_file();
@@ -578,6 +603,9 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
   if (max_events == 0) return out;
   size_t bytes = 0;
   Result<void> r;
+  std::vector<Impl::ReadRow> rows;
+  rows.reserve(std::min<size_t>(max_events, 4096));
+  const uint64_t epoch = m.removal_epoch.load();  // before the snapshot (see transact())
   {
     sqlite::ReadTransaction snapshot(m.reader);
     r = sqlite::scan_events(m.reader, after_seq, std::nullopt, [&](Stmt& row) {
@@ -585,8 +613,10 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
       if (!out.empty() && bytes + size > max_bytes) return false;
       StoredEvent e;
       e.seq = static_cast<uint64_t>(row.col_int(0));
-      e.kind = kind_from_number(row.col_int(1)).value_or(EventKind::json);
+      const int64_t kind = row.col_int(1);
+      e.kind = kind_from_number(kind).value_or(EventKind::json);
       e.priority = static_cast<int32_t>(row.col_int(2));
+      rows.push_back({e.seq, size, kind, e.priority});
       e.event_time_ns = row.col_int(3);
       e.collected_at_ns = row.col_int(4);
       e.body = row.col_blob(5);
@@ -599,6 +629,7 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
     m.note_error(r.error());
     return r.error();
   }
+  if (!rows.empty()) m.remember_read(after_seq, epoch, std::move(rows));
   return out;
 }
 
@@ -829,6 +860,7 @@ void SqliteBuffer::Impl::count_in(uint64_t seq, EventKind k, int32_t priority, u
 }
 
 void SqliteBuffer::Impl::count_out(uint64_t seq, EventKind k, int32_t priority, uint64_t size) {
+  removed_pending = true;
   working.pending.remove(k, priority, size);
   auto it = working.segments.find(segment_of(seq));
   if (it != working.segments.end()) it->second.remove(k, priority, size);
@@ -1088,7 +1120,9 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
     // Another process (buffer import/purge) may have committed since our last transaction.
     auto version = writer.query_int("PRAGMA data_version");
     if (!version) return version.error();
+    removed_pending = false;
     if (*version != data_version) {
+      ++removal_epoch;  // what it removed is not known: no read range is trusted any more
       if (auto r = load_counters(working); !r) return r;
       std::lock_guard lock(mu);
       committed = working;
@@ -1116,6 +1150,9 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
     return result;
   }
   tally_snapshot_may_exist = false;
+  // After the commit, not before: a read that began before it saw the removed rows and
+  // carries the older epoch.
+  if (removed_pending) ++removal_epoch;
   std::lock_guard lock(mu);
   committed = working;
   return result;
@@ -1218,6 +1255,7 @@ Result<uint64_t> SqliteBuffer::Impl::acknowledge(uint64_t up_to_seq) {
       continue;
     }
     const uint64_t seg = first;
+    if (uncount_from_reads(working.acked_seq, up_to, seg, removed)) break;
     auto hidden = sqlite::for_each_row(
         writer,
         "SELECT kind, priority, length(body) FROM " + sqlite::segment_table(seg) +
@@ -1236,7 +1274,48 @@ Result<uint64_t> SqliteBuffer::Impl::acknowledge(uint64_t up_to_seq) {
     break;
   }
   working.acked_seq = up_to;
+  std::lock_guard lock(reads_mu);
+  while (!reads.empty() && reads.begin()->second.last_seq <= up_to) reads.erase(reads.begin());
   return removed;
+}
+
+void SqliteBuffer::Impl::remember_read(uint64_t after_seq, uint64_t epoch,
+                                       std::vector<ReadRow> rows) {
+  const uint64_t last = rows.back().seq;
+  std::lock_guard lock(reads_mu);
+  reads[after_seq] = ReadRange{last, epoch, std::move(rows)};
+  while (reads.size() > kMaxReadRanges) reads.erase(reads.begin());
+}
+
+// Removes from the tallies the rows of `segment` in (after, up_to] as read_batch saw them,
+// if its reads cover that range in the current epoch; false (and nothing changed) if not.
+bool SqliteBuffer::Impl::uncount_from_reads(uint64_t after, uint64_t up_to, uint64_t segment,
+                                            uint64_t& removed) {
+  std::lock_guard lock(reads_mu);
+  const uint64_t epoch = removal_epoch.load();
+  std::vector<const ReadRange*> chain;
+  for (uint64_t at = after; at < up_to;) {
+    auto it = reads.upper_bound(at);
+    if (it == reads.begin()) return false;
+    --it;  // the last range read after a seq <= at
+    if (it->second.last_seq <= at || it->second.epoch != epoch) return false;
+    chain.push_back(&it->second);
+    at = it->second.last_seq;
+  }
+  Tally& seg = working.segments[segment];
+  for (const ReadRange* range : chain) {
+    for (const ReadRow& row : range->rows) {
+      if (row.seq <= after || row.seq < segment) continue;
+      if (row.seq > up_to) break;
+      auto k = kind_from_number(row.kind);
+      if (!k) continue;
+      working.pending.remove(*k, row.priority, row.size);
+      seg.remove(*k, row.priority, row.size);
+      ++removed;
+    }
+    after = range->last_seq;
+  }
+  return true;
 }
 
 // On a full disk: acknowledge one segment per transaction, giving the WAL's space back after
