@@ -89,7 +89,7 @@ Figures run_sink(const std::string& bootstrap, uint64_t events, bool transaction
     b.first_seq = next[a];
     for (uint64_t i = 0; i < kBatch; ++i) {
       b.events.push_back(make_event(b.agent_id, next[a]++));
-      value_bytes += b.events.back().ByteSizeLong();
+      value_bytes += b.events.back().bytes.size();
     }
     b.last_seq = next[a] - 1;
     batches.push_back(std::move(b));

@@ -13,6 +13,7 @@
 #include "common/json_writer.hpp"
 #include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
+#include "proto/event_view.hpp"
 
 namespace outpost::proto {
 namespace {
@@ -290,74 +291,6 @@ class JsonCheck {
   size_t i_ = 0;
 };
 
-bool valid_json_value(std::string_view text) { return JsonCheck(text).document(); }
-
-std::string base64(std::string_view in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint32_t{static_cast<unsigned char>(in[i])} << 16) |
-                 (uint32_t{static_cast<unsigned char>(in[i + 1])} << 8) |
-                 static_cast<unsigned char>(in[i + 2]);
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i < in.size()) {
-    uint32_t v = uint32_t{static_cast<unsigned char>(in[i])} << 16;
-    if (i + 1 < in.size()) v |= uint32_t{static_cast<unsigned char>(in[i + 1])} << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-// The members of a map<string, string>, sorted by key so that the output is deterministic.
-void write_map(JsonWriter& w, std::string_view key, const pb::Map<std::string, std::string>& map) {
-  if (map.empty()) return;
-  // Sorted by key, so that the text does not depend on the map's order; on the stack for the
-  // usual few entries.
-  using Entry = std::pair<std::string_view, std::string_view>;
-  std::array<Entry, 16> few;
-  std::vector<Entry> many;
-  Entry* begin = few.data();
-  if (map.size() > few.size()) {
-    many.resize(map.size());
-    begin = many.data();
-  }
-  Entry* end = std::copy(map.begin(), map.end(), begin);
-  std::sort(begin, end);
-  w.known_key(key).begin_object();
-  for (const Entry* e = begin; e != end; ++e) w.key(e->first).value(e->second);
-  w.end_object();
-}
-
-void write_string(JsonWriter& w, std::string_view key, const std::string& v) {
-  if (!v.empty()) w.known_key(key).value(v);
-}
-
-// protobuf's JSON mapping of a double: the shortest text that reads back the same.
-std::string double_text(double d) {
-  if (std::isnan(d)) return "\"NaN\"";
-  if (std::isinf(d)) return d > 0 ? "\"Infinity\"" : "\"-Infinity\"";
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, d);
-  return std::string(buf, r.ptr);
-}
-
-// A json payload is shown inline when it is an object or an array; anything else keeps
-// protobuf's base64 form, so that import can tell the two apart.
-bool inline_json(std::string_view raw) {
-  size_t i = 0;
-  while (i < raw.size() && is_ws(raw[i])) ++i;
-  return i < raw.size() && (raw[i] == '{' || raw[i] == '[') && valid_json_value(raw);
-}
-
 Result<NewEvent> to_new_event(v1::Event& event, const std::string& where, std::string* agent_id) {
   auto kind = kind_from_number(event.kind());
   if (!kind) {
@@ -464,81 +397,15 @@ std::string encode_pixel_event(const PixelHitFields& hit) {
   return out;
 }
 
+bool valid_json_value(std::string_view text) { return JsonCheck(text).document(); }
+
 Result<std::string> event_to_json(std::string_view event_bytes) {
-  v1::Event event;
-  if (!event.ParseFromArray(event_bytes.data(), static_cast<int>(event_bytes.size()))) {
-    return bad("stored event does not parse as outpost.v1.Event");
+  if (auto head = check_event(event_bytes); !head) {
+    return bad("stored event does not parse as outpost.v1.Event (" + head.error().message + ")");
   }
   std::string out;
-  append_event_json(out, event);
+  append_event_json(out, event_bytes);
   return out;
-}
-
-// protobuf's JSON mapping of an Event (proto field names, 64-bit integers as strings,
-// enums by name, defaults omitted), written by hand: MessageToJsonString costs several
-// microseconds per event, which the gateway's file sink cannot afford. A `json` payload that
-// is an object or an array appears inline. event_codec_test checks that the importer
-// (event_from_json, over JsonStringToMessage) reads every form back to the same message.
-void append_event_json(std::string& out, const v1::Event& event) {
-  JsonWriter w(out);
-  w.begin_object();
-  write_string(w, "agent_id", event.agent_id());
-  if (event.seq() != 0) w.known_key("seq").quoted(event.seq());
-  if (event.kind() != 0) {
-    const std::string& name = v1::EventKind_Name(event.kind());
-    if (name.empty()) {
-      w.known_key("kind").value(static_cast<int32_t>(event.kind()));
-    } else {
-      w.known_key("kind").value(name);
-    }
-  }
-  if (event.event_time() != 0) w.known_key("event_time").quoted(event.event_time());
-  if (event.collected_at() != 0) w.known_key("collected_at").quoted(event.collected_at());
-  write_string(w, "schema", event.schema());
-  if (event.priority() != 0) w.known_key("priority").value(event.priority());
-  write_map(w, "attributes", event.attributes());
-  switch (event.payload_case()) {
-    case v1::Event::kPixel: {
-      const v1::PixelHit& p = event.pixel();
-      w.known_key("pixel").begin_object();
-      write_string(w, "site_id", p.site_id());
-      write_map(w, "query", p.query());
-      write_string(w, "user_agent", p.user_agent());
-      write_string(w, "referer", p.referer());
-      write_string(w, "accept_language", p.accept_language());
-      write_string(w, "client_ip", p.client_ip());
-      write_string(w, "cookie_id", p.cookie_id());
-      write_string(w, "path", p.path());
-      w.end_object();
-      break;
-    }
-    case v1::Event::kSensor: {
-      const v1::SensorReading& r = event.sensor();
-      w.known_key("sensor").begin_object();
-      write_string(w, "device", r.device());
-      write_string(w, "metric", r.metric());
-      if (r.value_case() == v1::SensorReading::kNumber) {
-        w.known_key("number").raw(double_text(r.number()));
-      } else if (r.value_case() == v1::SensorReading::kRaw) {
-        w.known_key("raw").value(base64(r.raw()));
-      }
-      write_string(w, "unit", r.unit());
-      if (r.raw_payload()) w.known_key("raw_payload").value(true);
-      write_string(w, "topic", r.topic());
-      w.end_object();
-      break;
-    }
-    case v1::Event::kJson:
-      if (inline_json(event.json())) {
-        w.known_key("json").raw(event.json());
-      } else {
-        w.known_key("json").value(base64(event.json()));
-      }
-      break;
-    case v1::Event::PAYLOAD_NOT_SET:
-      break;
-  }
-  w.end_object();
 }
 
 Result<std::vector<std::string_view>> split_json_events(std::string_view body, size_t max_events) {

@@ -49,10 +49,10 @@ struct PixelHitFields {
 // written, as the map would hold it.
 std::string encode_pixel_event(const PixelHitFields& hit);
 
-// One line of JSON, no trailing newline.
+// One line of JSON, no trailing newline (event_view.hpp renders it).
 Result<std::string> event_to_json(std::string_view event_bytes);
-// The same JSON appended to `out` (the gateway's file sink renders batches this way).
-void append_event_json(std::string& out, const v1::Event& event);
+// A strict RFC 8259 check of one JSON value, with UTF-8 validation and a depth limit.
+bool valid_json_value(std::string_view text);
 
 // A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
 // priority and event_time are taken from it; agent_id, seq and collected_at are cleared,

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "proto/event_view.hpp"
+
 namespace outpost::wire {
 namespace {
 
@@ -89,19 +91,30 @@ Result<void> FrameDecoder::finish() const {
                     "the stream ended " + std::to_string(buffered_bytes()) + " bytes into a frame");
 }
 
-v1::Event& EventList::emplace_back() {
-  if (!arena_) {
-    google::protobuf::ArenaOptions options;
-    options.start_block_size = 64 << 10;  // a batch of events is typically 0.1–1 MiB parsed
-    options.max_block_size = 1 << 20;
-    arena_ = std::make_unique<google::protobuf::Arena>(options);
-  }
-  events_.push_back(google::protobuf::Arena::CreateMessage<v1::Event>(arena_.get()));
-  return *events_.back();
+EventView EventList::operator[](size_t i) const {
+  const Item& it = items_[i];
+  const std::string_view bytes = std::string_view(chunks_[it.chunk]).substr(it.offset, it.size);
+  return {bytes, it.seq, it.kind, it.collected_at, bytes.substr(it.schema_offset, it.schema_size)};
 }
 
-Result<EventList> decode_payload(std::string_view payload, uint32_t expected_count,
-                                 uint64_t first_seq, uint64_t last_seq) {
+void EventList::push_back(const v1::Event& e) {
+  chunks_.push_back(e.SerializeAsString());
+  const std::string& bytes = chunks_.back();
+  Item item;
+  item.chunk = chunks_.size() - 1;
+  item.size = bytes.size();
+  item.seq = e.seq();
+  item.kind = e.kind();
+  item.collected_at = e.collected_at();
+  if (auto head = proto::check_event(bytes); head && !head->schema.empty()) {
+    item.schema_offset = static_cast<size_t>(head->schema.data() - bytes.data());
+    item.schema_size = head->schema.size();
+  }
+  items_.push_back(item);
+}
+
+Result<EventList> decode_payload(std::string payload, uint32_t expected_count, uint64_t first_seq,
+                                 uint64_t last_seq) {
   auto bad = [](const std::string& why) { return make_error(wire_errc::bad_batch, why); };
   if (first_seq == 0 || last_seq < first_seq) {
     return bad("batch seq range [" + std::to_string(first_seq) + ", " + std::to_string(last_seq) +
@@ -111,39 +124,62 @@ Result<EventList> decode_payload(std::string_view payload, uint32_t expected_cou
     return bad("batch declares " + std::to_string(expected_count) + " events for the seq range [" +
                std::to_string(first_seq) + ", " + std::to_string(last_seq) + "]");
   }
-  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
-                                            static_cast<int>(payload.size()));
   EventList events;
   // Each event takes at least its one-byte length prefix: the header's count, which the
   // sender chose, cannot make this reserve more than the payload could hold.
-  events.reserve(std::min<size_t>(expected_count, payload.size()));
+  events.items_.reserve(std::min<size_t>(expected_count, payload.size()));
+  const std::string_view all = payload;
   uint64_t previous = 0;
-  while (!in.ExpectAtEnd()) {
+  for (size_t at = 0; at < all.size();) {
     if (events.size() == expected_count) {
       return bad("batch payload holds more than the " + std::to_string(expected_count) +
                  " events its header declares");
     }
-    uint32_t size = 0;
-    if (!in.ReadVarint32(&size) || size > payload.size()) {
+    uint64_t size = 0;
+    int shift = 0;
+    bool ended = false;
+    while (at < all.size() && shift < 64) {
+      const auto b = static_cast<uint8_t>(all[at++]);
+      size |= static_cast<uint64_t>(b & 0x7f) << shift;
+      shift += 7;
+      if ((b & 0x80) == 0) {
+        ended = true;
+        break;
+      }
+    }
+    if (!ended || size > all.size() - at) {
       return bad("event " + std::to_string(events.size()) + " has a bad length prefix");
     }
-    auto limit = in.PushLimit(static_cast<int>(size));
-    v1::Event& e = events.emplace_back();
-    if (!e.ParseFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
-      return bad("event " + std::to_string(events.size() - 1) + " is not an outpost.v1.Event");
+    const std::string_view bytes = all.substr(at, static_cast<size_t>(size));
+    auto head = proto::check_event(bytes);
+    if (!head) {
+      return bad("event " + std::to_string(events.size()) +
+                 " is not an outpost.v1.Event: " + head.error().message);
     }
-    in.PopLimit(limit);
-    if (e.seq() < first_seq || e.seq() > last_seq || e.seq() <= previous) {
-      return bad("event seq " + std::to_string(e.seq()) + " is outside [" +
+    if (head->seq < first_seq || head->seq > last_seq || head->seq <= previous) {
+      return bad("event seq " + std::to_string(head->seq) + " is outside [" +
                  std::to_string(first_seq) + ", " + std::to_string(last_seq) +
                  "] or not increasing");
     }
-    previous = e.seq();
+    previous = head->seq;
+    EventList::Item item;
+    item.offset = at;
+    item.size = bytes.size();
+    item.seq = head->seq;
+    item.kind = head->kind;
+    item.collected_at = head->collected_at;
+    if (!head->schema.empty()) {
+      item.schema_offset = static_cast<size_t>(head->schema.data() - bytes.data());
+      item.schema_size = head->schema.size();
+    }
+    events.items_.push_back(item);
+    at += bytes.size();
   }
   if (events.size() != expected_count) {
     return bad("batch payload holds " + std::to_string(events.size()) + " events, its header " +
                std::to_string(expected_count));
   }
+  events.chunks_.push_back(std::move(payload));
   return events;
 }
 

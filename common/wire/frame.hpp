@@ -9,10 +9,9 @@
 //
 // Thread-safety: a FrameDecoder belongs to one connection and one thread at a time.
 
-#include <boost/iterator/indirect_iterator.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,57 +63,80 @@ class FrameDecoder {
   size_t consumed_ = 0;
 };
 
-// The events of one batch, all on one protobuf arena: parsing thousands of events then takes
-// a few large allocations instead of several per event, and freeing them (on the sink's
-// thread, not the one that parsed them) a few frees. Iterates as v1::Event&. A copy copies
-// every event onto an arena of its own (tests send a batch twice; the gateway only moves);
-// the arena is made at the first emplace_back.
+// One event of a batch as it came: its bytes and the fields the gateway routes by.
+struct EventView {
+  std::string_view bytes;  // a serialized outpost.v1.Event, as the agent sent it
+  uint64_t seq = 0;
+  int32_t kind = 0;  // an outpost.v1.EventKind number
+  int64_t collected_at = 0;
+  std::string_view schema;
+};
+
+// The events of one batch: the payload they came in, kept whole, and where each event is in
+// it. decode_payload checks every event as protobuf's parser would (proto::check_event) but
+// builds no message: the sinks render or copy the bytes themselves. Copies and moves keep the
+// events valid (positions, not pointers, are stored).
 class EventList {
  public:
-  using iterator = boost::indirect_iterator<std::vector<v1::Event*>::iterator>;
-  using const_iterator =
-      boost::indirect_iterator<std::vector<v1::Event*>::const_iterator, const v1::Event>;
+  class const_iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = EventView;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = EventView;
+    const_iterator(const EventList* list, size_t i) : list_(list), i_(i) {}
+    EventView operator*() const { return (*list_)[i_]; }
+    const_iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    const_iterator operator+(difference_type n) const {
+      return {list_, i_ + static_cast<size_t>(n)};
+    }
+    bool operator==(const const_iterator& o) const { return i_ == o.i_; }
+    bool operator!=(const const_iterator& o) const { return i_ != o.i_; }
+    size_t index() const { return i_; }
 
-  EventList() = default;
-  EventList(EventList&&) noexcept = default;
-  EventList& operator=(EventList&&) noexcept = default;
-  EventList(const EventList& other) { *this = other; }
-  EventList& operator=(const EventList& other) {
-    if (this == &other) return *this;
-    events_.clear();
-    arena_.reset();
-    reserve(other.size());
-    for (const v1::Event& e : other) push_back(e);
-    return *this;
+   private:
+    const EventList* list_;
+    size_t i_;
+  };
+
+  // Appends a serialized event (not checked: for events this process made, such as tests').
+  void push_back(const v1::Event& e);
+  size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  EventView operator[](size_t i) const;
+  EventView front() const { return (*this)[0]; }
+  EventView back() const { return (*this)[items_.size() - 1]; }
+  const_iterator begin() const { return {this, 0}; }
+  const_iterator end() const { return {this, items_.size()}; }
+  // Removes events from the list (their bytes stay in its storage).
+  void erase(const_iterator first, const_iterator last) {
+    items_.erase(items_.begin() + static_cast<ptrdiff_t>(first.index()),
+                 items_.begin() + static_cast<ptrdiff_t>(last.index()));
   }
 
-  // A new, empty event at the end, owned by the list.
-  v1::Event& emplace_back();
-  void push_back(const v1::Event& e) { emplace_back().CopyFrom(e); }
-  void reserve(size_t n) { events_.reserve(n); }
-  size_t size() const { return events_.size(); }
-  bool empty() const { return events_.empty(); }
-  v1::Event& operator[](size_t i) { return *events_[i]; }
-  const v1::Event& operator[](size_t i) const { return *events_[i]; }
-  v1::Event& front() { return *events_.front(); }
-  v1::Event& back() { return *events_.back(); }
-  iterator begin() { return events_.begin(); }
-  iterator end() { return events_.end(); }
-  const_iterator begin() const { return events_.cbegin(); }
-  const_iterator end() const { return events_.cend(); }
-  // Removes events from the list (their memory goes with the arena).
-  iterator erase(iterator first, iterator last) { return events_.erase(first.base(), last.base()); }
-
  private:
-  std::unique_ptr<google::protobuf::Arena> arena_;
-  std::vector<v1::Event*> events_;
+  friend Result<EventList> decode_payload(std::string payload, uint32_t expected_count,
+                                          uint64_t first_seq, uint64_t last_seq);
+  struct Item {
+    size_t chunk = 0, offset = 0, size = 0;     // the event's bytes: chunks_[chunk] at offset
+    size_t schema_offset = 0, schema_size = 0;  // within the event's bytes
+    uint64_t seq = 0;
+    int32_t kind = 0;
+    int64_t collected_at = 0;
+  };
+  std::vector<std::string> chunks_;  // a decoded payload, or events pushed one by one
+  std::vector<Item> items_;
 };
 
 // A Batch payload is the events, each length-delimited (proto::append_delimited builds it).
 // Splits a payload into its events; an error unless it holds exactly `expected_count`
 // well-formed events with seqs in [first_seq, last_seq], strictly increasing.
-Result<EventList> decode_payload(std::string_view payload, uint32_t expected_count,
-                                 uint64_t first_seq, uint64_t last_seq);
+Result<EventList> decode_payload(std::string payload, uint32_t expected_count, uint64_t first_seq,
+                                 uint64_t last_seq);
 
 }  // namespace outpost::wire
 

@@ -360,15 +360,15 @@ class Session : public std::enable_shared_from_this<Session> {
       return reject_batch(b.batch_seq(), "codec", "unknown codec " + std::to_string(b.codec()));
     }
     s_.metrics.bytes_raw += raw.size();
-    auto events = wire::decode_payload(raw, b.event_count(), b.first_seq(), b.last_seq());
+    auto events =
+        wire::decode_payload(std::move(raw), b.event_count(), b.first_seq(), b.last_seq());
     if (!events) return reject_batch(b.batch_seq(), "bad_batch", events.error().describe());
     SinkBatch sb;
     sb.agent_id = identity_;
     sb.first_seq = b.first_seq();
     sb.last_seq = b.last_seq();
     sb.session_first_seq = session_first_seq_;
-    sb.events = std::move(*events);
-    for (v1::Event& e : sb.events) e.set_agent_id(identity_);  // the certificate decides
+    sb.events = std::move(*events);  // the sink writes sb.agent_id into each of them
     ++in_flight_;
     const uint64_t batch_seq = b.batch_seq();
     const auto started = std::chrono::steady_clock::now();

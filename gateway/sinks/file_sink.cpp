@@ -23,6 +23,7 @@
 #include "common/event.hpp"
 #include "common/log.hpp"
 #include "proto/event_codec.hpp"
+#include "proto/event_view.hpp"
 
 namespace outpost::gateway {
 namespace {
@@ -291,17 +292,17 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       continue;
     }
     SinkResult r;
-    for (v1::Event& e : b.events) {
-      if (e.seq() <= mark) {
+    for (const wire::EventView e : b.events) {
+      if (e.seq <= mark) {
         ++r.duplicates;
         continue;
       }
-      auto kind = kind_from_number(e.kind()).value_or(EventKind::json);
+      auto kind = kind_from_number(e.kind).value_or(EventKind::json);
       std::string& out = data[kind_index(kind)];
       if (opt.protobuf) {
-        proto::append_delimited(out, e.SerializeAsString());
+        proto::append_restamped_delimited(out, e.bytes, b.agent_id);
       } else {
-        proto::append_event_json(out, e);
+        proto::append_event_json(out, e.bytes, b.agent_id);
         out += '\n';
       }
       ++r.written;

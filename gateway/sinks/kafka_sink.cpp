@@ -15,6 +15,7 @@
 #include "common/errc.hpp"
 #include "common/log.hpp"
 #include "proto/event_codec.hpp"
+#include "proto/event_view.hpp"
 
 namespace outpost::gateway {
 namespace {
@@ -508,25 +509,25 @@ struct KafkaSink::Impl {
         floors.erase(floor);
       }
       SinkResult r;
-      for (v1::Event& e : b.events) {
-        if (e.seq() <= mark) {
+      for (const wire::EventView e : b.events) {
+        if (e.seq <= mark) {
           ++r.duplicates;
           continue;
         }
-        const EventKind kind = kind_from_number(e.kind()).value_or(EventKind::json);
+        const EventKind kind = kind_from_number(e.kind).value_or(EventKind::json);
         const int k = kind_index(kind);
         std::string value;
         if (opt.json_values[k]) {
-          proto::append_event_json(value, e);
+          proto::append_event_json(value, e.bytes, b.agent_id);
         } else {
-          value = e.SerializeAsString();
+          proto::append_restamped(value, e.bytes, b.agent_id);
         }
         rd_kafka_headers_t* h = rd_kafka_headers_new(4);
-        const std::string seq = std::to_string(e.seq());
-        const std::string collected = std::to_string(e.collected_at());
-        rd_kafka_header_add(h, "agent_id", -1, e.agent_id().data(), e.agent_id().size());
+        const std::string seq = std::to_string(e.seq);
+        const std::string collected = std::to_string(e.collected_at);
+        rd_kafka_header_add(h, "agent_id", -1, b.agent_id.data(), b.agent_id.size());
         rd_kafka_header_add(h, "seq", -1, seq.data(), seq.size());
-        rd_kafka_header_add(h, "schema", -1, e.schema().data(), e.schema().size());
+        rd_kafka_header_add(h, "schema", -1, e.schema.data(), e.schema.size());
         rd_kafka_header_add(h, "collected_at", -1, collected.data(), collected.size());
         produced = produce(opt.topics[k], b.agent_id, value, h);
         if (!produced) break;

@@ -31,7 +31,9 @@ struct SinkBatch {
   // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
   // earlier one of the session that was refused or failed. 0: not known.
   uint64_t session_first_seq = 0;
-  wire::EventList events;  // seq order; agent_id already stamped with the identity
+  // Seq order, as the agent sent them. The sink writes agent_id (the certificate's identity)
+  // as each event's agent id, whatever the event's bytes say.
+  wire::EventList events;
 };
 
 struct SinkResult {

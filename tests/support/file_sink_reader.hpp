@@ -1,6 +1,7 @@
 #pragma once
-// Reads what the gateway's file sink wrote: every NDJSON line of every DIR/<kind>/**.zst
-// file (concatenated zstd frames), with the agent id and seq picked out of each line.
+// Reads what the gateway's file sink wrote: every NDJSON line (or, with `protobuf`, every
+// length-delimited event, shown as its JSON form) of every DIR/<kind>/**.zst file
+// (concatenated zstd frames), with the agent id and seq picked out of each.
 #include <zstd.h>
 
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "common/codec/zstd_codec.hpp"
+#include "proto/event_codec.hpp"
 
 namespace outpost::test {
 
@@ -35,7 +37,8 @@ inline std::string json_field(const std::string& line, const std::string& key) {
 }
 
 // Every line in the sink directory; `frames_ok` false if any file did not decode.
-inline std::vector<SinkLine> read_sink(const std::string& dir, bool* frames_ok = nullptr) {
+inline std::vector<SinkLine> read_sink(const std::string& dir, bool* frames_ok = nullptr,
+                                       bool protobuf = false) {
   namespace fs = std::filesystem;
   std::vector<SinkLine> out;
   if (frames_ok) *frames_ok = true;
@@ -59,7 +62,22 @@ inline std::vector<SinkLine> read_sink(const std::string& dir, bool* frames_ok =
       }
       std::istringstream lines(*text);
       std::string line;
-      while (std::getline(lines, line)) {
+      while (true) {
+        if (protobuf) {
+          auto event = proto::read_delimited(lines, proto::kMaxEventBytes);
+          if (!event || !*event) {
+            if (!event && frames_ok) *frames_ok = false;
+            break;
+          }
+          auto json = proto::event_to_json(**event);
+          if (!json) {
+            if (frames_ok) *frames_ok = false;
+            break;
+          }
+          line = *json;
+        } else if (!std::getline(lines, line)) {
+          break;
+        }
         SinkLine l{kind, json_field(line, "agent_id"), 0, line};
         l.seq = std::stoull("0" + json_field(line, "seq"));
         out.push_back(std::move(l));

@@ -148,8 +148,12 @@ TEST_CASE("a batch payload decodes to its events and is checked against its head
   auto events = decode_payload(payload, 10, 10, 19);
   REQUIRE_MESSAGE(events, (events ? "" : events.error().message));
   REQUIRE(events->size() == 10);
-  CHECK(events->front().seq() == 10);
-  CHECK(events->back().json() == "{\"n\":19}");
+  CHECK(events->front().seq == 10);
+  v1::Event last;
+  REQUIRE(last.ParseFromString(std::string(events->back().bytes)));
+  CHECK(last.json() == "{\"n\":19}");
+  CHECK(events->back().seq == 19);
+  CHECK(events->back().kind == v1::EVENT_KIND_JSON);
 
   auto wrong_count = decode_payload(payload, 9, 10, 19);
   REQUIRE_FALSE(wrong_count);
@@ -167,6 +171,16 @@ TEST_CASE("a batch payload decodes to its events and is checked against its head
   auto dup = decode_payload(repeated, 2, 1, 9);
   REQUIRE_FALSE(dup);
   CHECK(dup.error().message.find("not increasing") != std::string::npos);
+
+  v1::Event not_utf8;  // well framed, but protobuf's parser would refuse it
+  not_utf8.set_seq(1);
+  not_utf8.set_schema("\xc0\x80");
+  std::string refused;
+  proto::append_delimited(refused, not_utf8.SerializeAsString());
+  auto bad_event = decode_payload(refused, 1, 1, 1);
+  REQUIRE_FALSE(bad_event);
+  CHECK(bad_event.error().message.find("event 0 is not an outpost.v1.Event") != std::string::npos);
+  CHECK(bad_event.error().message.find("UTF-8") != std::string::npos);
 }
 
 TEST_CASE("a header's event count cannot make the decoder reserve more than the payload holds") {
@@ -177,28 +191,36 @@ TEST_CASE("a header's event count cannot make the decoder reserve more than the 
   CHECK(events.error().message.find("holds 3 events") != std::string::npos);
 }
 
-TEST_CASE("an EventList moves without copying, copies deeply, and erases a range") {
+TEST_CASE("an EventList moves without copying, copies, and erases a range") {
   std::string payload;
   for (uint64_t seq = 1; seq <= 6; ++seq) proto::append_delimited(payload, event_bytes(seq));
   auto decoded = decode_payload(payload, 6, 1, 6);
   REQUIRE(decoded);
   EventList list = std::move(*decoded);
-  const v1::Event* first = &list[0];
+  const char* first = list[0].bytes.data();
   EventList moved = std::move(list);
-  CHECK(&moved[0] == first);  // the same events, on the same arena
+  CHECK(moved[0].bytes.data() == first);  // the same bytes: the payload moved with the list
   EventList copy = moved;
   REQUIRE(copy.size() == 6);
-  CHECK(&copy[0] != first);
-  copy[0].set_agent_id("changed");
-  CHECK(moved[0].agent_id() != "changed");
+  CHECK(copy[0].bytes.data() != first);
+  CHECK(copy[0].bytes == moved[0].bytes);
   copy.erase(copy.begin(), copy.begin() + 4);
   REQUIRE(copy.size() == 2);
-  CHECK(copy.front().seq() == 5);
+  CHECK(copy.front().seq == 5);
   uint64_t sum = 0;
-  for (const v1::Event& e : static_cast<const EventList&>(moved)) sum += e.seq();
+  for (const EventView e : moved) sum += e.seq;
   CHECK(sum == 21);
-  EventList empty;
-  CHECK(empty.empty());
-  empty.push_back(moved.back());
-  CHECK(empty.front().seq() == 6);
+  EventList pushed;
+  CHECK(pushed.empty());
+  v1::Event e;
+  e.set_seq(6);
+  e.set_kind(v1::EVENT_KIND_SENSOR);
+  e.set_schema("s.v2");
+  e.set_collected_at(77);
+  pushed.push_back(e);
+  CHECK(pushed.front().seq == 6);
+  CHECK(pushed.front().kind == v1::EVENT_KIND_SENSOR);
+  CHECK(pushed.front().schema == "s.v2");
+  CHECK(pushed.front().collected_at == 77);
+  CHECK(pushed.front().bytes == e.SerializeAsString());
 }

@@ -91,6 +91,39 @@ TEST_CASE("events land as zstd NDJSON under kind/dt/hour, and re-sent seqs are n
   CHECK(resent->duplicates == 5);
 }
 
+// The events' own agent_id is what the agent wrote; the sink writes the batch's, which the
+// gateway takes from the device's certificate.
+TEST_CASE("both formats write the batch's identity as each event's agent_id, whatever it says") {
+  for (bool protobuf : {false, true}) {
+    CAPTURE(protobuf);
+    test::TempDir dir;
+    ManualClock clock(1'790'000'000'000'000'000);
+    FileSinkOptions o;
+    o.dir = dir.file("sink");
+    o.protobuf = protobuf;
+    SinkBatch b = batch("forged", 1, 6);
+    b.agent_id = "dev-1";
+    {
+      auto sink = open_ok(o, clock);
+      auto r = write_sync(*sink, std::move(b));
+      REQUIRE(r);
+      CHECK(r->written == 6);
+    }
+    bool ok = false;
+    auto lines = test::read_sink(o.dir, &ok, protobuf);
+    CHECK(ok);
+    REQUIRE(lines.size() == 6);
+    std::set<uint64_t> seqs;
+    for (const auto& l : lines) {
+      CHECK(l.agent_id == "dev-1");
+      CHECK(l.json.find("forged") == std::string::npos);
+      CHECK(l.json.find("\"json\":{\"n\":" + std::to_string(l.seq) + "}") != std::string::npos);
+      seqs.insert(l.seq);
+    }
+    CHECK(seqs == std::set<uint64_t>{1, 2, 3, 4, 5, 6});
+  }
+}
+
 TEST_CASE("a batch that would leave a gap is refused; an unknown agent may start anywhere") {
   test::TempDir dir;
   ManualClock clock;

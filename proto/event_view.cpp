@@ -1,0 +1,508 @@
+#include "proto/event_view.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/errc.hpp"
+#include "common/json_writer.hpp"
+#include "common/utf8.hpp"
+#include "proto/event_codec.hpp"
+
+namespace outpost::proto {
+namespace {
+
+enum WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+
+struct Field {
+  uint32_t number = 0;
+  uint8_t type = 0;
+  uint64_t value = 0;      // varint, fixed32, fixed64
+  std::string_view bytes;  // length-delimited
+};
+
+// Protobuf's wire format, one field at a time. next() is false at the end of the message and
+// when the bytes are malformed; error() then says which.
+class FieldReader {
+ public:
+  explicit FieldReader(std::string_view s)
+      : begin_(reinterpret_cast<const uint8_t*>(s.data())), p_(begin_), end_(p_ + s.size()) {}
+
+  bool next(Field& f) {
+    if (p_ == end_) return false;
+    // A tag is a varint of at most 5 bytes, of which protobuf keeps the low 32 bits.
+    uint32_t tag = 0;
+    for (int shift = 0;; shift += 7) {
+      if (shift == 35 || p_ == end_) return fail("a field's tag is cut short or too long");
+      const uint8_t b = *p_++;
+      tag |= static_cast<uint32_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) break;
+    }
+    if ((tag >> 3) == 0) return fail("field number 0");
+    f.number = tag >> 3;
+    f.type = static_cast<uint8_t>(tag & 7);
+    switch (f.type) {
+      case kVarint:
+        if (!varint(f.value)) return fail("a varint is cut short or longer than 10 bytes");
+        return true;
+      case kFixed64:
+        return fixed(f, 8);
+      case kFixed32:
+        return fixed(f, 4);
+      case kLengthDelimited: {
+        uint64_t n = 0;
+        if (!varint(n)) return fail("a length is cut short");
+        if (n > static_cast<uint64_t>(end_ - p_)) return fail("a length runs past the end");
+        f.bytes = std::string_view(reinterpret_cast<const char*>(p_), static_cast<size_t>(n));
+        p_ += n;
+        return true;
+      }
+      default:
+        return fail(f.type == 3 || f.type == 4 ? "groups (wire types 3, 4) are not accepted"
+                                               : "wire type 6 or 7 does not exist");
+    }
+  }
+  const char* error() const { return error_; }
+  // How far into the message the reader is: after next(), the end of the field it returned.
+  size_t position() const { return static_cast<size_t>(p_ - begin_); }
+
+ private:
+  bool varint(uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 70 && p_ != end_; shift += 7) {
+      const uint8_t b = *p_++;
+      v |= static_cast<uint64_t>(b & 0x7f) << (shift < 64 ? shift : 63);
+      if ((b & 0x80) == 0) return true;
+    }
+    return false;
+  }
+  bool fixed(Field& f, size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) return fail("a fixed-size value is cut short");
+    f.value = 0;
+    std::memcpy(&f.value, p_, n);  // little-endian, as the wire
+    p_ += n;
+    return true;
+  }
+  bool fail(const char* why) {
+    error_ = why;
+    p_ = end_;
+    return false;
+  }
+
+  const uint8_t* begin_;
+  const uint8_t* p_;
+  const uint8_t* end_;
+  const char* error_ = nullptr;
+};
+
+// UTF-8 as protobuf checks it; ASCII eight bytes at a time.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if ((w & 0x8080808080808080ULL) != 0) break;
+  }
+  for (; i < s.size() && static_cast<unsigned char>(s[i]) < 0x80; ++i) {
+  }
+  return i == s.size() || utf8::valid(s.substr(i));
+}
+
+struct Checked {
+  const char* error = nullptr;  // static text
+  const char* where = "";
+};
+
+// Each message type's check: which field numbers are strings (UTF-8), which are nested
+// messages; everything of another wire type than the schema's is an unknown field.
+bool check_string(const Field& f, Checked& c, const char* where) {
+  if (valid_utf8(f.bytes)) return true;
+  c.error = "a string field is not valid UTF-8";
+  c.where = where;
+  return false;
+}
+
+bool check_map_entry(std::string_view bytes, Checked& c, const char* where) {
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    if ((f.number == 1 || f.number == 2) && f.type == kLengthDelimited &&
+        !check_string(f, c, where)) {
+      return false;
+    }
+  }
+  if (r.error()) {
+    c.error = r.error();
+    c.where = where;
+  }
+  return r.error() == nullptr;
+}
+
+bool check_pixel(std::string_view bytes, Checked& c) {
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    if (f.type != kLengthDelimited) continue;
+    if (f.number == 2) {
+      if (!check_map_entry(f.bytes, c, "pixel.query")) return false;
+    } else if (f.number >= 1 && f.number <= 8 && !check_string(f, c, "pixel")) {
+      return false;
+    }
+  }
+  if (r.error()) {
+    c.error = r.error();
+    c.where = "pixel";
+  }
+  return r.error() == nullptr;
+}
+
+bool check_sensor(std::string_view bytes, Checked& c) {
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    const bool string_field = f.number == 1 || f.number == 2 || f.number == 5 || f.number == 7;
+    if (string_field && f.type == kLengthDelimited && !check_string(f, c, "sensor")) return false;
+  }
+  if (r.error()) {
+    c.error = r.error();
+    c.where = "sensor";
+  }
+  return r.error() == nullptr;
+}
+
+// ---- JSON -----------------------------------------------------------------------------------
+
+std::string base64(std::string_view in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint32_t{static_cast<unsigned char>(in[i])} << 16) |
+                 (uint32_t{static_cast<unsigned char>(in[i + 1])} << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = uint32_t{static_cast<unsigned char>(in[i])} << 16;
+    if (i + 1 < in.size()) v |= uint32_t{static_cast<unsigned char>(in[i + 1])} << 8;
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// protobuf's JSON mapping of a double: the shortest text that reads back the same.
+std::string double_text(double d) {
+  if (std::isnan(d)) return "\"NaN\"";
+  if (std::isinf(d)) return d > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  return std::string(buf, r.ptr);
+}
+
+bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// A json payload is shown inline when it is an object or an array; anything else keeps
+// protobuf's base64 form, so that import can tell the two apart.
+bool inline_json(std::string_view raw) {
+  size_t i = 0;
+  while (i < raw.size() && is_ws(raw[i])) ++i;
+  return i < raw.size() && (raw[i] == '{' || raw[i] == '[') && valid_json_value(raw);
+}
+
+using Entry = std::pair<std::string_view, std::string_view>;
+
+// A map<string, string> entry's key and value (absent: empty).
+Entry map_entry(std::string_view bytes) {
+  Entry e;
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    if (f.type != kLengthDelimited) continue;
+    if (f.number == 1) e.first = f.bytes;
+    if (f.number == 2) e.second = f.bytes;
+  }
+  return e;
+}
+
+// A map's members as protobuf holds them (a later entry with the same key replaces the
+// earlier one), sorted by key so that the text does not depend on the order on the wire.
+void write_map(JsonWriter& w, std::string_view key, std::vector<Entry>& entries) {
+  if (entries.empty()) return;
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const Entry& a, const Entry& b) { return a.first < b.first; });
+  w.known_key(key).begin_object();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i + 1 < entries.size() && entries[i + 1].first == entries[i].first) continue;  // replaced
+    w.key(entries[i].first).value(entries[i].second);
+  }
+  w.end_object();
+}
+
+void write_string(JsonWriter& w, std::string_view key, std::string_view v) {
+  if (!v.empty()) w.known_key(key).value(v);
+}
+
+// What rendering needs of an event; the views point into its bytes. A message field that
+// appears more than once is merged (its later fields win), as protobuf's parser merges it.
+struct Render {
+  std::string_view agent_id, schema, json;
+  uint64_t seq = 0;
+  int64_t event_time = 0, collected_at = 0;
+  int32_t kind = 0, priority = 0;
+  uint32_t payload = 0;                  // the oneof's field number, 0 when not set
+  std::vector<std::string_view> chunks;  // the occurrences of the pixel or sensor message
+  std::vector<Entry> attributes, query;
+
+  void reset() {
+    agent_id = schema = json = {};
+    seq = 0;
+    event_time = collected_at = 0;
+    kind = priority = 0;
+    payload = 0;
+    chunks.clear();
+    attributes.clear();
+    query.clear();
+  }
+
+  void read(std::string_view bytes) {
+    FieldReader r(bytes);
+    Field f;
+    while (r.next(f)) {
+      const bool varint = f.type == kVarint, delimited = f.type == kLengthDelimited;
+      switch (f.number) {
+        // clang-format off
+        case 1: if (delimited) agent_id = f.bytes; break;
+        case 2: if (varint) seq = f.value; break;
+        case 3: if (varint) kind = static_cast<int32_t>(f.value); break;
+        case 4: if (varint) event_time = static_cast<int64_t>(f.value); break;
+        case 5: if (varint) collected_at = static_cast<int64_t>(f.value); break;
+        case 6: if (delimited) schema = f.bytes; break;
+        case 7: if (varint) priority = static_cast<int32_t>(f.value); break;
+        case 8: if (delimited) attributes.push_back(map_entry(f.bytes)); break;
+        // clang-format on
+        case 10:
+        case 11:
+        case 12:
+          if (!delimited) break;
+          if (payload != f.number) chunks.clear();  // another member: the oneof switches
+          payload = f.number;
+          if (f.number == 12) {
+            json = f.bytes;
+          } else {
+            chunks.push_back(f.bytes);
+          }
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  void write_pixel(JsonWriter& w) {
+    std::array<std::string_view, 9> s{};  // by field number
+    for (std::string_view chunk : chunks) {
+      FieldReader r(chunk);
+      Field f;
+      while (r.next(f)) {
+        if (f.type != kLengthDelimited || f.number > 8) continue;
+        if (f.number == 2) {
+          query.push_back(map_entry(f.bytes));
+        } else {
+          s[f.number] = f.bytes;
+        }
+      }
+    }
+    w.known_key("pixel").begin_object();
+    write_string(w, "site_id", s[1]);
+    write_map(w, "query", query);
+    write_string(w, "user_agent", s[3]);
+    write_string(w, "referer", s[4]);
+    write_string(w, "accept_language", s[5]);
+    write_string(w, "client_ip", s[6]);
+    write_string(w, "cookie_id", s[7]);
+    write_string(w, "path", s[8]);
+    w.end_object();
+  }
+
+  void write_sensor(JsonWriter& w) {
+    std::array<std::string_view, 8> s{};
+    uint32_t value_case = 0;  // 3 (number) or 4 (raw)
+    double number = 0;
+    bool raw_payload = false;
+    for (std::string_view chunk : chunks) {
+      FieldReader r(chunk);
+      Field f;
+      while (r.next(f)) {
+        if (f.number == 3 && f.type == kFixed64) {
+          std::memcpy(&number, &f.value, sizeof number);
+          value_case = 3;
+        } else if (f.number == 6 && f.type == kVarint) {
+          raw_payload = f.value != 0;
+        } else if (f.number < s.size() && f.number != 3 && f.number != 6 &&
+                   f.type == kLengthDelimited) {
+          s[f.number] = f.bytes;
+          if (f.number == 4) value_case = 4;
+        }
+      }
+    }
+    w.known_key("sensor").begin_object();
+    write_string(w, "device", s[1]);
+    write_string(w, "metric", s[2]);
+    if (value_case == 3) w.known_key("number").raw(double_text(number));
+    if (value_case == 4) w.known_key("raw").value(base64(s[4]));
+    write_string(w, "unit", s[5]);
+    if (raw_payload) w.known_key("raw_payload").value(true);
+    write_string(w, "topic", s[7]);
+    w.end_object();
+  }
+
+  void write(std::string& out) {
+    JsonWriter w(out);
+    w.begin_object();
+    write_string(w, "agent_id", agent_id);
+    if (seq != 0) w.known_key("seq").quoted(seq);
+    if (kind != 0) {
+      static constexpr std::array<std::string_view, 4> kNames = {
+          "", "EVENT_KIND_PIXEL", "EVENT_KIND_SENSOR", "EVENT_KIND_JSON"};
+      if (kind > 0 && static_cast<size_t>(kind) < kNames.size()) {
+        w.known_key("kind").value(kNames[static_cast<size_t>(kind)]);
+      } else {
+        w.known_key("kind").value(kind);
+      }
+    }
+    if (event_time != 0) w.known_key("event_time").quoted(event_time);
+    if (collected_at != 0) w.known_key("collected_at").quoted(collected_at);
+    write_string(w, "schema", schema);
+    if (priority != 0) w.known_key("priority").value(priority);
+    write_map(w, "attributes", attributes);
+    if (payload == 10) write_pixel(w);
+    if (payload == 11) write_sensor(w);
+    if (payload == 12) {
+      if (inline_json(json)) {
+        w.known_key("json").raw(json);
+      } else {
+        w.known_key("json").value(base64(json));
+      }
+    }
+    w.end_object();
+  }
+};
+
+}  // namespace
+
+Result<EventHead> check_event(std::string_view bytes) {
+  EventHead head;
+  Checked c;
+  FieldReader r(bytes);
+  Field f;
+  bool ok = true;
+  while (ok && r.next(f)) {
+    if (f.type == kVarint) {
+      if (f.number == 2) head.seq = f.value;
+      if (f.number == 3) head.kind = static_cast<int32_t>(f.value);
+      if (f.number == 5) head.collected_at = static_cast<int64_t>(f.value);
+      continue;
+    }
+    if (f.type != kLengthDelimited) continue;
+    switch (f.number) {
+      case 1:
+        ok = check_string(f, c, "agent_id");
+        break;
+      case 6:
+        ok = check_string(f, c, "schema");
+        head.schema = f.bytes;
+        break;
+      case 8:
+        ok = check_map_entry(f.bytes, c, "attributes");
+        break;
+      case 10:
+        ok = check_pixel(f.bytes, c);
+        break;
+      case 11:
+        ok = check_sensor(f.bytes, c);
+        break;
+      default:
+        break;  // json (bytes: anything goes) and unknown fields
+    }
+  }
+  if (!ok) {
+    return make_error(common_errc::bad_input,
+                      std::string("not an outpost.v1.Event: ") + c.error + " (in " + c.where + ")");
+  }
+  if (r.error()) {
+    return make_error(common_errc::bad_input, std::string("not an outpost.v1.Event: ") + r.error());
+  }
+  return head;
+}
+
+void append_event_json(std::string& out, std::string_view bytes,
+                       std::optional<std::string_view> agent_id) {
+  // One scratch per thread: the vectors keep their capacity from event to event.
+  thread_local Render r;
+  r.reset();
+  r.read(bytes);
+  if (agent_id) r.agent_id = *agent_id;
+  r.write(out);
+}
+
+namespace {
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+// Calls keep(from, to) for each run of `bytes` between agent_id fields, and returns the size
+// of what was kept.
+template <typename Keep>
+size_t without_agent_id(std::string_view bytes, Keep keep) {
+  FieldReader r(bytes);
+  Field f;
+  size_t run = 0, dropped = 0;  // the kept run starts at `run`
+  for (size_t start = 0; r.next(f); start = r.position()) {
+    if (f.number != 1 || f.type != kLengthDelimited) continue;
+    if (start > run) keep(run, start);
+    dropped += r.position() - start;
+    run = r.position();
+  }
+  if (bytes.size() > run) keep(run, bytes.size());
+  return bytes.size() - dropped;
+}
+
+}  // namespace
+
+void append_restamped(std::string& out, std::string_view bytes, std::string_view agent_id) {
+  without_agent_id(bytes,
+                   [&](size_t from, size_t to) { out.append(bytes.substr(from, to - from)); });
+  out.push_back(static_cast<char>((1 << 3) | kLengthDelimited));
+  put_varint(out, agent_id.size());
+  out.append(agent_id);
+}
+
+void append_restamped_delimited(std::string& out, std::string_view bytes,
+                                std::string_view agent_id) {
+  const size_t kept = without_agent_id(bytes, [](size_t, size_t) {});
+  put_varint(out, kept + 1 + varint_size(agent_id.size()) + agent_id.size());
+  append_restamped(out, bytes, agent_id);
+}
+
+}  // namespace outpost::proto

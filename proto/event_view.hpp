@@ -1,0 +1,48 @@
+#pragma once
+// An outpost.v1.Event read straight from its protobuf bytes, without building the message.
+// The gateway checks, routes and renders every event of every batch; protobuf's parser (a
+// string copy per field, a hash map per query string) cost it more than all the rest of that
+// work together (docs/BENCHMARKS.md, forward_bench).
+//
+// check_event() accepts what protobuf's parser accepts for outpost.v1.Event: proto3 strings
+// must be valid UTF-8, unknown fields are skipped, a known field with an unexpected wire type
+// is an unknown field, a message field that appears twice is merged, the last member of a
+// oneof wins. One exception: groups (wire types 3 and 4, deprecated) are refused; no Outpost
+// agent writes them. event_view_test compares both functions with protobuf's own parser.
+//
+// Thread-safety: pure functions.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+
+namespace outpost::proto {
+
+// The fields of a checked event that the gateway routes and stamps by.
+struct EventHead {
+  uint64_t seq = 0;
+  int32_t kind = 0;  // an outpost.v1.EventKind number; open enum, any value
+  int64_t collected_at = 0;
+  std::string_view schema;  // into the event's bytes
+};
+
+// Checks that `bytes` parse as an outpost.v1.Event; an error names what is wrong.
+Result<EventHead> check_event(std::string_view bytes);
+
+// The event's JSON form (event_codec.hpp: protobuf's JSON mapping, `json` payloads inline),
+// one line without a newline, appended to `out`; `agent_id`, when given, in place of the
+// event's own. For bytes that check_event() accepted; others render as far as they read.
+void append_event_json(std::string& out, std::string_view bytes,
+                       std::optional<std::string_view> agent_id = std::nullopt);
+
+// The event's bytes with `agent_id` as its agent id, appended to `out`: each agent_id field
+// in the bytes is left out and one is written at the end. For checked bytes.
+void append_restamped(std::string& out, std::string_view bytes, std::string_view agent_id);
+// The same, length-delimited (a varint byte count first), as the file sink's protobuf files.
+void append_restamped_delimited(std::string& out, std::string_view bytes,
+                                std::string_view agent_id);
+
+}  // namespace outpost::proto
