@@ -55,7 +55,8 @@ SinkBatch batch(const std::string& agent, uint64_t first, uint64_t last) {
   b.last_seq = last;
   for (uint64_t s = first; s <= last; ++s) {
     v1::Event e;
-    e.set_agent_id(agent);
+    // What the agent claims; the sink writes the batch's identity (from the certificate).
+    e.set_agent_id(s % 3 == 0 ? "forged" : agent);
     e.set_seq(s);
     e.set_collected_at(1'790'000'000'000'000'000 + static_cast<int64_t>(s));
     e.set_event_time(1'790'000'000'000'000'000);
@@ -151,7 +152,8 @@ TEST_CASE(
   for (const ConsumedRecord& rec : records) {
     v1::Event e;
     REQUIRE(e.ParseFromString(rec.value));
-    CHECK(rec.key == e.agent_id());  // the device identity: one device, one partition
+    CHECK(rec.key == e.agent_id());                // the device identity: one device, one partition
+    CHECK(e.agent_id().rfind("device-", 0) == 0);  // never what an event claimed
     CHECK(rec.headers.at("agent_id") == e.agent_id());
     CHECK(rec.headers.at("seq") == std::to_string(e.seq()));
     CHECK(rec.headers.at("schema") == e.schema());
