@@ -74,6 +74,9 @@ struct FileSink::Impl {
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get("file-sink");
   codec::Compressor compressor;
+  // A group's events by kind, as written (before compression); kept between groups.
+  std::array<std::string, kKindCount> rendered;
+  static constexpr size_t kKeepRenderedBytes = 16u << 20;
   fs::path root;
   fs::path state_path;
   int state_fd = -1;
@@ -270,7 +273,11 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   if (group.empty() && records.empty()) return;
   std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
   std::unordered_map<std::string, uint64_t> hwm;  // changes by this group
-  std::array<std::string, kKindCount> data;
+  std::array<std::string, kKindCount>& data = rendered;
+  for (std::string& d : data) {
+    if (d.capacity() > kKeepRenderedBytes) d = std::string();
+    d.clear();  // the capacity stays: no regrowing, copying and faulting in per group
+  }
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
     // The agent's mark: as this group leaves it, as committed, or, for an agent without one,
