@@ -325,13 +325,14 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   uint64_t cursor = acked;            // the last seq sent
   int64_t last_sent_ns = steady_ns();
   int64_t resume_ns = 0;  // after a retry-later: send nothing before this
+  std::string payload;    // one batch's events; its capacity is kept from batch to batch
   while (!stop_requested()) {
     // Fill the window.
     while (in_flight.size() < window && steady_ns() >= resume_ns) {
       auto batch = buffer.read_batch(cursor, max_events, max_bytes);
       if (!batch) return batch.error();
       if (batch->empty()) break;
-      std::string payload;
+      payload.clear();
       size_t body_bytes = 0;
       for (const StoredEvent& e : *batch) body_bytes += e.body.size();
       payload.reserve(body_bytes + batch->size() * (opt.agent_id.size() + 32));
