@@ -6,7 +6,8 @@
 // zstd by default accepts a 128 MiB window and believes the frame header's content size;
 // decompress() caps both, and the output, before and while it decompresses.
 //
-// Thread-safety: the functions keep no state between calls; a Compressor is one thread's.
+// Thread-safety: decompress() may be called from any thread (it keeps one zstd context per
+// thread, reset for every call); a Compressor is one thread's.
 
 #include <cstddef>
 #include <memory>

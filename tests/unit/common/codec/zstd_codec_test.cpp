@@ -142,3 +142,20 @@ TEST_CASE("random bytes never crash the decompressor") {
   }
   CHECK(refused > 1900);  // the checksum catches what the block decoder does not
 }
+
+// decompress() reuses one zstd context per thread: a frame that failed half way, or a call
+// with a wider window limit, must leave nothing behind for the next call.
+TEST_CASE("the reused context starts clean: limits and state do not carry over between calls") {
+  const std::string input = sample_text(4u << 20);
+  const std::string wide = raw_frame(input, 22, /*content_size=*/false);
+  REQUIRE(decompress(wide, {.max_output_bytes = 64u << 20, .max_window_log = 23}));
+  auto narrow = decompress(wide, {.max_output_bytes = 64u << 20, .max_window_log = 20});
+  REQUIRE_FALSE(narrow);  // the earlier call's wider limit does not stay on the context
+  CHECK(narrow.error().code == codec_errc::window_too_large);
+  std::string cut = wide;
+  cut[cut.size() / 2] ^= 0x20;
+  CHECK_FALSE(decompress(cut, {}));  // fails mid-frame
+  auto again = decompress(wide, {});
+  REQUIRE(again);  // and the next frame decodes from a fresh start
+  CHECK(*again == input);
+}
