@@ -114,6 +114,18 @@ struct StoredEvent {
   std::string body;  // outpost.v1.Event without agent_id, seq, collected_at
 };
 
+// A stored event seen in place: `body` points into the reader's row and is valid only
+// during the visit.
+struct StoredEventRef {
+  uint64_t seq = 0;
+  EventKind kind = EventKind::json;
+  int32_t priority = 0;
+  int64_t event_time_ns = 0;
+  int64_t collected_at_ns = 0;
+  std::string_view body;
+};
+using EventVisitor = std::function<void(const StoredEventRef&)>;
+
 // Why events left the buffer without an ack. Names are stable: they appear in metrics,
 // `buffer stats` and the drops table.
 enum class DropReason { rejected_full, evicted_full, expired, purged };
@@ -173,6 +185,10 @@ class Buffer {
   // bodies (but always at least one event when there is one).
   virtual Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                                       size_t max_bytes) = 0;
+  // The same events without copying them: `visit` sees each in seq order (the forwarder
+  // stamps them straight into a batch). Returns how many it saw.
+  virtual Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                                     const EventVisitor& visit) = 0;
 
   // Deletes every event with seq <= up_to_seq, in one transaction, once it is durable.
   virtual Result<void> ack(uint64_t up_to_seq) = 0;

@@ -597,10 +597,20 @@ bool SqliteBuffer::healthy() const { return impl_->healthy; }
 
 Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, size_t max_events,
                                                           size_t max_bytes) {
+  std::vector<StoredEvent> out;
+  auto n = visit_batch(after_seq, max_events, max_bytes, [&](const StoredEventRef& e) {
+    out.push_back(
+        {e.seq, e.kind, e.priority, e.event_time_ns, e.collected_at_ns, std::string(e.body)});
+  });
+  if (!n) return n.error();
+  return out;
+}
+
+Result<size_t> SqliteBuffer::visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                                         const EventVisitor& visit) {
   Impl& m = *impl_;
   std::lock_guard lock(m.read_mu);
-  std::vector<StoredEvent> out;
-  if (max_events == 0) return out;
+  if (max_events == 0) return size_t{0};
   size_t bytes = 0;
   Result<void> r;
   std::vector<Impl::ReadRow> rows;
@@ -609,28 +619,30 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
   {
     sqlite::ReadTransaction snapshot(m.reader);
     r = sqlite::scan_events(m.reader, after_seq, std::nullopt, [&](Stmt& row) {
-      size_t size = static_cast<size_t>(sqlite3_column_bytes(row.handle(), 5));
-      if (!out.empty() && bytes + size > max_bytes) return false;
-      StoredEvent e;
+      const auto* body = static_cast<const char*>(sqlite3_column_blob(row.handle(), 5));
+      const size_t size = static_cast<size_t>(sqlite3_column_bytes(row.handle(), 5));
+      if (!rows.empty() && bytes + size > max_bytes) return false;
+      StoredEventRef e;
       e.seq = static_cast<uint64_t>(row.col_int(0));
       const int64_t kind = row.col_int(1);
       e.kind = kind_from_number(kind).value_or(EventKind::json);
       e.priority = static_cast<int32_t>(row.col_int(2));
-      rows.push_back({e.seq, size, kind, e.priority});
       e.event_time_ns = row.col_int(3);
       e.collected_at_ns = row.col_int(4);
-      e.body = row.col_blob(5);
+      e.body = std::string_view(body == nullptr ? "" : body, size);
+      rows.push_back({e.seq, size, kind, e.priority});
       bytes += size;
-      out.push_back(std::move(e));
-      return out.size() < max_events;
+      visit(e);
+      return rows.size() < max_events;
     });
   }
   if (!r) {
     m.note_error(r.error());
     return r.error();
   }
+  const size_t seen = rows.size();
   if (!rows.empty()) m.remember_read(after_seq, epoch, std::move(rows));
-  return out;
+  return seen;
 }
 
 Result<BufferStats> SqliteBuffer::stats() {

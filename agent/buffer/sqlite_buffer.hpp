@@ -33,6 +33,8 @@ class SqliteBuffer final : public Buffer {
               Commit when = Commit::grouped) override;
   Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                               size_t max_bytes) override;
+  Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                             const EventVisitor& visit) override;
   Result<void> ack(uint64_t up_to_seq) override;
   // Cheap: counts by kind from memory, oldest pending event from one indexed read. `groups`
   // (by kind and priority) is left empty; BufferInspector::stats() fills it.

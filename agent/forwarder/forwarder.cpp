@@ -325,37 +325,34 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   uint64_t cursor = acked;            // the last seq sent
   int64_t last_sent_ns = steady_ns();
   int64_t resume_ns = 0;  // after a retry-later: send nothing before this
-  std::string payload;    // one batch's events; its capacity is kept from batch to batch
+  std::string payload;    // one batch's stamped events; its capacity is kept between batches
   while (!stop_requested()) {
     // Fill the window.
     while (in_flight.size() < window && steady_ns() >= resume_ns) {
-      auto batch = buffer.read_batch(cursor, max_events, max_bytes);
-      if (!batch) return batch.error();
-      if (batch->empty()) break;
       payload.clear();
-      size_t body_bytes = 0;
-      for (const StoredEvent& e : *batch) body_bytes += e.body.size();
-      payload.reserve(body_bytes + batch->size() * (opt.agent_id.size() + 32));
-      for (const StoredEvent& e : *batch) {
+      uint64_t last_seq = 0;
+      auto count = buffer.visit_batch(cursor, max_events, max_bytes, [&](const StoredEventRef& e) {
         proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq, e.collected_at_ns);
-      }
+        last_seq = e.seq;
+      });
+      if (!count) return count.error();
+      if (*count == 0) break;
       auto z = compressor.compress(payload);
       if (!z) return z.error();
       v1::Frame f;
       auto* b = f.mutable_batch();
       b->set_batch_seq(next_batch_seq);
       b->set_first_seq(cursor + 1);  // seqs dropped from the buffer are covered too
-      b->set_last_seq(batch->back().seq);
-      b->set_event_count(static_cast<uint32_t>(batch->size()));
+      b->set_last_seq(last_seq);
+      b->set_event_count(static_cast<uint32_t>(*count));
       b->set_codec(v1::CODEC_ZSTD);
       b->set_raw_bytes(payload.size());
       b->set_payload(std::move(*z));
       const size_t wire_bytes = b->payload().size();
       pace(wire_bytes);
       if (auto r = send_frame(f, steady_ns() + opt.ack_timeout_ns); !r) return r;
-      in_flight.push_back(
-          {next_batch_seq++, batch->back().seq, static_cast<uint32_t>(batch->size()), steady_ns()});
-      cursor = batch->back().seq;
+      in_flight.push_back({next_batch_seq++, last_seq, static_cast<uint32_t>(*count), steady_ns()});
+      cursor = last_seq;
       last_sent_ns = steady_ns();
       set_status([&](ForwarderStatus& s) { s.bytes_sent += wire_bytes; });
     }
