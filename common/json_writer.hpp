@@ -1,9 +1,10 @@
 #pragma once
 // JsonWriter: builds compact JSON text for machine-readable command output (`--json`) and for
-// the gateway's NDJSON files, where it runs for every event: each call appends its text to
-// the target string at once (the separator, quotes and colon included) rather than character
-// by character. Commas are managed for the caller; strings are escaped (control characters
-// as \u00XX).
+// the gateway's NDJSON files, where it runs for every event: text is staged in a buffer on
+// the writer (each token, separator and quotes included, one copy) and appended to the target
+// string when the buffer fills, at str() and when the writer is destroyed; appending every
+// token to the string cost a library call and a zero-fill each. Commas are managed for the
+// caller; strings are escaped (control characters as \u00XX).
 //
 // Thread-safety: one writer per thread.
 
@@ -22,7 +23,9 @@ class JsonWriter {
  public:
   JsonWriter() = default;
   // Appends to `target` instead of an internal string (no copy for callers that batch).
+  // `target` holds the text once the writer is destroyed (or after str()).
   explicit JsonWriter(std::string& target) : out_(&target) {}
+  ~JsonWriter() { flush(); }
   JsonWriter(const JsonWriter&) = delete;
   JsonWriter& operator=(const JsonWriter&) = delete;
 
@@ -64,18 +67,36 @@ class JsonWriter {
   JsonWriter& null() { return raw("null"); }
   // Inserts text that is already JSON.
   JsonWriter& raw(std::string_view json) {
-    if (const char sep = separator()) out_->append(1, sep);
-    out_->append(json);
+    if (const char sep = separator()) *grow(1) = sep;
+    append(json);
     return *this;
   }
-  const std::string& str() const { return *out_; }
+  const std::string& str() const {
+    flush();
+    return *out_;
+  }
 
  private:
-  // Appends `n` bytes and returns where to write them.
+  static constexpr size_t kStage = 512;
+  // Reserves `n` bytes (at most kStage) at the end of the text; returns where to write them.
   char* grow(size_t n) {
-    const size_t at = out_->size();
-    out_->resize(at + n);
-    return out_->data() + at;
+    if (staged_ + n > kStage) flush();
+    char* p = stage_ + staged_;
+    staged_ += n;
+    return p;
+  }
+  void append(std::string_view s) {
+    if (s.size() <= kStage) {
+      std::memcpy(grow(s.size()), s.data(), s.size());
+    } else {
+      flush();
+      out_->append(s);
+    }
+  }
+  void flush() const {
+    if (staged_ == 0) return;
+    out_->append(stage_, staged_);
+    staged_ = 0;
   }
   template <typename Int>
   JsonWriter& number(Int v, bool in_quotes) {
@@ -85,7 +106,7 @@ class JsonWriter {
     if (in_quotes) *p++ = '"';
     p = std::to_chars(p, buf + sizeof buf - 1, v).ptr;
     if (in_quotes) *p++ = '"';
-    out_->append(buf, static_cast<size_t>(p - buf));
+    append(std::string_view(buf, static_cast<size_t>(p - buf)));
     return *this;
   }
   // Whether the innermost open object or array has no member yet: a flag per level for the
@@ -103,7 +124,7 @@ class JsonWriter {
     return *this;
   }
   JsonWriter& close(char c) {
-    out_->append(1, c);
+    *grow(1) = c;
     if (depth_ > 64) deep_first_.pop_back();
     if (depth_ > 0) --depth_;
     return *this;
@@ -146,8 +167,9 @@ class JsonWriter {
   // Appends `sep` (when not 0), the quoted string, and `suffix` (when not 0).
   void quote(std::string_view s, char sep, char suffix) {
     size_t escape_at = first_escape(s);
-    if (escape_at == s.size()) {  // the common case: one append of everything
-      char* p = grow((sep ? 1 : 0) + s.size() + 2 + (suffix ? 1 : 0));
+    const size_t whole = (sep ? 1 : 0) + s.size() + 2 + (suffix ? 1 : 0);
+    if (escape_at == s.size() && whole <= kStage) {  // the common case: one copy of it all
+      char* p = grow(whole);
       if (sep) *p++ = sep;
       *p++ = '"';
       std::memcpy(p, s.data(), s.size());
@@ -156,44 +178,46 @@ class JsonWriter {
       if (suffix) *p = suffix;
       return;
     }
-    if (sep) out_->append(1, sep);
-    out_->append(1, '"');
+    if (sep) *grow(1) = sep;
+    *grow(1) = '"';
     size_t run = 0;  // the start of the bytes not yet appended
     while (escape_at < s.size()) {
-      out_->append(s.data() + run, escape_at - run);
+      append(s.substr(run, escape_at - run));
       const auto c = static_cast<unsigned char>(s[escape_at]);
       switch (c) {
         case '"':
-          *out_ += "\\\"";
+          append("\\\"");
           break;
         case '\\':
-          *out_ += "\\\\";
+          append("\\\\");
           break;
         case '\n':
-          *out_ += "\\n";
+          append("\\n");
           break;
         case '\t':
-          *out_ += "\\t";
+          append("\\t");
           break;
         case '\r':
-          *out_ += "\\r";
+          append("\\r");
           break;
         default: {
           char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          *out_ += buf;
+          const int n = std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          append(std::string_view(buf, static_cast<size_t>(n)));
         }
       }
       run = escape_at + 1;
       escape_at = run + first_escape(s.substr(run));
     }
-    out_->append(s.data() + run, s.size() - run);
-    out_->append(1, '"');
-    if (suffix) out_->append(1, suffix);
+    append(s.substr(run));
+    *grow(1) = '"';
+    if (suffix) *grow(1) = suffix;
   }
 
   std::string own_;
   std::string* out_ = &own_;
+  mutable char stage_[kStage];  // text not yet in *out_ (no initializer: written before read)
+  mutable size_t staged_ = 0;
   char first_[64] = {};
   std::vector<char> deep_first_;  // levels below the 64th
   size_t depth_ = 0;

@@ -31,8 +31,34 @@ class FieldReader {
   explicit FieldReader(std::string_view s)
       : begin_(reinterpret_cast<const uint8_t*>(s.data())), p_(begin_), end_(p_ + s.size()) {}
 
-  bool next(Field& f) {
+  // The common case inline: a one-byte tag (fields 1..15) with a one-byte varint or length.
+  __attribute__((always_inline)) bool next(Field& f) {
     if (p_ == end_) return false;
+    if (end_ - p_ >= 2 && p_[0] < 0x80 && p_[1] < 0x80 && (p_[0] >> 3) != 0) {
+      const uint8_t tag = p_[0], b = p_[1];
+      if ((tag & 7) == kVarint) {
+        f.number = tag >> 3;
+        f.type = kVarint;
+        f.value = b;
+        p_ += 2;
+        return true;
+      }
+      if ((tag & 7) == kLengthDelimited && b <= end_ - p_ - 2) {
+        f.number = tag >> 3;
+        f.type = kLengthDelimited;
+        f.bytes = std::string_view(reinterpret_cast<const char*>(p_ + 2), b);
+        p_ += 2 + b;
+        return true;
+      }
+    }
+    return next_slow(f);
+  }
+  const char* error() const { return error_; }
+  // How far into the message the reader is: after next(), the end of the field it returned.
+  size_t position() const { return static_cast<size_t>(p_ - begin_); }
+
+ private:
+  __attribute__((noinline)) bool next_slow(Field& f) {
     // A tag is a varint of at most 5 bytes, of which protobuf keeps the low 32 bits.
     uint32_t tag = 0;
     for (int shift = 0;; shift += 7) {
@@ -65,11 +91,6 @@ class FieldReader {
                                                : "wire type 6 or 7 does not exist");
     }
   }
-  const char* error() const { return error_; }
-  // How far into the message the reader is: after next(), the end of the field it returned.
-  size_t position() const { return static_cast<size_t>(p_ - begin_); }
-
- private:
   bool varint(uint64_t& v) {
     v = 0;
     for (int shift = 0; shift < 70 && p_ != end_; shift += 7) {
@@ -238,8 +259,13 @@ Entry map_entry(std::string_view bytes) {
 // earlier one), sorted by key so that the text does not depend on the order on the wire.
 void write_map(JsonWriter& w, std::string_view key, std::vector<Entry>& entries) {
   if (entries.empty()) return;
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const Entry& a, const Entry& b) { return a.first < b.first; });
+  // Stable (equal keys keep their wire order), in place: maps hold a few entries, and
+  // std::stable_sort allocated a buffer for every event.
+  for (size_t i = 1; i < entries.size(); ++i) {
+    for (size_t j = i; j > 0 && entries[j].first < entries[j - 1].first; --j) {
+      std::swap(entries[j], entries[j - 1]);
+    }
+  }
   w.known_key(key).begin_object();
   for (size_t i = 0; i < entries.size(); ++i) {
     if (i + 1 < entries.size() && entries[i + 1].first == entries[i].first) continue;  // replaced

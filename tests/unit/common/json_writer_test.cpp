@@ -93,3 +93,34 @@ TEST_CASE("a known key is written like key() writes it, separators included") {
   CHECK(a.str() == R"({"agent_id":"x","seq":"7"})");
   CHECK(b.str() == a.str());
 }
+
+// The writer stages text in a 512-byte buffer and hands it to the string when it fills:
+// tokens that end exactly at, straddle, or exceed that size, with and without escapes, must
+// come out whole and in order; and the target holds everything once the writer is gone.
+TEST_CASE("text staged across the writer's buffer comes out whole, in order") {
+  std::string expected = "[";
+  std::string target = "before:";
+  {
+    JsonWriter w(target);
+    w.begin_array();
+    for (size_t n : {0, 1, 7, 200, 505, 508, 509, 510, 511, 512, 513, 900, 1500}) {
+      for (bool escaped : {false, true}) {
+        std::string s(n, 'x');
+        if (escaped && n > 0) s[n / 2] = '\n';
+        if (expected.size() > 1) expected += ',';
+        expected += expected_quote(s);
+        w.value(s);
+        w.value(static_cast<int64_t>(n));
+        expected += "," + std::to_string(n);
+        w.raw(std::string(n, '1'));
+        expected += "," + std::string(n, '1');
+      }
+    }
+    w.end_array();
+    expected += "]";
+  }
+  CHECK(target == "before:" + expected);
+  JsonWriter own;
+  own.begin_object().key(std::string(700, 'k')).value("v").end_object();
+  CHECK(own.str() == "{\"" + std::string(700, 'k') + "\":\"v\"}");
+}
