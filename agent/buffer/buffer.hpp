@@ -192,6 +192,9 @@ class Buffer {
 
   // Deletes every event with seq <= up_to_seq, in one transaction, once it is durable.
   virtual Result<void> ack(uint64_t up_to_seq) = 0;
+  // The same without waiting for the commit: the future holds its result. Acks queued by one
+  // thread are applied in order; the forwarder keeps sending while the writer commits them.
+  virtual std::future<Result<void>> ack_async(uint64_t up_to_seq) = 0;
 
   virtual Result<BufferStats> stats() = 0;
 

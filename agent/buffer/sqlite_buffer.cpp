@@ -230,6 +230,8 @@ struct SqliteBuffer::Impl {
   Result<uint64_t> ack_in_chunks(uint64_t up_to_seq);
   void release_reserve();
   template <typename JobT>
+  auto submit(JobT job) -> decltype(job.done.get_future());
+  template <typename JobT>
   auto submit_and_wait(JobT job) -> decltype(job.done.get_future().get());
 };
 
@@ -558,21 +560,33 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done, Com
 }
 
 template <typename JobT>
-auto SqliteBuffer::Impl::submit_and_wait(JobT job) -> decltype(job.done.get_future().get()) {
+auto SqliteBuffer::Impl::submit(JobT job) -> decltype(job.done.get_future()) {
   auto future = job.done.get_future();
   {
     std::lock_guard lock(mu);
-    if (stopping) return make_error(buffer_errc::closed, "buffer " + opt.path + " is closing");
+    if (stopping) {
+      job.done.set_value(make_error(buffer_errc::closed, "buffer " + opt.path + " is closing"));
+      return future;
+    }
     queue.emplace_back(std::move(job));
     enqueued_at.push_back(std::chrono::steady_clock::now());
     ++queued_urgent;
   }
   wake.notify_one();
-  return future.get();
+  return future;
+}
+
+template <typename JobT>
+auto SqliteBuffer::Impl::submit_and_wait(JobT job) -> decltype(job.done.get_future().get()) {
+  return submit(std::move(job)).get();
 }
 
 Result<void> SqliteBuffer::ack(uint64_t up_to_seq) {
   return impl_->submit_and_wait(AckJob{up_to_seq, {}});
+}
+
+std::future<Result<void>> SqliteBuffer::ack_async(uint64_t up_to_seq) {
+  return impl_->submit(AckJob{up_to_seq, {}});
 }
 
 Result<uint64_t> SqliteBuffer::purge(std::optional<EventKind> kind,

@@ -36,6 +36,7 @@ class SqliteBuffer final : public Buffer {
   Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
                              const EventVisitor& visit) override;
   Result<void> ack(uint64_t up_to_seq) override;
+  std::future<Result<void>> ack_async(uint64_t up_to_seq) override;
   // Cheap: counts by kind from memory, oldest pending event from one indexed read. `groups`
   // (by kind and priority) is left empty; BufferInspector::stats() fills it.
   Result<BufferStats> stats() override;

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -28,6 +29,7 @@ namespace outpost::agent {
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
+constexpr size_t kMaxCommittingAcks = 64;  // beyond this, wait for the oldest ack's commit
 
 Error net_error(const std::string& what) {
   return make_error(std::make_error_code(std::errc::io_error), what);
@@ -326,7 +328,28 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   int64_t last_sent_ns = steady_ns();
   int64_t resume_ns = 0;  // after a retry-later: send nothing before this
   std::string payload;    // one batch's stamped events; its capacity is kept between batches
+  // Acks being committed by the buffer's writer: the forwarder goes on sending meanwhile
+  // (waiting for each commit's fsync left the uplink idle), checks each result as it comes,
+  // and waits for the rest when the session ends, so the next one starts from them.
+  std::deque<std::future<Result<void>>> committing;
+  struct WaitForAcks {
+    std::deque<std::future<Result<void>>>& acks;
+    ~WaitForAcks() {
+      for (auto& a : acks) a.wait();
+    }
+  } wait_for_acks{committing};
+  auto check_acks = [&]() -> Result<void> {
+    while (!committing.empty() &&
+           (committing.size() > kMaxCommittingAcks ||
+            committing.front().wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
+      Result<void> r = committing.front().get();
+      committing.pop_front();
+      if (!r) return r;
+    }
+    return {};
+  };
   while (!stop_requested()) {
+    if (auto r = check_acks(); !r) return r;
     // Fill the window.
     while (in_flight.size() < window && steady_ns() >= resume_ns) {
       payload.clear();
@@ -388,7 +411,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
         } else if (a.status() == v1::Ack::OK) {
           InFlight done = in_flight.front();
           in_flight.pop_front();
-          if (auto r = buffer.ack(done.last_seq); !r) return r;
+          committing.push_back(buffer.ack_async(done.last_seq));
           acked = done.last_seq;
           progress = true;
           set_status([&](ForwarderStatus& s) {

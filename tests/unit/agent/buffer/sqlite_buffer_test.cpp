@@ -539,6 +539,31 @@ TEST_CASE("purge by kind and by age counts the events as purged") {
   CHECK(dropped(*s, DropReason::purged, EventKind::json) == 2);
 }
 
+TEST_CASE("acks queued without waiting apply in order; each future holds its result") {
+  test::TempDir dir;
+  ManualClock clock;
+  auto o = test::fast_options(dir.file("b.db"));
+  std::vector<std::future<Result<void>>> acks;
+  {
+    auto b = open_ok(o, clock);
+    for (int i = 0; i < 100; ++i) REQUIRE(append_one(*b, event_of(EventKind::json, 10)));
+    for (uint64_t up_to = 10; up_to <= 60; up_to += 10) acks.push_back(b->ack_async(up_to));
+    for (auto& a : acks) CHECK(a.get());
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->acked_seq == 60);
+    CHECK(s->pending_events == 40);
+    acks.clear();
+    acks.push_back(b->ack_async(80));  // queued, then the buffer closes: it is still applied
+  }
+  CHECK(acks[0].get());
+  auto again = open_ok(o, clock);
+  auto s = again->stats();
+  REQUIRE(s);
+  CHECK(s->acked_seq == 80);
+  CHECK(s->pending_events == 20);
+}
+
 TEST_CASE("appends after close are refused with `closed`; callbacks always run") {
   test::TempDir dir;
   ManualClock clock;
