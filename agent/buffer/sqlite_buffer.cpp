@@ -192,6 +192,8 @@ struct SqliteBuffer::Impl {
   std::atomic<uint64_t> removal_epoch{0};
   bool removed_pending = false;  // writer: this transaction removed rows other than by ack
   void remember_read(uint64_t after_seq, uint64_t epoch, std::vector<ReadRow> rows);
+  template <typename Visit>
+  Result<size_t> scan_batch(uint64_t after_seq, size_t max_events, size_t max_bytes, Visit&& visit);
   bool uncount_from_reads(uint64_t after, uint64_t up_to, uint64_t segment, uint64_t& removed);
 
   Impl(BufferOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
@@ -612,7 +614,7 @@ bool SqliteBuffer::healthy() const { return impl_->healthy; }
 Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, size_t max_events,
                                                           size_t max_bytes) {
   std::vector<StoredEvent> out;
-  auto n = visit_batch(after_seq, max_events, max_bytes, [&](const StoredEventRef& e) {
+  auto n = impl_->scan_batch(after_seq, max_events, max_bytes, [&](const StoredEventRef& e) {
     out.push_back(
         {e.seq, e.kind, e.priority, e.event_time_ns, e.collected_at_ns, std::string(e.body)});
   });
@@ -622,17 +624,24 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
 
 Result<size_t> SqliteBuffer::visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
                                          const EventVisitor& visit) {
-  Impl& m = *impl_;
-  std::lock_guard lock(m.read_mu);
+  return impl_->scan_batch(after_seq, max_events, max_bytes, visit);
+}
+
+// read_batch and visit_batch: the rows after `after_seq`, each seen by `visit` in place, and
+// remembered (seq, kind, priority, size) for the acks that will follow (remember_read).
+template <typename Visit>
+Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_events,
+                                              size_t max_bytes, Visit&& visit) {
+  std::lock_guard lock(read_mu);
   if (max_events == 0) return size_t{0};
   size_t bytes = 0;
   Result<void> r;
-  std::vector<Impl::ReadRow> rows;
+  std::vector<ReadRow> rows;
   rows.reserve(std::min<size_t>(max_events, 4096));
-  const uint64_t epoch = m.removal_epoch.load();  // before the snapshot (see transact())
+  const uint64_t epoch = removal_epoch.load();  // before the snapshot (see transact())
   {
-    sqlite::ReadTransaction snapshot(m.reader);
-    r = sqlite::scan_events(m.reader, after_seq, std::nullopt, [&](Stmt& row) {
+    sqlite::ReadTransaction snapshot(reader);
+    r = sqlite::scan_events(reader, after_seq, std::nullopt, [&](Stmt& row) {
       const auto* body = static_cast<const char*>(sqlite3_column_blob(row.handle(), 5));
       const size_t size = static_cast<size_t>(sqlite3_column_bytes(row.handle(), 5));
       if (!rows.empty() && bytes + size > max_bytes) return false;
@@ -651,11 +660,11 @@ Result<size_t> SqliteBuffer::visit_batch(uint64_t after_seq, size_t max_events, 
     });
   }
   if (!r) {
-    m.note_error(r.error());
+    note_error(r.error());
     return r.error();
   }
   const size_t seen = rows.size();
-  if (!rows.empty()) m.remember_read(after_seq, epoch, std::move(rows));
+  if (!rows.empty()) remember_read(after_seq, epoch, std::move(rows));
   return seen;
 }
 
