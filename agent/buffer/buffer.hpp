@@ -17,6 +17,7 @@
 #include <future>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -105,25 +106,19 @@ struct QuarantinedMessage {
 };
 using AppendCallback = std::function<void(const Result<AppendResult>&)>;
 
-struct StoredEvent {
+// An event as stored. StoredEvent owns its body; StoredEventRef, what visit_batch shows,
+// points into the reader's row and is valid only during the visit.
+template <typename Body>
+struct BasicStoredEvent {
   uint64_t seq = 0;
   EventKind kind = EventKind::json;
   int32_t priority = 0;
   int64_t event_time_ns = 0;
   int64_t collected_at_ns = 0;
-  std::string body;  // outpost.v1.Event without agent_id, seq, collected_at
+  Body body;  // outpost.v1.Event without agent_id, seq, collected_at
 };
-
-// A stored event seen in place: `body` points into the reader's row and is valid only
-// during the visit.
-struct StoredEventRef {
-  uint64_t seq = 0;
-  EventKind kind = EventKind::json;
-  int32_t priority = 0;
-  int64_t event_time_ns = 0;
-  int64_t collected_at_ns = 0;
-  std::string_view body;
-};
+using StoredEvent = BasicStoredEvent<std::string>;
+using StoredEventRef = BasicStoredEvent<std::string_view>;
 using EventVisitor = std::function<void(const StoredEventRef&)>;
 
 // Why events left the buffer without an ack. Names are stable: they appear in metrics,
