@@ -1,10 +1,6 @@
 #include "common/wire/frame.hpp"
 
-#include <google/protobuf/io/coded_stream.h>
-
 #include <algorithm>
-
-#include "proto/event_view.hpp"
 
 namespace outpost::wire {
 namespace {
@@ -97,20 +93,28 @@ EventView EventList::operator[](size_t i) const {
   return {bytes, it.seq, it.kind, it.collected_at, bytes.substr(it.schema_offset, it.schema_size)};
 }
 
+void EventList::add(size_t chunk, size_t offset, std::string_view bytes,
+                    const proto::EventHead& head) {
+  Item item;
+  item.chunk = chunk;
+  item.offset = offset;
+  item.size = bytes.size();
+  item.seq = head.seq;
+  item.kind = head.kind;
+  item.collected_at = head.collected_at;
+  if (!head.schema.empty()) {
+    item.schema_offset = static_cast<size_t>(head.schema.data() - bytes.data());
+    item.schema_size = head.schema.size();
+  }
+  items_.push_back(item);
+}
+
 void EventList::push_back(const v1::Event& e) {
   chunks_.push_back(e.SerializeAsString());
   const std::string& bytes = chunks_.back();
-  Item item;
-  item.chunk = chunks_.size() - 1;
-  item.size = bytes.size();
-  item.seq = e.seq();
-  item.kind = e.kind();
-  item.collected_at = e.collected_at();
-  if (auto head = proto::check_event(bytes); head && !head->schema.empty()) {
-    item.schema_offset = static_cast<size_t>(head->schema.data() - bytes.data());
-    item.schema_size = head->schema.size();
-  }
-  items_.push_back(item);
+  auto head = proto::check_event(bytes);
+  add(chunks_.size() - 1, 0, bytes,
+      head ? *head : proto::EventHead{e.seq(), e.kind(), e.collected_at(), {}});
 }
 
 Result<EventList> decode_payload(std::string payload, uint32_t expected_count, uint64_t first_seq,
@@ -162,17 +166,7 @@ Result<EventList> decode_payload(std::string payload, uint32_t expected_count, u
                  "] or not increasing");
     }
     previous = head->seq;
-    EventList::Item item;
-    item.offset = at;
-    item.size = bytes.size();
-    item.seq = head->seq;
-    item.kind = head->kind;
-    item.collected_at = head->collected_at;
-    if (!head->schema.empty()) {
-      item.schema_offset = static_cast<size_t>(head->schema.data() - bytes.data());
-      item.schema_size = head->schema.size();
-    }
-    events.items_.push_back(item);
+    events.add(0, at, bytes, *head);  // chunk 0: the payload, moved in below
     at += bytes.size();
   }
   if (events.size() != expected_count) {

@@ -22,6 +22,7 @@
 #include "common/result.hpp"
 #include "outpost/v1/event.pb.h"
 #include "outpost/v1/wire.pb.h"
+#include "proto/event_view.hpp"
 
 namespace outpost::wire {
 
@@ -121,6 +122,8 @@ class EventList {
  private:
   friend Result<EventList> decode_payload(std::string payload, uint32_t expected_count,
                                           uint64_t first_seq, uint64_t last_seq);
+  // Records an event whose bytes are chunks_[chunk] at offset (`bytes` views them).
+  void add(size_t chunk, size_t offset, std::string_view bytes, const proto::EventHead& head);
   struct Item {
     size_t chunk = 0, offset = 0, size = 0;     // the event's bytes: chunks_[chunk] at offset
     size_t schema_offset = 0, schema_size = 0;  // within the event's bytes
