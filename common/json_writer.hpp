@@ -44,7 +44,7 @@ class JsonWriter {
     char* p = grow((sep ? 1 : 0) + k.size() + 3);
     if (sep) *p++ = sep;
     *p++ = '"';
-    std::memcpy(p, k.data(), k.size());
+    copy(p, k);
     p += k.size();
     *p++ = '"';
     *p = ':';
@@ -87,11 +87,15 @@ class JsonWriter {
   }
   void append(std::string_view s) {
     if (s.size() <= kStage) {
-      std::memcpy(grow(s.size()), s.data(), s.size());
+      copy(grow(s.size()), s);
     } else {
       flush();
       out_->append(s);
     }
+  }
+  // memcpy of the view's bytes; an empty view may have no data pointer at all.
+  static void copy(char* to, std::string_view s) {
+    if (!s.empty()) std::memcpy(to, s.data(), s.size());
   }
   void flush() const {
     if (staged_ == 0) return;
@@ -172,7 +176,7 @@ class JsonWriter {
       char* p = grow(whole);
       if (sep) *p++ = sep;
       *p++ = '"';
-      std::memcpy(p, s.data(), s.size());
+      copy(p, s);
       p += s.size();
       *p++ = '"';
       if (suffix) *p = suffix;
