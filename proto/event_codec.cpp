@@ -14,21 +14,12 @@
 #include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_view.hpp"
+#include "proto/varint.hpp"
 
 namespace outpost::proto {
 namespace {
 
 namespace pb = google::protobuf;
-
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-constexpr uint8_t kVarint = 0, kLengthDelimited = 2;
 
 void put_tag(std::string& out, uint32_t field, uint8_t wire_type) {
   put_varint(out, (static_cast<uint64_t>(field) << 3) | wire_type);
@@ -40,15 +31,6 @@ void put_string(std::string& out, uint32_t field, std::string_view s) {
   put_tag(out, field, kLengthDelimited);
   put_varint(out, s.size());
   out.append(s);
-}
-
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
 }
 
 Error bad(std::string message) { return make_error(common_errc::bad_input, std::move(message)); }

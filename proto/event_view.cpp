@@ -11,11 +11,10 @@
 #include "common/json_writer.hpp"
 #include "common/utf8.hpp"
 #include "proto/event_codec.hpp"
+#include "proto/varint.hpp"
 
 namespace outpost::proto {
 namespace {
-
-enum WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
 
 struct Field {
   uint32_t number = 0;
@@ -91,15 +90,7 @@ class FieldReader {
                                                : "wire type 6 or 7 does not exist");
     }
   }
-  bool varint(uint64_t& v) {
-    v = 0;
-    for (int shift = 0; shift < 70 && p_ != end_; shift += 7) {
-      const uint8_t b = *p_++;
-      v |= static_cast<uint64_t>(b & 0x7f) << (shift < 64 ? shift : 63);
-      if ((b & 0x80) == 0) return true;
-    }
-    return false;
-  }
+  bool varint(uint64_t& v) { return read_varint(p_, end_, v); }
   bool fixed(Field& f, size_t n) {
     if (static_cast<size_t>(end_ - p_) < n) return fail("a fixed-size value is cut short");
     f.value = 0;
@@ -119,19 +110,6 @@ class FieldReader {
   const char* error_ = nullptr;
 };
 
-// UTF-8 as protobuf checks it; ASCII eight bytes at a time.
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    if ((w & 0x8080808080808080ULL) != 0) break;
-  }
-  for (; i < s.size() && static_cast<unsigned char>(s[i]) < 0x80; ++i) {
-  }
-  return i == s.size() || utf8::valid(s.substr(i));
-}
-
 struct Checked {
   const char* error = nullptr;  // static text
   const char* where = "";
@@ -140,7 +118,7 @@ struct Checked {
 // Each message type's check: which field numbers are strings (UTF-8), which are nested
 // messages; everything of another wire type than the schema's is an unknown field.
 bool check_string(const Field& f, Checked& c, const char* where) {
-  if (valid_utf8(f.bytes)) return true;
+  if (utf8::valid(f.bytes)) return true;
   c.error = "a string field is not valid UTF-8";
   c.where = where;
   return false;
@@ -482,20 +460,6 @@ void append_event_json(std::string& out, std::string_view bytes,
 }
 
 namespace {
-
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  for (; v >= 0x80; v >>= 7) ++n;
-  return n;
-}
 
 // Calls keep(from, to) for each run of `bytes` between agent_id fields, and returns the size
 // of what was kept.

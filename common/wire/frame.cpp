@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "proto/varint.hpp"
+
 namespace outpost::wire {
 namespace {
 
@@ -140,17 +142,10 @@ Result<EventList> decode_payload(std::string payload, uint32_t expected_count, u
                  " events its header declares");
     }
     uint64_t size = 0;
-    int shift = 0;
-    bool ended = false;
-    while (at < all.size() && shift < 64) {
-      const auto b = static_cast<uint8_t>(all[at++]);
-      size |= static_cast<uint64_t>(b & 0x7f) << shift;
-      shift += 7;
-      if ((b & 0x80) == 0) {
-        ended = true;
-        break;
-      }
-    }
+    const auto* p = reinterpret_cast<const uint8_t*>(all.data()) + at;
+    const bool ended =
+        proto::read_varint(p, reinterpret_cast<const uint8_t*>(all.data()) + all.size(), size);
+    at = static_cast<size_t>(p - reinterpret_cast<const uint8_t*>(all.data()));
     if (!ended || size > all.size() - at) {
       return bad("event " + std::to_string(events.size()) + " has a bad length prefix");
     }
