@@ -381,6 +381,12 @@ std::string encode_pixel_event(const PixelHitFields& hit) {
 
 bool valid_json_value(std::string_view text) { return JsonCheck(text).document(); }
 
+bool json_object_or_array(std::string_view raw) {
+  size_t i = 0;
+  while (i < raw.size() && is_ws(raw[i])) ++i;
+  return i < raw.size() && (raw[i] == '{' || raw[i] == '[') && valid_json_value(raw);
+}
+
 Result<std::string> event_to_json(std::string_view event_bytes) {
   if (auto head = check_event(event_bytes); !head) {
     return bad("stored event does not parse as outpost.v1.Event (" + head.error().message + ")");

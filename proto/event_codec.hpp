@@ -53,6 +53,9 @@ std::string encode_pixel_event(const PixelHitFields& hit);
 Result<std::string> event_to_json(std::string_view event_bytes);
 // A strict RFC 8259 check of one JSON value, with UTF-8 validation and a depth limit.
 bool valid_json_value(std::string_view text);
+// A valid JSON object or array (leading whitespace allowed): how a `json` payload is shown
+// inline in the JSON form; anything else keeps protobuf's base64, so import can tell them apart.
+bool json_object_or_array(std::string_view raw);
 
 // A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
 // priority and event_time are taken from it; agent_id, seq and collected_at are cleared,

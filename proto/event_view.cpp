@@ -124,6 +124,14 @@ bool check_string(const Field& f, Checked& c, const char* where) {
   return false;
 }
 
+// The end of a message's check: what the reader found wrong in it, if anything.
+bool reader_ok(const FieldReader& r, Checked& c, const char* where) {
+  if (r.error() == nullptr) return true;
+  c.error = r.error();
+  c.where = where;
+  return false;
+}
+
 bool check_map_entry(std::string_view bytes, Checked& c, const char* where) {
   FieldReader r(bytes);
   Field f;
@@ -133,11 +141,7 @@ bool check_map_entry(std::string_view bytes, Checked& c, const char* where) {
       return false;
     }
   }
-  if (r.error()) {
-    c.error = r.error();
-    c.where = where;
-  }
-  return r.error() == nullptr;
+  return reader_ok(r, c, where);
 }
 
 bool check_pixel(std::string_view bytes, Checked& c) {
@@ -151,11 +155,7 @@ bool check_pixel(std::string_view bytes, Checked& c) {
       return false;
     }
   }
-  if (r.error()) {
-    c.error = r.error();
-    c.where = "pixel";
-  }
-  return r.error() == nullptr;
+  return reader_ok(r, c, "pixel");
 }
 
 bool check_sensor(std::string_view bytes, Checked& c) {
@@ -165,11 +165,7 @@ bool check_sensor(std::string_view bytes, Checked& c) {
     const bool string_field = f.number == 1 || f.number == 2 || f.number == 5 || f.number == 7;
     if (string_field && f.type == kLengthDelimited && !check_string(f, c, "sensor")) return false;
   }
-  if (r.error()) {
-    c.error = r.error();
-    c.where = "sensor";
-  }
-  return r.error() == nullptr;
+  return reader_ok(r, c, "sensor");
 }
 
 // ---- JSON -----------------------------------------------------------------------------------
@@ -206,16 +202,6 @@ std::string double_text(double d) {
   char buf[32];
   auto r = std::to_chars(buf, buf + sizeof buf, d);
   return std::string(buf, r.ptr);
-}
-
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-// A json payload is shown inline when it is an object or an array; anything else keeps
-// protobuf's base64 form, so that import can tell the two apart.
-bool inline_json(std::string_view raw) {
-  size_t i = 0;
-  while (i < raw.size() && is_ws(raw[i])) ++i;
-  return i < raw.size() && (raw[i] == '{' || raw[i] == '[') && valid_json_value(raw);
 }
 
 using Entry = std::pair<std::string_view, std::string_view>;
@@ -392,7 +378,7 @@ struct Render {
     if (payload == 10) write_pixel(w);
     if (payload == 11) write_sensor(w);
     if (payload == 12) {
-      if (inline_json(json)) {
+      if (json_object_or_array(json)) {
         w.known_key("json").raw(json);
       } else {
         w.known_key("json").value(base64(json));

@@ -195,6 +195,9 @@ struct SqliteBuffer::Impl {
   template <typename Visit>
   Result<size_t> scan_batch(uint64_t after_seq, size_t max_events, size_t max_bytes, Visit&& visit);
   bool uncount_from_reads(uint64_t after, uint64_t up_to, uint64_t segment, uint64_t& removed);
+  // Takes one acknowledged row of `segment` off the tallies (a kind this version does not
+  // know was never counted); true if it counted.
+  bool uncount_acked(uint64_t segment, int64_t kind, int32_t priority, uint64_t size);
 
   Impl(BufferOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
 
@@ -1296,13 +1299,8 @@ Result<uint64_t> SqliteBuffer::Impl::acknowledge(uint64_t up_to_seq) {
         "SELECT kind, priority, length(body) FROM " + sqlite::segment_table(seg) +
             " WHERE seq > ?1 AND seq <= ?2",
         {static_cast<int64_t>(working.acked_seq), static_cast<int64_t>(up_to)}, [&](Stmt& row) {
-          if (auto k = kind_from_number(row.col_int(0))) {
-            auto p = static_cast<int32_t>(row.col_int(1));
-            auto size = static_cast<uint64_t>(row.col_int(2));
-            working.pending.remove(*k, p, size);
-            working.segments[seg].remove(*k, p, size);
-            ++removed;
-          }
+          removed += uncount_acked(seg, row.col_int(0), static_cast<int32_t>(row.col_int(1)),
+                                   static_cast<uint64_t>(row.col_int(2)));
           return true;
         });
     if (!hidden) return hidden.error();
@@ -1337,19 +1335,23 @@ bool SqliteBuffer::Impl::uncount_from_reads(uint64_t after, uint64_t up_to, uint
     chain.push_back(&it->second);
     at = it->second.last_seq;
   }
-  Tally& seg = working.segments[segment];
   for (const ReadRange* range : chain) {
     for (const ReadRow& row : range->rows) {
       if (row.seq <= after || row.seq < segment) continue;
       if (row.seq > up_to) break;
-      auto k = kind_from_number(row.kind);
-      if (!k) continue;
-      working.pending.remove(*k, row.priority, row.size);
-      seg.remove(*k, row.priority, row.size);
-      ++removed;
+      removed += uncount_acked(segment, row.kind, row.priority, row.size);
     }
     after = range->last_seq;
   }
+  return true;
+}
+
+bool SqliteBuffer::Impl::uncount_acked(uint64_t segment, int64_t kind, int32_t priority,
+                                       uint64_t size) {
+  auto k = kind_from_number(kind);
+  if (!k) return false;
+  working.pending.remove(*k, priority, size);
+  working.segments[segment].remove(*k, priority, size);
   return true;
 }
 

@@ -98,7 +98,8 @@ Result<std::string> decompress(std::string_view input, const DecompressLimits& l
   }
   // One context per thread, reset for every frame: making one (and its window buffer) per
   // batch cost the gateway's session threads an allocation and page faults each time.
-  thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
+  thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx;
+  if (!dctx) dctx.reset(ZSTD_createDCtx());
   if (!dctx) return make_error(codec_errc::internal, "zstd: cannot allocate a context");
   ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, limits.max_window_log);

@@ -135,6 +135,7 @@ Result<EventList> decode_payload(std::string payload, uint32_t expected_count, u
   // sender chose, cannot make this reserve more than the payload could hold.
   events.items_.reserve(std::min<size_t>(expected_count, payload.size()));
   const std::string_view all = payload;
+  const auto* begin = reinterpret_cast<const uint8_t*>(all.data());
   uint64_t previous = 0;
   for (size_t at = 0; at < all.size();) {
     if (events.size() == expected_count) {
@@ -142,10 +143,9 @@ Result<EventList> decode_payload(std::string payload, uint32_t expected_count, u
                  " events its header declares");
     }
     uint64_t size = 0;
-    const auto* p = reinterpret_cast<const uint8_t*>(all.data()) + at;
-    const bool ended =
-        proto::read_varint(p, reinterpret_cast<const uint8_t*>(all.data()) + all.size(), size);
-    at = static_cast<size_t>(p - reinterpret_cast<const uint8_t*>(all.data()));
+    const uint8_t* p = begin + at;
+    const bool ended = proto::read_varint(p, begin + all.size(), size);
+    at = static_cast<size_t>(p - begin);
     if (!ended || size > all.size() - at) {
       return bad("event " + std::to_string(events.size()) + " has a bad length prefix");
     }

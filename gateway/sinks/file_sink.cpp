@@ -273,8 +273,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   if (group.empty() && records.empty()) return;
   std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
   std::unordered_map<std::string, uint64_t> hwm;  // changes by this group
-  std::array<std::string, kKindCount>& data = rendered;
-  for (std::string& d : data) {
+  for (std::string& d : rendered) {
     if (d.capacity() > kKeepRenderedBytes) d = std::string();
     d.clear();  // the capacity stays: no regrowing, copying and faulting in per group
   }
@@ -305,7 +304,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
         continue;
       }
       auto kind = kind_from_number(e.kind).value_or(EventKind::json);
-      std::string& out = data[kind_index(kind)];
+      std::string& out = rendered[kind_index(kind)];
       if (opt.protobuf) {
         proto::append_restamped_delimited(out, e.bytes, b.agent_id);
       } else {
@@ -323,7 +322,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   Result<void> outcome;
   std::vector<std::pair<OpenFile*, uint64_t>> touched;  // with the size before this group
   for (EventKind k : kAllKinds) {
-    const std::string& bytes = data[kind_index(k)];
+    const std::string& bytes = rendered[kind_index(k)];
     if (bytes.empty()) continue;
     auto file = file_for(k, now, records);
     if (!file) {
