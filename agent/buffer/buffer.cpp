@@ -50,6 +50,16 @@ std::string_view drop_reason_name(DropReason r) {
       return "expired";
     case DropReason::purged:
       return "purged";
+    case DropReason::disk_full:
+      return "disk_full";
+    case DropReason::queue_full:
+      return "queue_full";
+    case DropReason::closed:
+      return "closed";
+    case DropReason::write_failed:
+      return "write_failed";
+    case DropReason::corrupt:
+      return "corrupt";
   }
   return "unknown";
 }

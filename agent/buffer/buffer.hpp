@@ -121,10 +121,31 @@ using StoredEvent = BasicStoredEvent<std::string>;
 using StoredEventRef = BasicStoredEvent<std::string_view>;
 using EventVisitor = std::function<void(const StoredEventRef&)>;
 
-// Why events left the buffer without an ack. Names are stable: they appear in metrics,
-// `buffer stats` and the drops table.
-enum class DropReason { rejected_full, evicted_full, expired, purged };
-inline constexpr int kDropReasonCount = 4;
+// Why events left the buffer without an ack, or never entered it although their source had
+// already told its client they were taken (Acceptance). Names are stable: they appear in
+// metrics, `buffer stats` and the drops table.
+enum class DropReason {
+  rejected_full,  // the byte cap, policy `reject`
+  evicted_full,   // the byte cap, policy `drop_oldest`: older events made room
+  expired,        // max_age
+  purged,         // `outpost-agent buffer purge`
+  disk_full,      // the disk (or max_file_bytes) is full, or below the floor kept for acks
+  queue_full,     // more than queue_max_events waited for the writer
+  closed,         // appended while the buffer was shutting down
+  write_failed,   // any other failure of the append's transaction (I/O error, corruption)
+  corrupt,        // pending in a file moved aside as corrupt and not salvaged into the new one
+};
+inline constexpr int kDropReasonCount = 9;
+
+// What the source has told its client by the time it calls append(), which decides whether a
+// refusal is a loss that the buffer must count (docs/buffer.md, "Every acceptance counted"):
+//   given           already told "taken" (a pixel served, a PUBACK): every refusal is counted
+//                   as dropped, by reason;
+//   unless_refused  told "taken" only if append() does not refuse at once (a 202 for a POST
+//                   without ?sync): a refusal inside append() is the source's to answer (503)
+//                   and is not counted; a refusal after append() returned is;
+//   on_commit       told only after the commit (?sync=true: 201 or 503): nothing is counted.
+enum class Acceptance { given, unless_refused, on_commit };
 std::string_view drop_reason_name(DropReason r);
 
 struct GroupStats {
@@ -174,7 +195,7 @@ class Buffer {
   // thread when they are durable, or with an error (full, disk_full, queue_full, closed,
   // corrupt) if none of them was stored: an append is all or nothing.
   virtual void append(std::vector<NewEvent> events, AppendCallback done,
-                      Commit when = Commit::grouped) = 0;
+                      Commit when = Commit::grouped, Acceptance acceptance = Acceptance::given) = 0;
 
   // The oldest events with seq > after_seq: at most max_events, and at most max_bytes of
   // bodies (but always at least one event when there is one).
@@ -200,6 +221,10 @@ class Buffer {
   // False once the buffer hit an error it cannot recover from while running (corruption):
   // the agent must restart so that open() can recover.
   virtual bool healthy() const = 0;
+
+  // Why appends are refused at once right now (the disk is full, the byte cap is reached for
+  // `reject` kinds, the file is corrupt), or nullopt while they are taken. For /readyz.
+  virtual std::optional<std::string> refusal_reason() const = 0;
 
   // Convenience over append(): a future that is ready when the events are durable.
   std::future<Result<AppendResult>> append(std::vector<NewEvent> events,

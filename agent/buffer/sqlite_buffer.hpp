@@ -29,8 +29,8 @@ class SqliteBuffer final : public Buffer {
   SqliteBuffer& operator=(const SqliteBuffer&) = delete;
 
   using Buffer::append;
-  void append(std::vector<NewEvent> events, AppendCallback done,
-              Commit when = Commit::grouped) override;
+  void append(std::vector<NewEvent> events, AppendCallback done, Commit when = Commit::grouped,
+              Acceptance acceptance = Acceptance::given) override;
   Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                               size_t max_bytes) override;
   Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
@@ -42,6 +42,7 @@ class SqliteBuffer final : public Buffer {
   Result<BufferStats> stats() override;
   Result<void> quarantine(QuarantineEntry entry) override;
   bool healthy() const override;
+  std::optional<std::string> refusal_reason() const override;
 
   // Deletes pending events of `kind` (all kinds if empty) collected before
   // `collected_before_ns` (no age limit if empty); counted as dropped, reason `purged`.

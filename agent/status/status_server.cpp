@@ -98,6 +98,8 @@ struct StatusServer::Impl {
             static_cast<double>(stats->quarantine_rows));
     }
     gauge("outpost_agent_buffer_healthy", "1 while the buffer is usable.", buffer.healthy());
+    gauge("outpost_agent_buffer_accepting", "1 while the buffer takes appends (see /readyz).",
+          !buffer.refusal_reason());
     if (forwarder != nullptr) {
       ForwarderStatus s = forwarder->status();
       double rate;
@@ -151,13 +153,19 @@ struct StatusServer::Impl {
       const bool ok = buffer.healthy();
       res.result(ok ? http::status::ok : http::status::service_unavailable);
       res.body() = ok ? "ok\n" : "not healthy: the buffer hit corruption; the agent restarts\n";
+    } else if (req.target() == "/readyz") {
+      // Ready while the buffer takes events: a load balancer or a supervisor can tell a
+      // device whose events are being refused (disk full, buffer full) from a healthy one.
+      const auto refusing = buffer.refusal_reason();
+      res.result(refusing ? http::status::service_unavailable : http::status::ok);
+      res.body() = refusing ? "not ready: " + *refusing + "\n" : "ready\n";
     } else if (req.target() == "/metrics") {
       res.result(http::status::ok);
       res.set(http::field::content_type, "text/plain; version=0.0.4");
       res.body() = metrics();
     } else {
       res.result(http::status::not_found);
-      res.body() = "not found; try /healthz or /metrics\n";
+      res.body() = "not found; try /healthz, /readyz or /metrics\n";
     }
     res.prepare_payload();
     http::write(stream, res, ec);

@@ -1,6 +1,8 @@
 #pragma once
 // The agent's own HTTP endpoints (agent.http_listen, plain HTTP, loopback by default):
 //   GET /healthz  200 when the buffer is healthy; 503 with the reason otherwise
+//   GET /readyz   200 while the buffer takes events; 503 with the reason while it refuses
+//                 them (disk full, buffer full for `reject` kinds, corruption)
 //   GET /metrics  Prometheus text: backlog (events, bytes, oldest pending age), drops, the
 //                 uplink's state, send rate, drain ETA and last error (docs/configuration.md)
 // One Asio thread of its own; it samples the forwarder every second for the send rate.

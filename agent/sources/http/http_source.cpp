@@ -367,7 +367,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     events[0].event_time_ns = hit.event_time_ns;
     events[0].body = proto::encode_pixel_event(hit);
     ++s_.counters.pixel_hits;
-    // Never waits: the image is already on its way. A refusal is counted (and by the buffer).
+    // Never waits: the image is already on its way, so a refusal is a loss: counted here and,
+    // by reason, by the buffer (Acceptance::given).
     s_.buffer.append(std::move(events), [shared = s_.shared](const Result<AppendResult>& r) {
       if (!r) ++shared->counters.refused_by_buffer;
     });
@@ -438,27 +439,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
     };
     auto state = std::make_shared<State>();
     if (sync) s_.waiting_for_buffer.insert(shared_from_this());
-    s_.buffer.append(std::move(events), [state, shared = s_.shared, weak = weak_from_this(),
-                                         executor = stream_.get_executor(), sync,
-                                         count](const Result<AppendResult>& r) {
-      if (!r) shared->counters.refused_by_buffer += count;
-      {
-        std::lock_guard lock(state->mu);
-        if (state->in_call) {
-          state->result = r;
-          return;
-        }
-      }
-      if (!sync) return;
-      std::lock_guard lock(shared->mu);
-      if (!shared->open) return;  // the source is closing: the connection closes unanswered
-      asio::post(executor, [weak, r, count] {
-        if (auto self = weak.lock()) {
-          self->s_.waiting_for_buffer.erase(self);
-          self->answer_append(r, count, true);
-        }
-      });
-    });
+    s_.buffer.append(
+        std::move(events),
+        [state, shared = s_.shared, weak = weak_from_this(), executor = stream_.get_executor(),
+         sync, count](const Result<AppendResult>& r) {
+          if (!r) shared->counters.refused_by_buffer += count;
+          {
+            std::lock_guard lock(state->mu);
+            if (state->in_call) {
+              state->result = r;
+              return;
+            }
+          }
+          if (!sync) return;
+          std::lock_guard lock(shared->mu);
+          if (!shared->open) return;  // the source is closing: the connection closes unanswered
+          asio::post(executor, [weak, r, count] {
+            if (auto self = weak.lock()) {
+              self->s_.waiting_for_buffer.erase(self);
+              self->answer_append(r, count, true);
+            }
+          });
+        },
+        Commit::grouped, sync ? Acceptance::on_commit : Acceptance::unless_refused);
     std::optional<Result<AppendResult>> now_result;
     {
       std::lock_guard lock(state->mu);
