@@ -330,6 +330,8 @@ class CommonCategory final : public std::error_category {
         return "unknown configuration key";
       case common_errc::bad_input:
         return "input does not parse";
+      case common_errc::in_use:
+        return "in use by another process";
     }
     return "unknown error";
   }

@@ -73,6 +73,10 @@ struct BufferOptions {
   // At open, a file that fails PRAGMA quick_check is moved aside and a fresh buffer starts.
   // Tools that must not do that behind the agent's back (buffer purge/import) set false.
   bool recover_corrupt = true;
+  // `outpost-agent run`: hold an exclusive lock on "<path>.lock" for the buffer's life, so that
+  // a second agent on the same file is refused (naming the holder's pid). The operators'
+  // tools (import, purge) write beside a running agent by design and do not take it.
+  bool exclusive = false;
   // How many event identities (NewEvent::identity) are remembered for de-duplication.
   uint32_t identity_window = 4096;
   // The quarantine table keeps the newest quarantine_max_rows messages a source could not

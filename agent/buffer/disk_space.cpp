@@ -28,7 +28,8 @@ DiskSpace::DiskSpace(std::string db_path, uint64_t configured_reserve_bytes,
     reserve_bytes_ = std::min(reserve_bytes_, std::max(kMinReserve, total / kFileSystemShare));
   }
   if (max_file_bytes > 0) {
-    reserve_bytes_ = std::min(reserve_bytes_, std::max<uint64_t>(max_file_bytes / kFileSystemShare, 4096));
+    reserve_bytes_ =
+        std::min(reserve_bytes_, std::max<uint64_t>(max_file_bytes / kFileSystemShare, 4096));
   }
   struct stat st {};
   held_ = ::stat(reserve_path_.c_str(), &st) == 0 &&

@@ -1,4 +1,5 @@
-// SqliteBuffer: acknowledgements drop whole segments and hide the acknowledged rows of the one they cut through.
+// SqliteBuffer: acknowledgements drop whole segments and hide the acknowledged rows of the one they
+// cut through.
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 namespace outpost::agent {
@@ -28,7 +29,6 @@ Result<void> SqliteBuffer::Impl::drop_empty_segments() {
   }
   return {};
 }
-
 
 // Acknowledges every seq <= up_to_seq: drops the segments wholly at or below it, and hides
 // the acknowledged rows of a partly acknowledged segment behind acked_seq (they go when the
@@ -149,6 +149,5 @@ Result<uint64_t> SqliteBuffer::Impl::ack_in_chunks(uint64_t up_to_seq) {
     if (changes == 0) return total;
   }
 }
-
 
 }  // namespace outpost::agent

@@ -26,13 +26,13 @@
 #include "agent/buffer/disk_space.hpp"
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/buffer/sqlite_db.hpp"
+#include "common/file_lock.hpp"
 #include "common/log.hpp"
 
 namespace outpost::agent {
 
 using sqlite::Db;
 using sqlite::Stmt;
-
 
 using sqlite::Db;
 using sqlite::Stmt;
@@ -147,7 +147,6 @@ struct QuarantineJob {
 };
 using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob>;
 
-
 struct SqliteBuffer::Impl {
   BufferOptions opt;
   const Clock& clock;
@@ -164,6 +163,7 @@ struct SqliteBuffer::Impl {
   int64_t data_version = 0;
   int64_t next_expiry_ns = 0;
   DiskSpace disk;
+  FileLock lock;  // BufferOptions::exclusive
   // Appends are refused at once while the disk is below the floor (disk_space.hpp); the
   // writer clears it when acks (or anything else) have freed twice the reserve.
   bool disk_full_logged = false;
@@ -175,7 +175,7 @@ struct SqliteBuffer::Impl {
   std::deque<Job> queue;
   std::deque<std::chrono::steady_clock::time_point> enqueued_at;
   size_t queued_events = 0;
-  size_t queued_urgent = 0;  // acks, purges: commit them without lingering
+  size_t queued_urgent = 0;   // acks, purges: commit them without lingering
   uint64_t queued_bytes = 0;  // bodies of the queued appends
   bool stopping = false;
   std::optional<std::string> disk_refusal;  // why appends are refused for the disk, if they are
@@ -272,6 +272,5 @@ struct SqliteBuffer::Impl {
   template <typename JobT>
   auto submit_and_wait(JobT job) -> decltype(job.done.get_future().get());
 };
-
 
 }  // namespace outpost::agent

@@ -1,4 +1,5 @@
-// SqliteBuffer: opening a file, recovering a corrupt one, and reading its counters (docs/buffer.md).
+// SqliteBuffer: opening a file, recovering a corrupt one, and reading its counters
+// (docs/buffer.md).
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 #include <cstdio>
@@ -223,7 +224,6 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   return {};
 }
 
-
 // The snapshot is valid for the seqs it names (meta tally_snapshot_of = "next_seq acked_seq")
 // and the segment tables it lists; anything else (another writer, a crash after a write, an
 // older agent) falls back to counting.
@@ -304,6 +304,5 @@ Result<void> SqliteBuffer::Impl::write_tally_snapshot() {
   if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
   return {};
 }
-
 
 }  // namespace outpost::agent

@@ -1,4 +1,5 @@
-// SqliteBuffer: what leaves the buffer without an ack: eviction (drop_oldest), expiry (max_age), purges.
+// SqliteBuffer: what leaves the buffer without an ack: eviction (drop_oldest), expiry (max_age),
+// purges.
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 namespace outpost::agent {
@@ -159,6 +160,5 @@ Result<void> SqliteBuffer::Impl::expire() {
   next_expiry_ns = now + opt.expire_interval_ns;
   return {};
 }
-
 
 }  // namespace outpost::agent

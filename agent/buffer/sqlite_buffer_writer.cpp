@@ -210,7 +210,6 @@ Result<Stmt*> SqliteBuffer::Impl::insert_statement(uint64_t seq) {
   return &insert_stmt;
 }
 
-
 // Writes the meta rows and drop counters that changed since `before`.
 Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
   auto put_meta = [&](std::string_view key, uint64_t value) -> Result<void> {
@@ -322,7 +321,6 @@ Result<void> SqliteBuffer::Impl::transact(const std::function<Result<void>()>& b
   committed = working;
   return result;
 }
-
 
 void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
   std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
@@ -485,8 +483,7 @@ bool SqliteBuffer::Impl::all_reject(const std::vector<NewEvent>& events) const {
 }
 
 void SqliteBuffer::Impl::count_refused_locked(const std::vector<NewEvent>& events,
-                                              Acceptance acceptance, const Error& e,
-                                              bool at_once) {
+                                              Acceptance acceptance, const Error& e, bool at_once) {
   if (acceptance == Acceptance::on_commit) return;
   if (at_once && acceptance == Acceptance::unless_refused) return;
   DropReason reason = DropReason::write_failed;

@@ -53,6 +53,7 @@ int run_agent(const RunOptions& o) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   SystemClock clock;
+  config->buffer.exclusive = true;  // one agent per buffer file (a second is refused)
   auto buffer = SqliteBuffer::open(config->buffer, clock);
   if (!buffer) {
     log->critical("cannot open the buffer: {}", buffer.error().describe());

@@ -388,6 +388,16 @@ class Session : public std::enable_shared_from_this<Session> {
     if (r) {
       s_.metrics.events_written += r->written;
       s_.metrics.events_duplicate += r->duplicates;
+      if (r->gap_lost > 0) {
+        s_.metrics.events_gap_lost += r->gap_lost;
+        s_.audit->error(
+            "gap peer={} subject=\"{}\" serial={} agent={} seqs {}..{} ({} events) are below "
+            "what the agent still has and above the sink's mark: they cannot be sent again and "
+            "are counted as lost (outpost_gateway_events_total{{result=\"gap_lost\"}}); was the "
+            "sink's state rolled back or replaced?",
+            ip_, subject_, serial_, identity_, r->gap_first, r->gap_first + r->gap_lost - 1,
+            r->gap_lost);
+      }
       (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
                                             : s_.metrics.batches_ok)++;
     } else {

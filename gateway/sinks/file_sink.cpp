@@ -21,7 +21,9 @@
 #include "common/codec/zstd_codec.hpp"
 #include "common/errc.hpp"
 #include "common/event.hpp"
+#include "common/file_lock.hpp"
 #include "common/log.hpp"
+#include "gateway/sinks/marks.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/event_view.hpp"
 
@@ -92,6 +94,7 @@ struct FileSink::Impl {
   std::unordered_map<std::string, uint64_t> committed;  // high-water marks on disk
   std::thread thread;
 
+  FileLock lock;  // held for the sink's life (recover() takes it)
   Impl(FileSinkOptions o, const Clock& c)
       : opt(std::move(o)), clock(c), compressor(opt.zstd_level), root(opt.dir) {}
 
@@ -113,6 +116,13 @@ Result<void> FileSink::Impl::recover() {
         common_errc::bad_input,
         "file sink: cannot create " + (root / "_outpost").string() + ": " + ec.message());
   }
+  // Before anything in the directory is read or written: a second gateway (or the same binary
+  // run to "check the config") that rewrote state.log under a running one would roll its
+  // marks back at its next restart.
+  auto locked = FileLock::acquire((root / "_outpost" / "lock").string(),
+                                  "the file sink directory " + root.string());
+  if (!locked) return locked.error();
+  lock = std::move(*locked);
   state_path = root / "_outpost" / "state.log";
   std::unordered_map<std::string, uint64_t> hwm, tentative_hwm;
   std::map<std::string, uint64_t> sizes, tentative_sizes;
@@ -279,25 +289,22 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   }
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
-    // The agent's mark: as this group leaves it, as committed, or, for an agent without one,
-    // the seq before its session's first batch (SinkBatch::session_first_seq).
+    // The agent's mark: as this group leaves it, or as committed (marks.hpp for the rest).
     std::optional<uint64_t> known;
     if (auto it = hwm.find(b.agent_id); it != hwm.end()) {
       known = it->second;
     } else if (auto c = committed.find(b.agent_id); c != committed.end()) {
       known = c->second;
-    } else if (b.session_first_seq > 0) {
-      known = b.session_first_seq - 1;
     }
-    const uint64_t mark = known.value_or(0);
-    if (known && b.first_seq > mark + 1) {
-      results[i] = make_error(common_errc::bad_input,
-                              "batch starts at seq " + std::to_string(b.first_seq) + " but agent " +
-                                  b.agent_id + " has everything only up to " +
-                                  std::to_string(mark) + "; send the missing seqs first");
+    const MarkDecision decision = decide_mark(known, b);
+    if (decision.refuse) {
+      results[i] = make_error(common_errc::bad_input, *decision.refuse);
       continue;
     }
+    const uint64_t mark = decision.mark;
     SinkResult r;
+    r.gap_lost = decision.lost;
+    r.gap_first = decision.mark - decision.lost + 1;
     for (const wire::EventView e : b.events) {
       if (e.seq <= mark) {
         ++r.duplicates;

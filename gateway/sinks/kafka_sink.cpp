@@ -14,6 +14,7 @@
 
 #include "common/errc.hpp"
 #include "common/log.hpp"
+#include "gateway/sinks/marks.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/event_view.hpp"
 
@@ -484,10 +485,8 @@ struct KafkaSink::Impl {
     Result<void> produced;
     for (size_t i = 0; i < group.size() && produced; ++i) {
       SinkBatch& b = group[i].batch;
-      auto known = mark_of(b.agent_id);
-      // An agent without a mark starts where its session started (SinkBatch).
-      if (!known && b.session_first_seq > 0) known = b.session_first_seq - 1;
-      const uint64_t mark = known.value_or(0);
+      const MarkDecision decision = decide_mark(mark_of(b.agent_id), b);
+      const uint64_t mark = decision.mark;
       auto floor = floors.find(b.agent_id);
       if (floor != floors.end() && b.first_seq > floor->second) {
         results[i] =
@@ -496,11 +495,8 @@ struct KafkaSink::Impl {
                                                    ") was not written; send it first");
         continue;
       }
-      if (known && b.first_seq > mark + 1) {
-        results[i] = make_error(common_errc::bad_input,
-                                "batch starts at seq " + std::to_string(b.first_seq) +
-                                    " but agent " + b.agent_id + " has everything only up to " +
-                                    std::to_string(mark) + "; send the missing seqs first");
+      if (decision.refuse) {
+        results[i] = make_error(common_errc::bad_input, *decision.refuse);
         floors[b.agent_id] = b.first_seq;
         continue;
       }
@@ -509,6 +505,8 @@ struct KafkaSink::Impl {
         floors.erase(floor);
       }
       SinkResult r;
+      r.gap_lost = decision.lost;
+      r.gap_first = decision.mark - decision.lost + 1;
       for (const wire::EventView e : b.events) {
         if (e.seq <= mark) {
           ++r.duplicates;

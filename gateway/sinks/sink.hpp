@@ -18,7 +18,6 @@
 
 #include "common/result.hpp"
 #include "common/wire/frame.hpp"
-#include "outpost/v1/event.pb.h"
 
 namespace outpost::gateway {
 
@@ -39,6 +38,10 @@ struct SinkBatch {
 struct SinkResult {
   uint64_t written = 0;
   uint64_t duplicates = 0;  // events at or below the high-water mark, not written again
+  // Seqs below the batch that the agent no longer has and the sink's mark did not cover
+  // (marks.hpp): counted as lost, never waited for.
+  uint64_t gap_lost = 0;
+  uint64_t gap_first = 0;  // the lost range, when gap_lost > 0
 };
 
 using SinkCallback = std::function<void(const Result<SinkResult>&)>;

@@ -100,9 +100,8 @@ TEST_CASE("a full tmpfs under HTTP load: every 2xx reconciled, then the buffer d
 
   // The gateway is down: the buffer fills up. Two clients hit the pixel, two POST events.
   const std::string pixel = "GET /p.gif?site=s1&page=%2Fhome HTTP/1.1\r\nHost: localhost\r\n\r\n";
-  const std::string post = http_request("POST", "/v1/events",
-                                        R"({"schema":"order.v1","order":{"id":12345}})",
-                                        "application/json");
+  const std::string post = http_request(
+      "POST", "/v1/events", R"({"schema":"order.v1","order":{"id":12345}})", "application/json");
   HttpLoad pixels(source_port, pixel, 2);
   HttpLoad posts(source_port, post, 2);
   std::string ready;
@@ -165,8 +164,8 @@ TEST_CASE("a full tmpfs under HTTP load: every 2xx reconciled, then the buffer d
   // Each stored event was sent about once, not in a loop.
   CHECK(acked <= static_cast<double>(px.stored + js.stored) * 1.5);
   CHECK(http_get(status_port, "/readyz").find(" 200 ") != std::string::npos);
-  const std::string sync = http_request("POST", "/v1/events?sync=true",
-                                        R"({"after":"heal"})", "application/json");
+  const std::string sync =
+      http_request("POST", "/v1/events?sync=true", R"({"after":"heal"})", "application/json");
   HttpLoad one(source_port, sync, 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const LoadCounts after = one.stop();

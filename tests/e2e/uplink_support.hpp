@@ -106,6 +106,7 @@ class ManagedProcess {
     return status;
   }
   bool running() const { return child_ != nullptr; }
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
   std::string log() const { return read_text(log_path_); }
 
  protected:
