@@ -129,6 +129,15 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   OUTPOST_TRY_ASSIGN(m.mapping.max_payload_bytes,
                      memory_bytes(doc, "sources.mqtt.max_payload_bytes", "64KiB", 16, 16u << 20));
   OUTPOST_TRY_ASSIGN(m.mapping.keep_binary, doc.boolean("sources.mqtt.keep_binary", false));
+  std::string ts_unit;
+  OUTPOST_TRY_ASSIGN(ts_unit,
+                     doc.choice("sources.mqtt.ts_unit", "auto", {"auto", "s", "ms", "us", "ns"}));
+  using TsUnit = MqttMapping::TsUnit;
+  m.mapping.ts_unit = ts_unit == "s"    ? TsUnit::s
+                      : ts_unit == "ms" ? TsUnit::ms
+                      : ts_unit == "us" ? TsUnit::us
+                      : ts_unit == "ns" ? TsUnit::ns
+                                        : TsUnit::automatic;
   std::string commit;
   OUTPOST_TRY_ASSIGN(commit, doc.choice("sources.mqtt.commit", "each", {"each", "grouped"}));
   m.commit = commit == "grouped" ? MqttCommit::grouped : MqttCommit::each;

@@ -15,9 +15,8 @@ namespace outpost {
 Result<FileLock> FileLock::acquire(const std::string& path, const std::string& what) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) {
-    return make_error(common_errc::config_invalid,
-                      "cannot open the lock file " + path + " of " + what + ": " +
-                          std::strerror(errno));
+    return make_error(common_errc::config_invalid, "cannot open the lock file " + path + " of " +
+                                                       what + ": " + std::strerror(errno));
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -34,7 +33,8 @@ Result<FileLock> FileLock::acquire(const std::string& path, const std::string& w
                       what + " is in use by another process" +
                           (holder.empty() ? std::string() : " (pid " + holder + ")") +
                           ": only one may write it; stop that one first, or point this one "
-                          "elsewhere (lock file " + path + ")");
+                          "elsewhere (lock file " +
+                          path + ")");
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {

@@ -329,6 +329,7 @@ struct Render {
     uint32_t value_case = 0;  // 3 (number) or 4 (raw)
     double number = 0;
     bool raw_payload = false;
+    bool retained = false;
     for (std::string_view chunk : chunks) {
       FieldReader r(chunk);
       Field f;
@@ -338,6 +339,8 @@ struct Render {
           value_case = 3;
         } else if (f.number == 6 && f.type == kVarint) {
           raw_payload = f.value != 0;
+        } else if (f.number == 8 && f.type == kVarint) {
+          retained = f.value != 0;
         } else if (f.number < s.size() && f.number != 3 && f.number != 6 &&
                    f.type == kLengthDelimited) {
           s[f.number] = f.bytes;
@@ -353,6 +356,7 @@ struct Render {
     write_string(w, "unit", s[5]);
     if (raw_payload) w.known_key("raw_payload").value(true);
     write_string(w, "topic", s[7]);
+    if (retained) w.known_key("retained").value(true);
     w.end_object();
   }
 

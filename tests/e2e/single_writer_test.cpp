@@ -61,8 +61,8 @@ TEST_CASE("a second gateway on a sink directory and a second agent on a buffer a
                  pki.main + "/gateway.key\"\n[sink.file]\ndir = \"" + gateway.sink_dir() + "\"\n");
   Output second = run({OUTPOST_GATEWAY_BIN, "-c", second_dir.file("gateway.toml")});
   CHECK(second.exit_code != 0);
-  CHECK_MESSAGE(second.err.find("in use by another process (pid " +
-                                std::to_string(gateway.pid()) + ")") != std::string::npos,
+  CHECK_MESSAGE(second.err.find("in use by another process (pid " + std::to_string(gateway.pid()) +
+                                ")") != std::string::npos,
                 second.err);
   CHECK(inode_of(state) == before);
   CHECK(read_text(state) == state_text);

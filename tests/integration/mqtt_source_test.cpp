@@ -90,6 +90,10 @@ struct Broker {
                 "-t", topic, "-l"},
                lines);
   }
+  Output publish_retained(const std::string& topic, const std::string& message) const {
+    return run({"/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1",
+                "-r", "-t", topic, "-m", message});
+  }
   Output publish_file(const std::string& topic, const std::string& bytes) const {
     const std::string path = dir.file("payload.bin");
     write_file(path, bytes);
@@ -152,6 +156,30 @@ TEST_CASE("topic pattern and payload forms map to a SensorReading; the rest is r
   CHECK(why.find("does not match") != std::string::npos);
   CHECK_FALSE(map_reading("sensors/a/b", std::string(2000, '1'), mapping(), 0, &why));
   CHECK(why.find("exceeds sources.mqtt.max_payload_bytes (1024)") != std::string::npos);
+}
+
+TEST_CASE("ts in s, ms, us or ns by magnitude or as configured; the rest is quarantined") {
+  using Unit = MqttMapping::TsUnit;
+  std::string why;
+  const int64_t want = 1'790'000'000'123'456'789;
+  CHECK(reading_time_ns("1790000000", Unit::automatic, &why) == 1'790'000'000'000'000'000);
+  CHECK(reading_time_ns("1790000000123", Unit::automatic, &why) == 1'790'000'000'123'000'000);
+  CHECK(reading_time_ns("1790000000123456", Unit::automatic, &why) == 1'790'000'000'123'456'000);
+  CHECK(reading_time_ns("1790000000123456789", Unit::automatic, &why) == want);  // exact
+  CHECK(reading_time_ns("1790000000123", Unit::us, &why) == 1'790'000'000'123'000);
+  CHECK_FALSE(reading_time_ns("-5", Unit::automatic, &why));
+  CHECK(why.find("not a positive time") != std::string::npos);
+  CHECK_FALSE(reading_time_ns("0", Unit::automatic, &why));
+  CHECK_FALSE(reading_time_ns("\"yesterday\"", Unit::automatic, &why));
+  CHECK(why.find("not a number") != std::string::npos);
+  CHECK_FALSE(reading_time_ns("9300000000000000000", Unit::automatic, &why));  // > INT64_MAX ns
+  CHECK(why.find("2262") != std::string::npos);
+  CHECK_FALSE(reading_time_ns("1e30", Unit::automatic, &why));
+  CHECK_FALSE(reading_time_ns("1790000000", Unit::ms, &why) == std::nullopt);
+  CHECK_FALSE(reading_time_ns("17900000000000", Unit::s, &why));  // seconds past 2262
+  // Through the mapping: a bad ts refuses the message (it goes to the quarantine).
+  CHECK_FALSE(map_reading("sensors/d/h", R"({"value":1,"ts":-1})", mapping(), 0, &why));
+  CHECK(mapped("sensors/d/h", R"({"value":1,"ts":1790000000123456789})").event_time() == want);
 }
 
 TEST_CASE("a message's identity: packet id, topic and payload each tell copies apart") {
@@ -228,6 +256,84 @@ TEST_CASE("a real mosquitto: 10k QoS 1 readings published while the agent is dow
   CHECK(listed.out.find("reason: topic \"sensors/a/b/c\" does not match") != std::string::npos);
   auto stats = run({std::string(OUTPOST_AGENT_BIN), "buffer", "stats", "--path", buffer});
   CHECK(stats.out.find("quarantined     3 kept of 3 ever") != std::string::npos);
+}
+
+TEST_CASE("a real mosquitto: retained values once across restarts, timestamps checked") {
+  TempDir dir;
+  Broker broker;
+  write_file(dir.file("agent.toml"),
+             agent_config(dir, "tcp://127.0.0.1:" + std::to_string(broker.port), ""));
+  const std::string buffer = dir.file("buffer.db");
+  REQUIRE(broker.publish_retained("sensors/door-1/state", "open").exit_code == 0);
+  auto of_topic = [&](const std::string& topic) {
+    std::vector<v1::Event> out;
+    auto inspector = BufferInspector::open(buffer);
+    REQUIRE(inspector);
+    REQUIRE(inspector->scan({}, [&](const StoredEvent& e) {
+      v1::Event ev;
+      if (ev.ParseFromString(e.body) && ev.sensor().topic() == topic) out.push_back(ev);
+      return true;
+    }));
+    return out;
+  };
+  for (int run_no = 0; run_no < 3; ++run_no) {
+    Child agent({std::string(OUTPOST_AGENT_BIN), "run", "--config", dir.file("agent.toml")});
+    const std::string probe = "sensors/probe/run" + std::to_string(run_no);
+    REQUIRE(wait_for(
+        [&] {
+          broker.publish(probe, "1\n");
+          return !of_topic(probe).empty();
+        },
+        20));
+    if (run_no == 1) {
+      // Timestamps in every unit, and two that cannot be times.
+      REQUIRE(broker
+                  .publish("sensors/t-1/us", R"({"value":1,"ts":1790000000123456})"
+                                             "\n")
+                  .exit_code == 0);
+      REQUIRE(broker
+                  .publish("sensors/t-1/ns", R"({"value":1,"ts":1790000000123456789})"
+                                             "\n")
+                  .exit_code == 0);
+      REQUIRE(broker
+                  .publish("sensors/t-1/neg", R"({"value":1,"ts":-3})"
+                                              "\n")
+                  .exit_code == 0);
+      REQUIRE(broker
+                  .publish("sensors/t-1/huge", R"({"value":1,"ts":1e40})"
+                                               "\n")
+                  .exit_code == 0);
+      REQUIRE(wait_for([&] { return of_topic("sensors/t-1/ns").size() == 1; }, 20));
+    }
+    if (run_no == 2) {
+      REQUIRE(broker.publish_retained("sensors/door-1/state", "closed").exit_code == 0);
+      REQUIRE(wait_for([&] { return of_topic("sensors/door-1/state").size() == 2; }, 20));
+    }
+    agent.signal(SIGTERM);
+    CHECK(agent.wait() == 0);
+  }
+  // Delivered at each of the three subscriptions, stored once; the change is a new reading.
+  auto door = of_topic("sensors/door-1/state");
+  REQUIRE(door.size() == 2);
+  CHECK(door[0].sensor().raw() == "open");
+  CHECK(door[0].sensor().retained());
+  CHECK(door[1].sensor().raw() == "closed");
+  CHECK_FALSE(door[1].sensor().retained());  // published live, to a subscriber
+  CHECK(of_topic("sensors/t-1/us").at(0).event_time() == 1'790'000'000'123'456'000);
+  CHECK(of_topic("sensors/t-1/ns").at(0).event_time() == 1'790'000'000'123'456'789);
+  CHECK(of_topic("sensors/t-1/neg").empty());
+  CHECK(of_topic("sensors/t-1/huge").empty());
+  auto inspector = BufferInspector::open(buffer);
+  REQUIRE(inspector);
+  auto rows = inspector->quarantine(10);
+  REQUIRE(rows);
+  std::map<std::string, std::string> reasons;
+  for (const QuarantinedMessage& q : *rows) reasons[q.subject] = q.reason;
+  CHECK(reasons["sensors/t-1/neg"].find("not a positive time") != std::string::npos);
+  CHECK(reasons["sensors/t-1/huge"].find("2262") != std::string::npos);
+  auto s = inspector->stats();
+  REQUIRE(s);
+  CHECK(s->duplicates >= 2);  // the retained redeliveries of runs 2 and 3
 }
 
 namespace {

@@ -62,6 +62,45 @@ std::string message_identity(int packet_id, std::string_view topic, std::string_
   return id;
 }
 
+void mark_retained(NewEvent& event) {
+  // Field 11 (sensor) once more with only `retained`: protobuf merges repeated occurrences of
+  // a message field, so this is the reading with retained = true, without re-encoding it.
+  event.body += std::string("\x5a\x02\x40\x01", 4);
+}
+
+std::optional<int64_t> reading_time_ns(std::string_view ts, MqttMapping::TsUnit unit,
+                                       std::string* why) {
+  using Unit = MqttMapping::TsUnit;
+  auto t = as_number(ts);
+  if (!t) {
+    *why = "\"ts\" is not a number: " + utf8::repaired(std::string(ts.substr(0, 64)));
+    return std::nullopt;
+  }
+  if (*t <= 0) {
+    *why = "\"ts\" " + std::string(ts.substr(0, 64)) + " is not a positive time since the epoch";
+    return std::nullopt;
+  }
+  if (unit == Unit::automatic) {
+    unit = *t < 1e11 ? Unit::s : *t < 1e14 ? Unit::ms : *t < 1e17 ? Unit::us : Unit::ns;
+  }
+  const int64_t scale = unit == Unit::s    ? 1'000'000'000
+                        : unit == Unit::ms ? 1'000'000
+                        : unit == Unit::us ? 1'000
+                                           : 1;
+  // An integer is scaled exactly (a double holds ns only to 2^53); a fraction through double.
+  int64_t whole = 0;
+  const auto parsed = std::from_chars(ts.data(), ts.data() + ts.size(), whole);
+  if (parsed.ec == std::errc() && parsed.ptr == ts.data() + ts.size()) {
+    int64_t ns = 0;
+    if (!__builtin_mul_overflow(whole, scale, &ns)) return ns;
+  } else if (*t * static_cast<double>(scale) < 9.2e18) {
+    return static_cast<int64_t>(*t * static_cast<double>(scale));
+  }
+  *why = "\"ts\" " + std::string(ts.substr(0, 64)) +
+         " is beyond the year 2262 in the unit it was read in (sources.mqtt.ts_unit)";
+  return std::nullopt;
+}
+
 std::optional<NewEvent> map_reading(const std::string& topic, std::string_view payload,
                                     const MqttMapping& mapping, int64_t now_ns, std::string* why) {
   const std::string& pattern = mapping.pattern;
@@ -105,7 +144,7 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
   if (auto n = as_number(payload)) {
     r->set_number(*n);
   } else if (!payload.empty() && payload.front() == '{' && proto::split_json_events(payload, 1)) {
-    // {"value": 21.5, "unit": "Cel", "ts": 1790000000.25}  (ts: seconds, or ms above 1e11)
+    // {"value": 21.5, "unit": "Cel", "ts": 1790000000.25}  (ts: reading_time_ns)
     auto value = proto::json_member(payload, "value");
     auto number = value ? as_number(*value) : std::nullopt;
     if (number) {
@@ -116,9 +155,9 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
     }
     if (auto unit = proto::json_string_member(payload, "unit")) r->set_unit(*unit);
     if (auto ts = proto::json_member(payload, "ts")) {
-      if (auto t = as_number(*ts); t && *t > 0) {
-        e.set_event_time(static_cast<int64_t>(*t > 1e11 ? *t * 1e6 : *t * 1e9));
-      }
+      auto t = reading_time_ns(*ts, mapping.ts_unit, why);
+      if (!t) return std::nullopt;
+      e.set_event_time(*t);
     }
   } else {
     r->set_raw(std::string(payload));  // kept as it came, flagged
@@ -180,8 +219,17 @@ struct MqttSource::Impl {
       quarantine(topic, payload, why);
       return;
     }
-    event->identity = message_identity(msg->c_struct().msgid, topic, payload);
-    event->maybe_duplicate = msg->is_duplicate();
+    if (msg->is_retained()) {
+      // A retained message comes again at every subscription (each agent start) with a new
+      // packet id: its identity is the topic and payload alone, and it is always checked, so
+      // an unchanged retained value is stored once; a changed one is a new reading.
+      event->identity = message_identity(-1, topic, payload);
+      event->maybe_duplicate = true;
+      mark_retained(*event);
+    } else {
+      event->identity = message_identity(msg->c_struct().msgid, topic, payload);
+      event->maybe_duplicate = msg->is_duplicate();
+    }
     std::vector<NewEvent> events;
     events.push_back(std::move(*event));
     if (opt.commit == MqttCommit::each) {

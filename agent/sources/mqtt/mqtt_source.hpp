@@ -36,7 +36,18 @@ struct MqttMapping {
   // A payload that is not UTF-8 text: kept as raw bytes (flagged) when true, quarantined
   // when false (a sensor that sends binary must be declared, not guessed at).
   bool keep_binary = false;
+  // The unit of a JSON payload's "ts": by magnitude (auto: below 1e11 seconds, below 1e14
+  // milliseconds, below 1e17 microseconds, else nanoseconds), or as configured.
+  enum class TsUnit { automatic, s, ms, us, ns } ts_unit = TsUnit::automatic;
 };
+
+// A reading's "ts" in ns since the epoch, or nullopt with the reason (`why`): not a number,
+// not positive, or beyond what an int64 of ns holds (after year 2262).
+// Marks a mapped reading as delivered retained (SensorReading.retained).
+void mark_retained(NewEvent& event);
+
+std::optional<int64_t> reading_time_ns(std::string_view ts, MqttMapping::TsUnit unit,
+                                       std::string* why);
 
 // TLS to the broker (an ssl:// broker URI). Empty files: the system's trust store, no
 // client certificate.
