@@ -1,5 +1,7 @@
 #include "common/log.hpp"
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -7,6 +9,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include "common/errc.hpp"
+#include "common/units.hpp"
 
 namespace outpost::log {
 namespace {
@@ -25,6 +28,39 @@ class SyslogPriorityFlag final : public spdlog::custom_flag_formatter {
   }
 };
 
+// The line's UTC time, "1970-01-01T00:00:00.007Z". spdlog's own %Y..%S cache the broken-down
+// time per second starting from second 0, so a clock at the epoch (a device whose battery died)
+// printed the cache's zero state, "1900-01-00T00:00:00". This one computes it per second too,
+// but from no assumed start.
+class UtcTimeFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(msg.time.time_since_epoch()).count();
+    const int64_t secs = ns >= 0 ? ns / 1'000'000'000 : (ns - 999'999'999) / 1'000'000'000;
+    if (!cached_ || secs != cached_secs_) {
+      cached_ = true;
+      cached_secs_ = secs;
+      seconds_text_ = format_time_ns(secs * 1'000'000'000, /*compact=*/false);
+      seconds_text_.resize(seconds_text_.size() - 5);  // "…:SS" without ".mmmZ"
+    }
+    char millis[8];
+    std::snprintf(millis, sizeof millis, ".%03dZ",
+                  static_cast<int>((ns - secs * 1'000'000'000) / 1'000'000));
+    dest.append(seconds_text_.data(), seconds_text_.data() + seconds_text_.size());
+    dest.append(millis, millis + 5);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<UtcTimeFlag>();
+  }
+
+ private:
+  bool cached_ = false;
+  int64_t cached_secs_ = 0;
+  std::string seconds_text_;
+};
+
 std::mutex g_mutex;
 std::shared_ptr<spdlog::sinks::stderr_sink_mt> g_sink;
 spdlog::level::level_enum g_level = spdlog::level::info;
@@ -32,18 +68,22 @@ spdlog::level::level_enum g_level = spdlog::level::info;
 std::shared_ptr<spdlog::sinks::stderr_sink_mt> sink() {
   if (!g_sink) {
     g_sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-    if (std::getenv("JOURNAL_STREAM") != nullptr) {
-      formatter->add_flag<SyslogPriorityFlag>('*').set_pattern("%*%n: %v");
-    } else {
-      formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %n: %v");
-    }
-    g_sink->set_formatter(std::move(formatter));
+    g_sink->set_formatter(make_formatter(std::getenv("JOURNAL_STREAM") != nullptr));
   }
   return g_sink;
 }
 
 }  // namespace
+
+std::unique_ptr<spdlog::formatter> make_formatter(bool journal) {
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  if (journal) {
+    formatter->add_flag<SyslogPriorityFlag>('*').set_pattern("%*%n: %v");
+  } else {
+    formatter->add_flag<UtcTimeFlag>('&').set_pattern("%& %l %n: %v");
+  }
+  return formatter;
+}
 
 Result<void> init(std::string_view level) {
   auto parsed = spdlog::level::from_str(std::string(level));

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string_view>
 
+#include <spdlog/formatter.h>
 #include <spdlog/spdlog.h>
 
 #include "common/result.hpp"
@@ -19,5 +20,7 @@ namespace outpost::log {
 // Levels: trace, debug, info, warn, error, critical, off.
 Result<void> init(std::string_view level);
 std::shared_ptr<spdlog::logger> get(std::string_view component);
+// The line format (journal: priority prefix, no time); exposed for its test.
+std::unique_ptr<spdlog::formatter> make_formatter(bool journal);
 
 }  // namespace outpost::log

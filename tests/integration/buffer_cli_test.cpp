@@ -213,3 +213,14 @@ TEST_CASE("verify reports a corrupt file; the agent moves it aside and carries o
   CHECK(json_number(stats.out, "pending_events") == 3000);
   CHECK(json_number(stats.out, "next_seq") > 6000);  // continues above the lost file's seqs
 }
+
+TEST_CASE("with the clock at the epoch, log lines say 1970-01-01, not 1900-01-00") {
+  test::TempDir dir;
+  // A buffer in a directory that does not exist: the agent logs an error and exits.
+  const std::string config = write_config(dir, dir.file("missing/dir/b.db"), 1, 1, true);
+  auto r =
+      run({"/usr/bin/faketime", "-f", "@1970-01-01 00:00:00", kAgent, "run", "--config", config});
+  CHECK(r.exit_code != 0);
+  CHECK_MESSAGE(r.err.rfind("1970-01-01T00:00:0", 0) == 0, r.err);
+  CHECK(r.err.find("1900-") == std::string::npos);
+}
