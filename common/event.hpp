@@ -54,6 +54,11 @@ struct NewEvent {
   // (docs/buffer.md, "Identities").
   std::string identity;
   bool maybe_duplicate = false;
+  // Non-zero: the event already has its per-agent seq (a salvage of a corrupt buffer being
+  // imported, a relay's device events) and keeps it, with its collected_at, so that the
+  // gateway's dedupe by (agent_id, seq) recognises it. Zero: the buffer assigns the next seq.
+  uint64_t seq = 0;
+  int64_t collected_at_ns = 0;
 };
 
 }  // namespace outpost

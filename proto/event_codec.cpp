@@ -284,6 +284,8 @@ Result<NewEvent> to_new_event(v1::Event& event, const std::string& where, std::s
   out.kind = *kind;
   out.priority = event.priority();
   out.event_time_ns = event.event_time();
+  out.seq = event.seq();  // kept only where the importer says so (buffer import)
+  out.collected_at_ns = event.collected_at();
   event.clear_agent_id();
   event.clear_seq();
   event.clear_collected_at();

@@ -58,8 +58,9 @@ bool valid_json_value(std::string_view text);
 bool json_object_or_array(std::string_view raw);
 
 // A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
-// priority and event_time are taken from it; agent_id, seq and collected_at are cleared,
-// because the importing buffer assigns them.
+// priority and event_time are taken from it; agent_id, seq and collected_at leave the body
+// (the importing buffer stamps them) and seq and collected_at go to NewEvent::seq and
+// ::collected_at_ns, which the importer keeps or clears.
 // `agent_id`, when given, receives the event's agent id before it is cleared.
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id = nullptr);
 Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* agent_id = nullptr);

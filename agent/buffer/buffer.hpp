@@ -87,10 +87,15 @@ struct BufferOptions {
 
 // Seqs [first_seq, last_seq] were assigned to the events of one append, in order.
 // An empty range (last_seq < first_seq) when every event was a known duplicate.
+// Events that came with their own seq (NewEvent::seq) are not in the range: kept_seqs of them
+// were stored under it, skipped were not (at or below acked_seq, or already present: an
+// import of the same salvage twice stores nothing twice).
 struct AppendResult {
   uint64_t first_seq = 0;
   uint64_t last_seq = 0;
   uint32_t duplicates = 0;  // events not stored: their identity was already stored
+  uint32_t kept_seqs = 0;
+  uint32_t skipped = 0;
 };
 
 // A message a source received but could not turn into an event (docs/buffer.md).
@@ -180,10 +185,13 @@ struct BufferStats {
   uint64_t next_seq = 0;
   std::vector<DropCount> dropped;
   uint64_t corrupt_recoveries = 0;  // files moved aside as corrupt at open
-  uint64_t duplicates = 0;          // events not stored again: known identity
-  uint64_t quarantined_total = 0;   // messages ever quarantined
-  uint64_t quarantine_rows = 0;     // of them, still in the quarantine table
-  uint64_t file_bytes = 0;          // database + WAL on disk
+  // Of the events pending in those files, how many could not be salvaged into this one (their
+  // kinds are unknown: counted apart from `dropped`; docs/buffer.md, "Corruption").
+  uint64_t corrupt_lost = 0;
+  uint64_t duplicates = 0;         // events not stored again: known identity
+  uint64_t quarantined_total = 0;  // messages ever quarantined
+  uint64_t quarantine_rows = 0;    // of them, still in the quarantine table
+  uint64_t file_bytes = 0;         // database + WAL on disk
 };
 
 // When an append is committed: with the next group (the writer waits up to commit_interval

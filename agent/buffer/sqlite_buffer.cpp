@@ -261,6 +261,7 @@ Result<BufferStats> SqliteBuffer::stats() {
   if (!quarantined) return quarantined.error();
   s.quarantine_rows = static_cast<uint64_t>(*quarantined);
   s.corrupt_recoveries = m.corrupt_recoveries;
+  s.corrupt_lost = m.corrupt_lost;
   struct stat st {};
   if (::stat(m.opt.path.c_str(), &st) == 0) s.file_bytes += static_cast<uint64_t>(st.st_size);
   if (::stat((m.opt.path + "-wal").c_str(), &st) == 0) {

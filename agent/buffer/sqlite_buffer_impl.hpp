@@ -167,7 +167,13 @@ struct SqliteBuffer::Impl {
   // Appends are refused at once while the disk is below the floor (disk_space.hpp); the
   // writer clears it when acks (or anything else) have freed twice the reserve.
   bool disk_full_logged = false;
-  uint64_t corrupt_recoveries = 0;  // from the state file; changes only in open_file()
+  uint64_t corrupt_recoveries = 0;          // from the state file; changes only in open_file()
+  uint64_t corrupt_lost = 0;                // likewise
+  std::optional<std::string> salvage_from;  // open_file(): the corrupt file just moved aside
+  std::optional<uint64_t> salvage_acked, salvage_next;
+  // A corrupt file's pending events copied into the fresh one with their seqs, at open.
+  Result<void> salvage(const std::string& aside, std::optional<uint64_t> old_acked,
+                       std::optional<uint64_t> old_next, sqlite::StateFile& state);
 
   // Shared between producers, the writer and stats().
   mutable std::mutex mu;
@@ -229,6 +235,8 @@ struct SqliteBuffer::Impl {
   void run_group(std::vector<Job>& jobs);
   Result<void> apply(AppendJob& job, std::optional<Result<AppendResult>>& outcome);
   Result<bool> seen_before(const NewEvent& e);
+  Result<void> insert_row(uint64_t seq, const NewEvent& e, int64_t collected_at);
+  Result<bool> has_seq(uint64_t seq);
   Result<void> remember(const NewEvent& e);
   Result<void> add_quarantine(const QuarantineEntry& q);
   Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind, DropReason reason);

@@ -3,6 +3,7 @@
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 #include <cstdio>
+#include <set>
 
 #include "common/units.hpp"
 
@@ -50,7 +51,15 @@ Result<void> SqliteBuffer::Impl::open_file() {
         fresh = true;  // an empty file: initialise it
       }
     }
+    std::optional<uint64_t> old_acked, old_next;
     if (damage) {
+      // What was pending, as far as the damaged file still says (its meta rows).
+      if (auto a = sqlite::meta_int(writer, "acked_seq", -1); a && *a >= 0) {
+        old_acked = static_cast<uint64_t>(*a);
+      }
+      if (auto n = sqlite::meta_int(writer, "next_seq", -1); n && *n > 0) {
+        old_next = static_cast<uint64_t>(*n);
+      }
       writer.close();
       if (!opt.recover_corrupt) {
         return make_error(buffer_errc::corrupt,
@@ -68,15 +77,16 @@ Result<void> SqliteBuffer::Impl::open_file() {
       ::unlink((path + "-shm").c_str());
       state.corrupt_recoveries += 1;
       if (auto r = sqlite::write_state_file(path, state); !r) return r;
-      log->error(
-          "buffer {} failed its integrity check ({}); moved it aside as {} and started an "
-          "empty buffer. Its events can be requeued with `outpost-agent buffer export --path "
-          "{}` piped into `outpost-agent buffer import --path {}` if it is still readable",
-          path, damage->message, aside, aside, path);
+      log->error("buffer {} failed its integrity check ({}); moved it aside as {}", path,
+                 damage->message, aside);
       fresh = true;
+      salvage_from = aside;
+      salvage_acked = old_acked;
+      salvage_next = old_next;
     }
   }
   corrupt_recoveries = state.corrupt_recoveries;
+  corrupt_lost = state.corrupt_lost;
   if (!writer.handle()) {
     auto db = Db::open(path, /*read_only=*/false);
     if (!db) return db.error();
@@ -120,6 +130,121 @@ Result<void> SqliteBuffer::Impl::open_file() {
                                                 std::to_string(*shift) + " is outside 4..30");
   }
   segment_size = uint64_t{1} << *shift;
+  if (salvage_from) {
+    if (auto r = salvage(*salvage_from, salvage_acked, salvage_next, state); !r) return r;
+    corrupt_lost = state.corrupt_lost;
+  }
+  return {};
+}
+
+// Copies every readable pending row of the file moved aside into the fresh one, with its seq
+// and collected_at, so that the gateway's dedupe recognises what it already has and the rest
+// is sent in order before anything new. A damaged b-tree is read from both ends (forward until
+// the damage, then backward down to it). What cannot be read is counted (corrupt_lost, in the
+// state file: it outlives this file too) and logged with its seq range.
+Result<void> SqliteBuffer::Impl::salvage(const std::string& aside,
+                                         std::optional<uint64_t> old_acked,
+                                         std::optional<uint64_t> old_next,
+                                         sqlite::StateFile& state) {
+  const uint64_t acked = old_acked.value_or(0);
+  uint64_t salvaged = 0, lowest = UINT64_MAX, highest = 0;
+  std::optional<std::string> unreadable;
+  auto damaged = Db::open(aside, /*read_only=*/true);
+  if (auto r = writer.exec("BEGIN IMMEDIATE"); !r) return r;
+  std::set<uint64_t> created;
+  auto copy_row = [&](Stmt& row) -> Result<void> {
+    const auto seq = static_cast<uint64_t>(row.col_int(0));
+    if (seq <= acked) return {};
+    const uint64_t first = seq & ~(segment_size - 1);
+    if (created.insert(first).second) {
+      if (auto r = writer.exec(sqlite::segment_ddl(first)); !r) return r;  // the file is new
+    }
+    auto insert =
+        Stmt::prepare(writer, "INSERT OR IGNORE INTO " + sqlite::segment_table(first) +
+                                  " (" OUTPOST_EVENT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!insert) return insert.error();
+    const std::string body = row.col_blob(5);  // bound by reference: must outlive step()
+    insert->bind(1, row.col_int(0))
+        .bind(2, row.col_int(1))
+        .bind(3, row.col_int(2))
+        .bind(4, row.col_int(3))
+        .bind(5, row.col_int(4))
+        .bind(6, std::string_view(body));
+    const int rc = insert->step();
+    if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+    if (sqlite3_changes(writer.handle()) > 0) {
+      ++salvaged;
+      lowest = std::min(lowest, seq);
+      highest = std::max(highest, seq);
+    }
+    return {};
+  };
+  Result<void> copied;
+  if (!damaged) {
+    unreadable = damaged.error().describe();
+  } else {
+    std::vector<std::string> tables;
+    auto listed = sqlite::for_each_row(
+        *damaged, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'events%'", {},
+        [&](Stmt& row) {
+          tables.push_back(row.col_blob(0));
+          return true;
+        });
+    if (!listed) unreadable = listed.error().describe();
+    for (const std::string& table : tables) {
+      for (const char* order : {"ASC", "DESC"}) {
+        auto st = Stmt::prepare(*damaged, "SELECT " OUTPOST_EVENT_COLUMNS " FROM " + table +
+                                              " WHERE seq > ?1 ORDER BY seq " + order);
+        if (!st) {
+          unreadable = st.error().describe();
+          break;
+        }
+        st->bind(1, static_cast<int64_t>(acked));
+        int rc;
+        while ((rc = st->step()) == SQLITE_ROW && copied) copied = copy_row(*st);
+        if (!copied) break;
+        if (rc == SQLITE_DONE) break;  // read whole: no need to come from the other end
+        unreadable = sqlite::error_from(rc, damaged->handle(), table).describe();
+      }
+      if (!copied) break;
+    }
+  }
+  if (damaged) damaged->close();  // the aside file is left as it was moved
+  ::unlink((aside + "-shm").c_str());
+  if (copied && old_acked) {
+    copied = writer.exec("UPDATE meta SET value = " + std::to_string(*old_acked) +
+                         " WHERE key = 'acked_seq'");
+  }
+  if (copied) copied = writer.exec("COMMIT");
+  if (!copied) {
+    (void)writer.exec("ROLLBACK");
+    log->error("buffer {}: could not copy the readable events of {} ({}); they stay there",
+               opt.path, aside, copied.error().describe());
+    salvaged = 0;
+  }
+  // Pending in the damaged file: (acked_seq, next_seq) when its meta rows were readable, else
+  // the span of the rows read (a lower bound). Events evicted or expired earlier inside that
+  // range were counted then and are counted again here: an overcount, never an undercount.
+  uint64_t pending = salvaged;
+  std::string range = salvaged > 0 ? std::to_string(lowest) + ".." + std::to_string(highest)
+                                   : std::string("none readable");
+  if (old_next && *old_next > acked + 1) {
+    pending = std::max(pending, *old_next - 1 - acked);
+    range = std::to_string(acked + 1) + ".." + std::to_string(*old_next - 1);
+  } else if (salvaged > 0) {
+    pending = std::max(pending, highest - lowest + 1);
+  }
+  const uint64_t lost = pending - salvaged;
+  state.corrupt_lost += lost;
+  if (auto r = sqlite::write_state_file(opt.path, state); !r) return r;
+  log->error(
+      "buffer {}: {} events were pending in the corrupt file (seqs {}); {} were salvaged into "
+      "the fresh buffer with their seqs and will be sent first, {} could not be read and are "
+      "counted as lost (buffer stats: corrupt_lost){}. The file stays at {}: `outpost-agent "
+      "buffer export --path {}` piped into `outpost-agent buffer import --path {}` while the "
+      "agent is stopped adds anything more that it can read, without duplicates",
+      opt.path, pending, range, salvaged, lost,
+      unreadable ? "; SQLite said: " + *unreadable : std::string(), aside, aside, opt.path);
   return {};
 }
 

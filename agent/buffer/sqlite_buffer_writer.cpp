@@ -100,6 +100,7 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
   }
   const int64_t now = clock.now_ns();
   AppendResult seqs{working.next_seq, 0, 0};
+  uint64_t assigned = 0;
   for (const NewEvent& e : job.events) {
     if (!e.identity.empty()) {
       auto seen = seen_before(e);
@@ -111,28 +112,61 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
       }
       if (auto r = remember(e); !r) return r;
     }
+    if (e.seq != 0) {  // it keeps its seq (an import of a salvage)
+      auto present = has_seq(e.seq);
+      if (!present) return present.error();
+      if (e.seq <= working.acked_seq || *present) {
+        ++seqs.skipped;
+        continue;
+      }
+      if (auto r = insert_row(e.seq, e, e.collected_at_ns > 0 ? e.collected_at_ns : now); !r) {
+        return r;
+      }
+      working.next_seq = std::max(working.next_seq, e.seq + 1);
+      ++seqs.kept_seqs;
+      continue;
+    }
     // collected_at never decreases in seq order (docs/buffer.md): expiry relies on it.
     working.last_collected_at = std::max(working.last_collected_at, now);
-    auto insert = insert_statement(working.next_seq);
-    if (!insert) return insert.error();
-    Stmt& st = **insert;
-    st.bind(1, static_cast<int64_t>(working.next_seq))
-        .bind(2, static_cast<int64_t>(e.kind))
-        .bind(3, e.priority)
-        .bind(4, e.event_time_ns)
-        .bind(5, working.last_collected_at)
-        .bind(6, std::string_view(e.body));
-    int rc = st.step();
-    st.reset();
-    if (rc != SQLITE_DONE) {
-      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
-    }
-    count_in(working.next_seq, e.kind, e.priority, e.body.size());
+    if (auto r = insert_row(working.next_seq, e, working.last_collected_at); !r) return r;
     ++working.next_seq;
+    ++assigned;
   }
-  seqs.last_seq = working.next_seq - 1;
+  seqs.last_seq = seqs.first_seq + assigned - 1;
   outcome = seqs;
   return {};
+}
+
+Result<void> SqliteBuffer::Impl::insert_row(uint64_t seq, const NewEvent& e, int64_t collected_at) {
+  auto insert = insert_statement(seq);
+  if (!insert) return insert.error();
+  Stmt& st = **insert;
+  st.bind(1, static_cast<int64_t>(seq))
+      .bind(2, static_cast<int64_t>(e.kind))
+      .bind(3, e.priority)
+      .bind(4, e.event_time_ns)
+      .bind(5, collected_at)
+      .bind(6, std::string_view(e.body));
+  int rc = st.step();
+  st.reset();
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
+  }
+  count_in(seq, e.kind, e.priority, e.body.size());
+  return {};
+}
+
+Result<bool> SqliteBuffer::Impl::has_seq(uint64_t seq) {
+  if (!working.segments.contains(segment_of(seq))) return false;
+  bool found = false;
+  auto r = sqlite::for_each_row(
+      writer, "SELECT 1 FROM " + sqlite::segment_table(segment_of(seq)) + " WHERE seq = ?1",
+      {static_cast<int64_t>(seq)}, [&](Stmt&) {
+        found = true;
+        return false;
+      });
+  if (!r) return r.error();
+  return found;
 }
 
 Result<bool> SqliteBuffer::Impl::seen_before(const NewEvent& e) {

@@ -440,6 +440,7 @@ Result<BufferStats> read_stats(Db& db) {
   }
 
   s.corrupt_recoveries = read_state_file(db.path()).corrupt_recoveries;
+  s.corrupt_lost = read_state_file(db.path()).corrupt_lost;
   s.file_bytes = file_size(db.path()) + file_size(db.path() + "-wal");
   return s;
 }
@@ -455,6 +456,7 @@ StateFile read_state_file(const std::string& db_path) {
     uint64_t value = std::strtoull(line.c_str() + eq + 1, nullptr, 10);
     if (key == "reserved_seq") state.reserved_seq = value;
     if (key == "corrupt_recoveries") state.corrupt_recoveries = value;
+    if (key == "corrupt_lost") state.corrupt_lost = value;
   }
   return state;
 }
@@ -467,7 +469,8 @@ Result<void> write_state_file(const std::string& db_path, const StateFile& state
   std::ostringstream text;
   text << "# outpost-agent buffer state; see docs/buffer.md. Do not edit.\n"
        << "reserved_seq=" << state.reserved_seq << "\n"
-       << "corrupt_recoveries=" << state.corrupt_recoveries << "\n";
+       << "corrupt_recoveries=" << state.corrupt_recoveries << "\n"
+       << "corrupt_lost=" << state.corrupt_lost << "\n";
   const std::string content = text.str();
   auto fail = [&](const char* step) {
     return make_error(errno == ENOSPC ? buffer_errc::disk_full : buffer_errc::io,

@@ -149,6 +149,7 @@ Result<int64_t> meta_int(Db& db, std::string_view key, int64_t fallback);
 struct StateFile {
   uint64_t reserved_seq = 0;
   uint64_t corrupt_recoveries = 0;
+  uint64_t corrupt_lost = 0;  // pending events of corrupt files that could not be salvaged
 };
 StateFile read_state_file(const std::string& db_path);
 Result<void> write_state_file(const std::string& db_path, const StateFile& state);

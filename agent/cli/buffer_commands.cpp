@@ -46,6 +46,7 @@ void stats_json(const BufferStats& s, const std::string& path) {
   w.key("acked_seq").value(s.acked_seq);
   w.key("next_seq").value(s.next_seq);
   w.key("corrupt_recoveries").value(s.corrupt_recoveries);
+  w.key("corrupt_lost").value(s.corrupt_lost);
   w.key("duplicates").value(s.duplicates);
   w.key("quarantined_total").value(s.quarantined_total);
   w.key("quarantine_rows").value(s.quarantine_rows);
@@ -91,8 +92,9 @@ void stats_table(const BufferStats& s, const std::string& path) {
   }
   std::printf("last acked seq  %llu\n", static_cast<unsigned long long>(s.acked_seq));
   std::printf("next seq        %llu\n", static_cast<unsigned long long>(s.next_seq));
-  std::printf("corrupt files   %llu moved aside\n",
-              static_cast<unsigned long long>(s.corrupt_recoveries));
+  std::printf("corrupt files   %llu moved aside, %llu pending events in them not salvaged\n",
+              static_cast<unsigned long long>(s.corrupt_recoveries),
+              static_cast<unsigned long long>(s.corrupt_lost));
   std::printf("duplicates      %llu not stored again\n",
               static_cast<unsigned long long>(s.duplicates));
   std::printf("quarantined     %llu kept of %llu ever (buffer quarantine)\n",
@@ -242,19 +244,23 @@ int buffer_import(const BufferOptionsCli& o) {
     auto existing = BufferInspector::open(o.path);
     if (existing) options.agent_id = existing->agent_id();
   }
-  uint64_t imported = 0;
+  uint64_t imported = 0, skipped = 0;
   std::unique_ptr<SqliteBuffer> buffer;
   SystemClock clock;
+  bool batch_keeps_seqs = false;
   auto flush = [&]() -> Result<void> {
     if (batch.empty()) return {};
     auto r = buffer->append(std::move(batch)).get();
     batch.clear();
     if (!r) return r.error();
-    imported += r->last_seq - r->first_seq + 1;
+    imported += (r->last_seq >= r->first_seq ? r->last_seq - r->first_seq + 1 : 0) + r->kept_seqs;
+    skipped += r->skipped;
     return {};
   };
   while (true) {
+    std::string event_agent;
     auto event = next();
+    event_agent = first_agent_id;
     if (!event) {
       auto flushed = buffer ? flush() : Result<void>();
       std::cerr << "outpost-agent buffer import: " << event.error().describe() << "; "
@@ -266,17 +272,41 @@ int buffer_import(const BufferOptionsCli& o) {
     if (!buffer) {
       if (options.agent_id.empty()) options.agent_id = first_agent_id;
       if (options.agent_id.empty()) options.agent_id = "imported";
+      // Kept seqs must be in the buffer before the agent's forwarder passes them (the gateway
+      // would take them for duplicates): only with the agent stopped, which its lock tells.
+      options.exclusive = !o.new_seqs;
       auto opened = SqliteBuffer::open(options, clock);
+      if (!opened && opened.error().code == buffer_errc::busy) {
+        std::cerr << "outpost-agent buffer import: " << opened.error().describe()
+                  << ". Events keep their seqs only while the agent is stopped; stop it and "
+                     "import again, or pass --new-seqs (the gateway cannot then recognise "
+                     "events it already has)\n";
+        return kExitError;
+      }
       if (!opened) return fail(opened.error());
       buffer = std::move(*opened);
     }
-    batch.push_back(std::move(**event));
+    NewEvent& e = **event;
+    const bool keep = !o.new_seqs && e.seq != 0 && event_agent == options.agent_id;
+    if (!keep) {
+      e.seq = 0;
+      e.collected_at_ns = 0;
+    }
+    if (keep != batch_keeps_seqs && !batch.empty()) {
+      if (auto r = flush(); !r) return fail(r.error());
+    }
+    batch_keeps_seqs = keep;
+    batch.push_back(std::move(e));
     if (batch.size() >= 1000) {
       if (auto r = flush(); !r) return fail(r.error());
     }
   }
   if (buffer) {
     if (auto r = flush(); !r) return fail(r.error());
+  }
+  if (skipped > 0) {
+    std::cerr << "skipped " << skipped
+              << " events whose seqs the buffer already has or has already acknowledged\n";
   }
   std::cerr << "imported " << imported << " events into " << o.path << "\n";
   return kExitOk;

@@ -61,6 +61,10 @@ int agent_main(int argc, char** argv) {
       ->check(CLI::IsMember({"ndjson", "protobuf"}));
   imp->add_option("--agent-id", b.agent_id,
                   "Agent id of a new buffer file (default: the first imported event's)");
+  imp->add_flag("--new-seqs", b.new_seqs,
+                "Give every event a new seq. By default an event of the buffer's own agent id "
+                "keeps its seq (a salvage: the gateway then drops what it already has), which "
+                "needs the agent stopped");
   auto* purge = buffer->add_subcommand("purge", "Delete pending events (counted as purged)");
   add_path(purge);
   add_kind(purge);

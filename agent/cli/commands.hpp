@@ -31,6 +31,7 @@ struct BufferOptionsCli {
   std::optional<std::string> older_than;
   bool yes = false;
   std::optional<std::string> agent_id;  // import into a new file
+  bool new_seqs = false;                // import: give every event a new seq
 };
 // The buffer file of a configuration (buffer.path), for `buffer …` without --path.
 Result<std::string> buffer_path_from_config(const std::string& config_path);

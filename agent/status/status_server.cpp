@@ -86,6 +86,8 @@ struct StatusServer::Impl {
         o << "outpost_agent_dropped_events_total{reason=\"" << drop_reason_name(d.reason)
           << "\",kind=\"" << kind_name(d.kind) << "\"} " << d.count << "\n";
       }
+      o << "outpost_agent_dropped_events_total{reason=\"corrupt\",kind=\"unknown\"} "
+        << stats->corrupt_lost << "\n";
       gauge("outpost_agent_buffer_file_bytes", "Buffer file and WAL size.",
             static_cast<double>(stats->file_bytes));
       o << "# HELP outpost_agent_quarantined_total Messages a source could not turn into events.\n"

@@ -4,6 +4,7 @@
 #include <google/protobuf/util/message_differencer.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -122,8 +123,15 @@ TEST_CASE("every verb works on a buffer that a running agent is writing") {
   // The protobuf format too, imported into the live buffer itself (a requeue).
   auto proto_out = run({kAgent, "buffer", "export", "--path", copy, "--format", "protobuf"});
   REQUIRE(proto_out.exit_code == 0);
-  auto requeued =
+  // Keeping their seqs needs the agent stopped; a requeue as new events does not.
+  auto kept =
       run({kAgent, "buffer", "import", "--path", buffer, "--format", "protobuf"}, proto_out.out);
+  CHECK(kept.exit_code == 1);
+  CHECK_MESSAGE(kept.err.find("in use by another process") != std::string::npos, kept.err);
+  CHECK(kept.err.find("--new-seqs") != std::string::npos);
+  auto requeued =
+      run({kAgent, "buffer", "import", "--path", buffer, "--format", "protobuf", "--new-seqs"},
+          proto_out.out);
   CHECK_MESSAGE(requeued.exit_code == 0, requeued.err);
   CHECK(requeued.err.find("imported " + std::to_string(lines.size())) != std::string::npos);
 
@@ -186,17 +194,19 @@ TEST_CASE("a bad configuration names the key and exits 2") {
   CHECK(typo.err.find("unknown key buffer.synchronus") != std::string::npos);
 }
 
-TEST_CASE("verify reports a corrupt file; the agent moves it aside and carries on") {
+TEST_CASE(
+    "a corrupt file: moved aside, its readable events salvaged with their seqs, the rest counted") {
   test::TempDir dir;
   const std::string buffer = dir.file("buffer.db");
-  const std::string config = write_config(dir, buffer, 3000, 100000, true);
-  REQUIRE(run({kAgent, "run", "--config", config}).exit_code == 0);
+  REQUIRE(
+      run({kAgent, "run", "--config", write_config(dir, buffer, 20000, 200000, true)}).exit_code ==
+      0);
   REQUIRE(std::system(
               ("sqlite3 " + buffer + " 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null").c_str()) ==
           0);
   {
     std::fstream f(buffer, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(64 * 1024);
+    f.seekp(1024 * 1024);
     std::string garbage(16 * 1024, '\x7f');
     f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
   }
@@ -204,14 +214,52 @@ TEST_CASE("verify reports a corrupt file; the agent moves it aside and carries o
   CHECK(verify.exit_code == 3);
   CHECK(verify.out.find("CORRUPT") == 0);
 
-  auto restarted = run({kAgent, "run", "--config", config});
+  auto restarted = run({kAgent, "run", "--config", write_config(dir, buffer, 1000, 100000, true)});
   CHECK(restarted.exit_code == 0);
   CHECK(restarted.err.find("failed its integrity check") != std::string::npos);
+  CHECK_MESSAGE(
+      restarted.err.find("20000 events were pending in the corrupt file (seqs 1..20000)") !=
+          std::string::npos,
+      restarted.err);
   CHECK(run({kAgent, "buffer", "verify", "--path", buffer}).exit_code == 0);
   auto stats = run({kAgent, "buffer", "stats", "--path", buffer, "--json"});
   CHECK(json_number(stats.out, "corrupt_recoveries") == 1);
-  CHECK(json_number(stats.out, "pending_events") == 3000);
-  CHECK(json_number(stats.out, "next_seq") > 6000);  // continues above the lost file's seqs
+  const uint64_t lost = json_number(stats.out, "corrupt_lost");
+  const uint64_t pending = json_number(stats.out, "pending_events");
+  const uint64_t salvaged = pending - 1000;
+  MESSAGE("salvaged " << salvaged << ", lost " << lost);
+  CHECK(lost > 0);                  // 16 KiB of pages are gone
+  CHECK(salvaged > 15000);          // read from both ends of the damage
+  CHECK(salvaged + lost == 20000);  // every pending event is one or the other
+  CHECK(json_number(stats.out, "next_seq") > 20000 + 1000);  // new ones above the old seqs
+  // The salvaged events kept their seqs (the gateway recognises what it already has).
+  std::set<uint64_t> old_seqs;
+  for (const auto& line : lines_of(run({kAgent, "buffer", "export", "--path", buffer}).out)) {
+    const uint64_t seq = std::stoull(line.substr(line.find("\"seq\":\"") + 7));
+    if (seq <= 20000) old_seqs.insert(seq);
+  }
+  CHECK(old_seqs.size() == salvaged);
+
+  // What `buffer export` can still read of the file moved aside, imported again: nothing is
+  // stored twice, and a second import of the same stores nothing at all.
+  std::string aside;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.find("buffer.db.corrupt-") == 0 && name.find("-wal") == std::string::npos &&
+        name.find("-shm") == std::string::npos) {
+      aside = entry.path().string();
+    }
+  }
+  REQUIRE(!aside.empty());
+  const std::string salvage = run({kAgent, "buffer", "export", "--path", aside}).out;
+  REQUIRE(!lines_of(salvage).empty());
+  for (int i = 0; i < 2; ++i) {
+    auto imported = run({kAgent, "buffer", "import", "--path", buffer}, salvage);
+    CHECK_MESSAGE(imported.exit_code == 0, imported.err);
+    CHECK_MESSAGE(imported.err.find("imported 0 events") != std::string::npos, imported.err);
+  }
+  stats = run({kAgent, "buffer", "stats", "--path", buffer, "--json"});
+  CHECK(json_number(stats.out, "pending_events") == pending);
 }
 
 TEST_CASE("with the clock at the epoch, log lines say 1970-01-01, not 1900-01-00") {

@@ -171,10 +171,20 @@ TEST_CASE("an agent without a mark starts where its session started: no overtaki
   REQUIRE(then);
   CHECK(then->written == 10);
   CHECK(sink->high_water("dev-1") == 20);
-  // A session that starts past the mark is still a gap: the mark wins over the session.
+  // A batch of a session past its start, above the mark: a gap the agent can still fill.
+  SinkBatch ahead = batch("dev-1", 30, 40);
+  ahead.session_first_seq = 25;
+  CHECK_FALSE(write_sync(*sink, ahead));
+  // A session that starts past the mark: the agent has deleted 21..29 (acknowledged to it
+  // before), so they can never come; counted as lost and the batch is taken (sinks/marks.hpp).
   SinkBatch jump = batch("dev-1", 30, 40);
   jump.session_first_seq = 30;
-  CHECK_FALSE(write_sync(*sink, jump));
+  auto taken = write_sync(*sink, jump);
+  REQUIRE(taken);
+  CHECK(taken->written == 11);
+  CHECK(taken->gap_lost == 9);
+  CHECK(taken->gap_first == 21);
+  CHECK(sink->high_water("dev-1") == 40);
 }
 
 TEST_CASE("files rotate by size and by age, and never straddle an hour") {
