@@ -236,9 +236,12 @@ TEST_CASE("each refusal has its status and a message naming the problem") {
   CHECK(post("application/json", "[1, 2]").find("element 0 is not a JSON object") !=
         std::string::npos);
   CHECK(post("application/json", "[{},{},{},{}]").find("more than 3 events") != std::string::npos);
-  std::string type = post("text/plain", "{}");
+  std::string type = post("application/xml", "{}");
   CHECK(type.find("HTTP/1.1 415") == 0);
-  CHECK(type.find("must be application/json") != std::string::npos);
+  CHECK(type.find("must be application/json or text/plain") != std::string::npos);
+  // A beacon's type: text/plain (with a charset), still JSON inside.
+  CHECK(post("text/plain;charset=UTF-8", "{\"b\":1}").find("HTTP/1.1 202") == 0);
+  CHECK(post("text/plain", "not json").find("HTTP/1.1 400") == 0);
   std::string big = post("application/json", "{\"x\":\"" + std::string(5000, 'a') + "\"}");
   CHECK(big.find("HTTP/1.1 413") == 0);
   auto header = curl({"-H", "X-Big: " + std::string(4000, 'h'), f.base + "/p.gif"});
@@ -249,6 +252,7 @@ TEST_CASE("each refusal has its status and a message naming the problem") {
   auto pre = curl({"-X", "OPTIONS", "-H", "Origin: https://shop.example", f.base + "/v1/events"});
   CHECK(pre.out.find("HTTP/1.1 204") == 0);
   CHECK(pre.out.find("Access-Control-Allow-Origin: https://shop.example") != std::string::npos);
+  CHECK(pre.out.find("Access-Control-Allow-Credentials: true") != std::string::npos);
   auto evil = curl({"-X", "OPTIONS", "-H", "Origin: https://evil.example", f.base + "/v1/events"});
   CHECK(evil.out.find("HTTP/1.1 403") == 0);
   CHECK(post("application/json", "{}", {"-H", "Origin: https://shop.example"})

@@ -24,12 +24,11 @@
 #include <vector>
 
 #include "agent/buffer/buffer.hpp"
+#include "agent/sources/http/request_rules.hpp"
 #include "common/clock.hpp"
 #include "common/result.hpp"
 
 namespace outpost::agent {
-
-enum class IpMode { truncate, hash, drop };
 
 struct HttpSourceOptions {
   std::string host = "0.0.0.0";
@@ -78,21 +77,5 @@ class HttpSource {
   explicit HttpSource(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// The pixel's query string: percent-decoded parameters (at most max_params, keys and values
-// cut at max_value_bytes, invalid UTF-8 replaced by '?'), and the value of `site_param`.
-struct PixelQuery {
-  std::string site_id;
-  std::vector<std::pair<std::string, std::string>> params;
-};
-PixelQuery parse_pixel_query(std::string_view query, size_t max_params, size_t max_value_bytes,
-                             std::string_view site_param);
-
-// Exposed for unit tests: the privacy rules.
-std::string anonymize_ip(const std::string& ip, IpMode mode, const std::string& salt);
-// The client address: the peer, or from X-Forwarded-For when the peer is a trusted proxy
-// (the rightmost address that is not itself a trusted proxy).
-std::string client_address(const std::string& peer, const std::string& forwarded_for,
-                           const std::vector<std::string>& trusted_proxies);
 
 }  // namespace outpost::agent
