@@ -47,6 +47,8 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   l.max_connections = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections_per_ip", 256, 1, 1'000'000));
   l.max_connections_per_ip = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_pending_handshakes", 1024, 1, 1'000'000));
+  l.max_pending_handshakes = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(l.handshake_timeout_ns,
                      doc.duration_ns("limits.handshake_timeout", "10s", 10 * kMs, kHour));
   OUTPOST_TRY_ASSIGN(l.idle_timeout_ns,

@@ -15,6 +15,9 @@ namespace outpost::gateway {
 struct Limits {
   uint32_t max_connections = 10'000;
   uint32_t max_connections_per_ip = 256;
+  // Connections that have not finished their TLS handshake, from all addresses together: a
+  // handshake in progress holds the TLS engine's buffers (~40 KB).
+  uint32_t max_pending_handshakes = 1024;
   int64_t handshake_timeout_ns = 10'000'000'000;
   int64_t idle_timeout_ns = 120'000'000'000;
   uint32_t max_frame_bytes = 16u << 20;

@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
                  "override a configuration key, e.g. --set limits.max_connections=5000 "
                  "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
                  "log_level}, tls.{ca_file,cert_file,key_file,identity}, limits.{max_connections,"
-                 "max_connections_per_ip,handshake_timeout,idle_timeout,max_frame_bytes,"
+                 "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
+                 "frame_bytes,"
                  "max_decompressed_bytes,max_window_log,max_events_per_batch,"
                  "max_in_flight_batches,device_events_per_second,device_burst_events}, "
                  "sink.type, sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}");

@@ -24,31 +24,36 @@ TEST_CASE("sendBeacon from headless Chromium: text/plain and a JSON Blob, across
   const std::string events = "http://127.0.0.1:" + std::to_string(agent_port) + "/v1/events";
   write_file(dir.file("agent.toml"),
              "[agent]\nid = \"beacon-test\"\nhttp_listen = \"\"\n[buffer]\npath = \"" +
-                 dir.file("buffer.db") + "\"\n[sources.http]\nenabled = true\nlisten = "
-                 "\"127.0.0.1:" + std::to_string(agent_port) + "\"\ncors_origins = \"" +
-                 page_origin + "\"\n");
+                 dir.file("buffer.db") +
+                 "\"\n[sources.http]\nenabled = true\nlisten = "
+                 "\"127.0.0.1:" +
+                 std::to_string(agent_port) + "\"\ncors_origins = \"" + page_origin + "\"\n");
   std::filesystem::create_directories(dir.file("site"));
   write_file(dir.file("site/index.html"),
              "<!doctype html><title>beacon</title><script>\n"
-             "const a = navigator.sendBeacon('" + events + "', JSON.stringify({beacon: 'text'}));\n"
-             "const b = navigator.sendBeacon('" + events + "', new Blob([JSON.stringify("
-             "{beacon: 'blob'})], {type: 'application/json'}));\n"
-             "document.title = 'queued ' + a + ' ' + b;\n"
-             "</script>\n");
+             "const a = navigator.sendBeacon('" +
+                 events +
+                 "', JSON.stringify({beacon: 'text'}));\n"
+                 "const b = navigator.sendBeacon('" +
+                 events +
+                 "', new Blob([JSON.stringify("
+                 "{beacon: 'blob'})], {type: 'application/json'}));\n"
+                 "document.title = 'queued ' + a + ' ' + b;\n"
+                 "</script>\n");
   Child agent({std::string(OUTPOST_AGENT_BIN), "run", "--config", dir.file("agent.toml")}, false);
   Child site({"/usr/bin/python3", "-m", "http.server", std::to_string(page_port), "--bind",
               "127.0.0.1", "--directory", dir.file("site")},
              false);
-  for (int i = 0; i < 100 && (http_get(page_port, "/").empty() ||
-                              http_get(agent_port, "/p.gif").empty());
+  for (int i = 0;
+       i < 100 && (http_get(page_port, "/").empty() || http_get(agent_port, "/p.gif").empty());
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  auto browser = run({"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                      "--disable-quic", "--no-first-run", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync",
-                      "--user-data-dir=" + dir.file("profile"), "--virtual-time-budget=3000",
-                      "--dump-dom", page_origin + "/index.html"});
+  auto browser =
+      run({"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--user-data-dir=" + dir.file("profile"), "--virtual-time-budget=3000",
+           "--dump-dom", page_origin + "/index.html"});
   CHECK_MESSAGE(browser.out.find("queued true true") != std::string::npos,
                 browser.out << browser.err);
 

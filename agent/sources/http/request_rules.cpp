@@ -92,7 +92,6 @@ std::string cookie_value(const std::string& cookies, const std::string& name) {
   return "";
 }
 
-
 PixelQuery parse_pixel_query(std::string_view query, size_t max_params, size_t max_value_bytes,
                              std::string_view site_param) {
   PixelQuery out;

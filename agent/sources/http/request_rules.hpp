@@ -31,7 +31,6 @@ std::string anonymize_ip(const std::string& ip, IpMode mode, const std::string& 
 std::string client_address(const std::string& peer, const std::string& forwarded_for,
                            const std::vector<std::string>& trusted_proxies);
 
-
 // The whole pixel response (status line, headers, image), serialized once.
 std::string pixel_response(bool png, bool keep_alive, unsigned version, bool head);
 // The value of cookie `name` in a Cookie header ("" when absent or `name` is empty).

@@ -1,0 +1,81 @@
+#pragma once
+// The gateway server's internals, shared by the files that implement it (one responsibility
+// each): server.cpp (start, graceful shutdown), admission.cpp (accepting connections, limits
+// per IP and globally, per-device rate limits, the audit log), session.hpp (the protocol
+// session of one agent connection), status_http.cpp (/healthz, /readyz, /metrics). Only
+// those files include it.
+#include <utility>
+
+#include <boost/asio.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/log.hpp"
+#include "common/tls/tls.hpp"
+#include "gateway/server/server.hpp"
+
+namespace outpost::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+class Session;
+
+struct Server::Impl {
+  GatewayConfig config;
+  Sink& sink;
+  Metrics& metrics;
+  const Clock& clock;
+  std::shared_ptr<spdlog::logger> log = log::get("gateway");
+  std::shared_ptr<spdlog::logger> audit = log::get("audit");
+  std::shared_ptr<tls::TlsContext> tls;
+
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  tcp::acceptor http_acceptor{io};
+  std::vector<std::thread> threads;
+  std::atomic<bool> draining{false};
+
+  std::mutex mu;  // guards everything below
+  std::unordered_map<std::string, uint32_t> per_ip;
+  uint32_t pending_handshakes = 0;  // sessions not past the TLS handshake
+  size_t sessions_peak = 0;         // highest count since memory was last given back
+  std::unordered_map<std::string, std::weak_ptr<Session>> by_identity;
+  std::set<std::shared_ptr<Session>> sessions;
+  struct Bucket {
+    double tokens = 0;
+    int64_t last_ns = 0;
+  };
+  std::unordered_map<std::string, Bucket> buckets;
+  struct AuditWindow {
+    int64_t start_ns = 0;
+    uint32_t lines = 0;
+    uint64_t suppressed = 0;
+  };
+  std::unordered_map<std::string, AuditWindow> audit_windows;
+
+  Impl(GatewayConfig c, Sink& s, Metrics& m, const Clock& cl)
+      : config(std::move(c)), sink(s), metrics(m), clock(cl) {}
+
+  void accept();
+  void accept_http();
+  // Logs a refused handshake or identity mismatch, at most 10 lines per source IP a minute.
+  void audit_line(const std::string& ip, const std::string& subject, const std::string& serial,
+                  const std::string& reason);
+  // Takes `events` from the device's bucket; false: over its rate.
+  bool take_tokens(const std::string& identity, uint64_t events);
+  void release(const std::string& ip, const std::shared_ptr<Session>& s);
+  void handshake_over();
+  asio::steady_timer trim_timer{io};
+  void give_memory_back();  // a session left the handshake state (done or closed)
+};
+
+}  // namespace outpost::gateway

@@ -1,0 +1,77 @@
+// The gateway's plain HTTP endpoints: /healthz, /readyz (the sink's readiness, draining) and
+// /metrics (the server's counters and the sink's own).
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "gateway/server/server_impl.hpp"
+
+namespace outpost::gateway {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(Server::Impl& s, tcp::socket socket) : s_(s), stream_(std::move(socket)) {}
+
+  void start() {
+    stream_.expires_after(std::chrono::seconds(5));
+    http::async_read(stream_, buffer_, request_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (!ec) self->respond();
+                     });
+  }
+
+ private:
+  void respond() {
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(request_.version());
+    res->keep_alive(false);
+    res->set(http::field::content_type, "text/plain; charset=utf-8");
+    const auto target = request_.target();
+    if (request_.method() != http::verb::get) {
+      res->result(http::status::method_not_allowed);
+      res->body() = "only GET is served here\n";
+    } else if (target == "/healthz") {
+      res->result(http::status::ok);
+      res->body() = "ok\n";
+    } else if (target == "/readyz") {
+      auto why = s_.sink.not_ready_reason();
+      if (s_.draining) why = "shutting down";
+      res->result(why ? http::status::service_unavailable : http::status::ok);
+      res->body() = why ? "not ready: " + *why + "\n" : "ready\n";
+    } else if (target == "/metrics") {
+      res->result(http::status::ok);
+      res->set(http::field::content_type, "text/plain; version=0.0.4");
+      res->body() = s_.metrics.render_prometheus();
+      s_.sink.append_metrics(res->body());
+    } else {
+      res->result(http::status::not_found);
+      res->body() = "not found; try /healthz, /readyz or /metrics\n";
+    }
+    res->prepare_payload();
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
+      beast::error_code ignored;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    });
+  }
+
+  Server::Impl& s_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+};
+
+}  // namespace
+
+void Server::Impl::accept_http() {
+  http_acceptor.async_accept(
+      asio::make_strand(io), [this](const boost::system::error_code& ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !http_acceptor.is_open()) return;
+        if (!ec) std::make_shared<HttpConnection>(*this, std::move(socket))->start();
+        accept_http();
+      });
+}
+
+}  // namespace outpost::gateway
