@@ -6,6 +6,9 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstring>
 
@@ -105,6 +108,14 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const ContextOptions& opt
                                   reinterpret_cast<const unsigned char*>(personal),
                                   std::strlen(personal));
   if (ret != 0) return fail("seeding the random generator", ret);
+  // A missing or unreadable file is named as such, not as mbedTLS's "Read/write of file failed".
+  for (const auto& [what, path] : {std::pair{"CA file", &options.files.ca_file},
+                                   std::pair{"certificate file", &options.files.cert_file},
+                                   std::pair{"key file", &options.files.key_file}}) {
+    if (path->empty() || ::access(path->c_str(), R_OK) == 0) continue;
+    return make_error(tls_errc::config,
+                      std::string(what) + " " + *path + " cannot be read: " + std::strerror(errno));
+  }
   if ((ret = mbedtls_x509_crt_parse_file(&impl->ca, options.files.ca_file.c_str())) != 0) {
     return fail("CA file " + options.files.ca_file, ret);
   }
@@ -150,6 +161,21 @@ struct TlsSession::Impl {
   size_t in_pos = 0;
   std::string out;  // ciphertext waiting for the socket
   bool done = false;
+  // The peer's leaf certificate as the verification saw it: after a failed verification
+  // mbedTLS keeps no peer certificate, and the audit log must still say whose it was.
+  std::string leaf_subject, leaf_serial;
+  // The first bytes the peer sent (its ClientHello), to tell why a handshake failed.
+  std::string hello;
+
+  static int verify_cb(void* self, mbedtls_x509_crt* crt, int depth, uint32_t* flags) {
+    (void)flags;  // the verdict stays mbedTLS's
+    if (depth != 0) return 0;
+    auto* s = static_cast<Impl*>(self);
+    char buf[512];
+    if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt->subject) > 0) s->leaf_subject = buf;
+    if (mbedtls_x509_serial_gets(buf, sizeof buf, &crt->serial) > 0) s->leaf_serial = buf;
+    return 0;
+  }
 
   static int send_cb(void* self, const unsigned char* buf, size_t len) {
     static_cast<Impl*>(self)->out.append(reinterpret_cast<const char*>(buf), len);
@@ -170,6 +196,26 @@ struct TlsSession::Impl {
   }
 
   Error handshake_error(int ret) {
+    Error e = classify(ret);
+    // A fatal alert tells the peer why, where mbedTLS closed without one (a client without a
+    // certificate got a bare TCP close).
+    if (out.empty()) {
+      const unsigned char alert = e.message.find("protocol version") != std::string::npos
+                                      ? MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION
+                                  : e.code == tls_errc::peer_verify
+                                      ? MBEDTLS_SSL_ALERT_MSG_BAD_CERT
+                                      : MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE;
+      (void)mbedtls_ssl_send_alert_message(&ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL, alert);
+    }
+    return e;
+  }
+
+  Error classify(int ret) {
+    if (offers_only_tls13()) {
+      return make_error(tls_errc::handshake,
+                        "TLS handshake failed: protocol version: the peer offers only TLS 1.3; "
+                        "this endpoint speaks TLS 1.2");
+    }
     uint32_t flags = mbedtls_ssl_get_verify_result(&ssl);
     if (flags != 0 && flags != static_cast<uint32_t>(-1)) {
       char info[512];
@@ -185,6 +231,41 @@ struct TlsSession::Impl {
     }
     return make_error(tls_errc::handshake, "TLS handshake failed: " + mbed_error(ret));
   }
+
+  // Whether the saved ClientHello's supported_versions extension lists TLS 1.3 and not 1.2.
+  bool offers_only_tls13() const {
+    const auto* p = reinterpret_cast<const unsigned char*>(hello.data());
+    const size_t n = hello.size();
+    // record (5) + handshake header (4) + version (2) + random (32)
+    size_t at = 5 + 4 + 2 + 32;
+    if (n < at + 1 || p[0] != 0x16 || p[5] != 0x01) return false;
+    auto skip = [&](size_t len_bytes) {
+      if (at + len_bytes > n) return false;
+      size_t len = 0;
+      for (size_t i = 0; i < len_bytes; ++i) len = len << 8 | p[at + i];
+      at += len_bytes + len;
+      return at <= n;
+    };
+    if (!skip(1) || !skip(2) || !skip(1)) return false;  // session id, suites, compression
+    if (at + 2 > n) return false;
+    const size_t end = std::min(n, at + 2 + (static_cast<size_t>(p[at]) << 8 | p[at + 1]));
+    at += 2;
+    while (at + 4 <= end) {
+      const unsigned type = static_cast<unsigned>(p[at]) << 8 | p[at + 1];
+      const size_t len = static_cast<size_t>(p[at + 2]) << 8 | p[at + 3];
+      at += 4;
+      if (type == 0x002b && len >= 1 && at + len <= end) {
+        bool has12 = false, has13 = false;
+        for (size_t i = at + 1; i + 1 < at + len && i + 1 < at + 1 + p[at]; i += 2) {
+          has12 = has12 || (p[i] == 3 && p[i + 1] == 3);
+          has13 = has13 || (p[i] == 3 && p[i + 1] == 4);
+        }
+        return has13 && !has12;
+      }
+      at += len;
+    }
+    return false;
+  }
 };
 
 TlsSession::TlsSession(std::shared_ptr<TlsContext> context) : impl_(std::make_unique<Impl>()) {
@@ -196,11 +277,17 @@ TlsSession::TlsSession(std::shared_ptr<TlsContext> context) : impl_(std::make_un
     mbedtls_ssl_set_hostname(&impl_->ssl, impl_->context->options().server_name.c_str());
   }
   mbedtls_ssl_set_bio(&impl_->ssl, impl_.get(), Impl::send_cb, Impl::recv_cb, nullptr);
+  mbedtls_ssl_set_verify(&impl_->ssl, Impl::verify_cb, impl_.get());
 }
 
 TlsSession::~TlsSession() { mbedtls_ssl_free(&impl_->ssl); }
 
-void TlsSession::feed(std::string_view ciphertext) { impl_->in.append(ciphertext); }
+void TlsSession::feed(std::string_view ciphertext) {
+  if (!impl_->done && impl_->hello.size() < 4096) {
+    impl_->hello.append(ciphertext.substr(0, 4096 - impl_->hello.size()));
+  }
+  impl_->in.append(ciphertext);
+}
 
 std::string TlsSession::take_output() { return std::exchange(impl_->out, std::string()); }
 
@@ -256,7 +343,11 @@ void TlsSession::close() { (void)mbedtls_ssl_close_notify(&impl_->ssl); }
 PeerCertificate TlsSession::peer() const {
   PeerCertificate p;
   const mbedtls_x509_crt* crt = mbedtls_ssl_get_peer_cert(&impl_->ssl);
-  if (crt == nullptr) return p;
+  if (crt == nullptr) {  // a failed verification keeps none: what the verification saw
+    p.subject = impl_->leaf_subject;
+    p.serial = impl_->leaf_serial;
+    return p;
+  }
   char buf[512];
   if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt->subject) > 0) p.subject = buf;
   for (const mbedtls_x509_name* n = &crt->subject; n != nullptr; n = n->next) {

@@ -9,47 +9,46 @@
 namespace outpost::gateway {
 
 void Server::Impl::accept() {
-  acceptor.async_accept(asio::make_strand(io),
-                        [this](const boost::system::error_code& ec, tcp::socket socket) {
-                          if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-                          if (!ec) {
-                            boost::system::error_code peer_ec;
-                            auto remote = socket.remote_endpoint(peer_ec);
-                            std::string ip = peer_ec ? "?" : remote.address().to_string();
-                            std::shared_ptr<Session> session;
-                            std::string refused;
-                            {
-                              std::lock_guard lock(mu);
-                              if (sessions.size() >= config.limits.max_connections) {
-                                refused = "max_connections";
-                              } else if (per_ip[ip] >= config.limits.max_connections_per_ip) {
-                                refused = "max_connections_per_ip";
-                              } else if (pending_handshakes >=
-                                         config.limits.max_pending_handshakes) {
-                                refused = "max_pending_handshakes";
-                              } else {
-                                ++per_ip[ip];
-                                ++pending_handshakes;
-                                session = std::make_shared<Session>(*this, std::move(socket), ip);
-                                sessions.insert(session);
-                                sessions_peak = std::max(sessions_peak, sessions.size());
-                              }
-                            }
-                            if (session) {
-                              metrics.connections_accepted++;
-                              metrics.connections_open++;
-                              session->start();
-                            } else {
-                              metrics.reject(refused);
-                              audit_line(ip, "", "", "connection refused: " + refused);
-                              boost::system::error_code ignored;
-                              socket.close(ignored);
-                            }
-                          } else {
-                            log->warn("accept: {}", ec.message());
-                          }
-                          accept();
-                        });
+  acceptor.async_accept(
+      asio::make_strand(io), [this](const boost::system::error_code& ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+        if (!ec) {
+          boost::system::error_code peer_ec;
+          auto remote = socket.remote_endpoint(peer_ec);
+          std::string ip = peer_ec ? "?" : remote.address().to_string();
+          std::shared_ptr<Session> session;
+          std::string refused;
+          {
+            std::lock_guard lock(mu);
+            if (sessions.size() >= config.limits.max_connections) {
+              refused = "max_connections";
+            } else if (per_ip[ip] >= config.limits.max_connections_per_ip) {
+              refused = "max_connections_per_ip";
+            } else if (pending_handshakes >= config.limits.max_pending_handshakes) {
+              refused = "max_pending_handshakes";
+            } else {
+              ++per_ip[ip];
+              ++pending_handshakes;
+              session = std::make_shared<Session>(*this, std::move(socket), ip);
+              sessions.insert(session);
+              sessions_peak = std::max(sessions_peak, sessions.size());
+            }
+          }
+          if (session) {
+            metrics.connections_accepted++;
+            metrics.connections_open++;
+            session->start();
+          } else {
+            metrics.reject(refused);
+            audit_line(ip, "", "", "connection refused: " + refused);
+            boost::system::error_code ignored;
+            socket.close(ignored);
+          }
+        } else {
+          log->warn("accept: {}", ec.message());
+        }
+        accept();
+      });
 }
 
 void Server::Impl::release(const std::string& ip, const std::shared_ptr<Session>& s) {

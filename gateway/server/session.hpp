@@ -90,23 +90,23 @@ class Session : public std::enable_shared_from_this<Session> {
       // Nothing is allocated for a connection that has sent nothing yet: the TLS engine
       // (mbedTLS's record buffers, ~40 KB) and the read buffer come with its first bytes, so
       // a flood of idle connections costs little more than their sockets.
-      socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](
-                                                     const boost::system::error_code& ec) {
-        self->reading_ = false;
-        if (ec) {
-          self->on_read(ec, 0);
-          return;
-        }
-        if (self->state_ == State::closing || self->state_ == State::closed) return;
-        boost::system::error_code avail_ec;
-        if (self->socket_.available(avail_ec) == 0) {  // readable with nothing: closed
-          self->on_read(avail_ec ? avail_ec : asio::error::eof, 0);
-          return;
-        }
-        self->tls_.emplace(self->s_.tls);
-        self->buf_.resize(16 * 1024);
-        self->read();
-      });
+      socket_.async_wait(
+          tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+            self->reading_ = false;
+            if (ec) {
+              self->on_read(ec, 0);
+              return;
+            }
+            if (self->state_ == State::closing || self->state_ == State::closed) return;
+            boost::system::error_code avail_ec;
+            if (self->socket_.available(avail_ec) == 0) {  // readable with nothing: closed
+              self->on_read(avail_ec ? avail_ec : asio::error::eof, 0);
+              return;
+            }
+            self->tls_.emplace(self->s_.tls);
+            self->buf_.resize(16 * 1024);
+            self->read();
+          });
       return;
     }
     socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](

@@ -69,9 +69,8 @@ TEST_CASE("5,000 idle connections and 500 stalled handshakes: bounded memory, gi
   std::this_thread::sleep_for(std::chrono::seconds(3));
   const uint64_t after = rss_kib(gateway.pid());
   const double per_connection = static_cast<double>(during - before) * 1024.0 / 5000.0;
-  MESSAGE("gateway RSS: before " << before << " KiB, with 5,000 connections " << during
-                                 << " KiB (" << per_connection << " bytes each), after "
-                                 << after << " KiB");
+  MESSAGE("gateway RSS: before " << before << " KiB, with 5,000 connections " << during << " KiB ("
+                                 << per_connection << " bytes each), after " << after << " KiB");
   // 4,500 idle at about 2 KB and 500 mid-handshake at about 40 KB: ~30 MB, not 235.
   CHECK(during - before < 40 * 1024);
   // The TLS state of the stalled handshakes is given back (malloc_trim after the flood).

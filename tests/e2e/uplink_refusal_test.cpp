@@ -119,7 +119,8 @@ TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is u
   const uint16_t port = free_port();
   GatewayProc gateway(pki, dir.path(), port,
                       "[limits]\nhandshake_timeout = \"1s\"\nmax_connections = 5000\n"
-                      "max_connections_per_ip = 5000\nmax_frame_bytes = \"1MiB\"\n"
+                      "max_connections_per_ip = 5000\nmax_pending_handshakes = 5000\n"
+                      "max_frame_bytes = \"1MiB\"\n"
                       "max_decompressed_bytes = \"8MiB\"\n");
   gateway.start();
   Session honest(port, pki, "device-2");
@@ -275,6 +276,44 @@ TEST_CASE("bad peers are refused, the gateway stays up, and an honest agent is u
     CHECK(log.find("suppressed") != std::string::npos);  // the audit log is rate-limited
   }
   CHECK(gateway.stop() == 0);
+}
+
+TEST_CASE("audit lines name whose certificate was refused and why; refused clients get an alert") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  GatewayProc gateway(pki, dir.path(), port);
+  gateway.start();
+  {  // an expired certificate: its subject and serial, although verification failed
+    UplinkClient c;
+    REQUIRE(c.connect(port));
+    auto hs = c.handshake(client_ctx(pki.main + "/ca.crt", pki.main + "/device-old.crt",
+                                     pki.main + "/device-old.key"));
+    CHECK_FALSE((hs && c.hello("device-old")));
+  }
+  // A client that speaks only TLS 1.3.
+  auto tls13 = run({"/bin/sh", "-c",
+                    "openssl s_client -tls1_3 -connect 127.0.0.1:" + std::to_string(port) +
+                        " -CAfile " + pki.main + "/ca.crt -cert " + pki.main +
+                        "/device-1.crt -key " + pki.main + "/device-1.key 2>&1 </dev/null"});
+  CHECK_MESSAGE(tls13.out.find("SSL alert number") != std::string::npos, tls13.out);
+  // No client certificate: a TLS alert, not a bare close.
+  auto without = run({"/bin/sh", "-c",
+                      "openssl s_client -connect 127.0.0.1:" + std::to_string(port) + " -CAfile " +
+                          pki.main + "/ca.crt 2>&1 </dev/null"});
+  CHECK_MESSAGE(without.out.find("alert bad certificate") != std::string::npos, without.out);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(gateway.stop() == 0);
+  const std::string log = gateway.log();
+  const std::string serial =
+      run({"/usr/bin/openssl", "x509", "-noout", "-serial", "-in", pki.main + "/device-old.crt"})
+          .out;
+  CHECK_MESSAGE(log.find("subject=\"CN=device-old\" serial=") != std::string::npos, log);
+  CHECK(log.find("subject=\"CN=device-old\" serial=-") == std::string::npos);
+  CHECK(log.find("The certificate validity has expired") != std::string::npos);
+  CHECK(serial.find("serial=") == 0);
+  CHECK(log.find("protocol version: the peer offers only TLS 1.3") != std::string::npos);
+  CHECK(log.find("no ciphersuites in common") == std::string::npos);
 }
 
 TEST_CASE("a newer session of a device replaces the older one") {
