@@ -34,7 +34,11 @@ int main(int argc, char** argv) {
                  "frame_bytes,"
                  "max_decompressed_bytes,max_window_log,max_events_per_batch,"
                  "max_in_flight_batches,device_events_per_second,device_burst_events}, "
-                 "sink.type, sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}");
+                 "sink.type, sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}, "
+                 "sink.kafka.{brokers,topic_pixel,topic_sensor,topic_json,value_pixel,"
+                 "value_sensor,value_json,offsets_topic,transactional_id,create_topics,"
+                 "transactions,partitions,replication,batches_per_transaction,linger,"
+                 "transaction_timeout}, and kafka.* (librdkafka properties, passed through)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
   try {
     app.parse(argc, argv);

@@ -430,8 +430,10 @@ Result<std::vector<std::string_view>> split_json_events(std::string_view body, s
     if (j >= body.size()) return bad("the JSON ends before its object is closed");
     std::string_view object = body.substr(at, j + 1 - at);
     if (!valid_json_value(object)) {
-      return bad(index == SIZE_MAX ? std::string("the body is not valid JSON")
-                                   : "element " + std::to_string(index) + " is not valid JSON");
+      const std::string what =
+          index == SIZE_MAX ? std::string("the body") : "element " + std::to_string(index);
+      if (!utf8::valid(object)) return bad(what + " is not valid UTF-8 (JSON text must be UTF-8)");
+      return bad(what + " is not valid JSON");
     }
     out.push_back(object);
     return j + 1;

@@ -13,7 +13,7 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   if (impl->opt.exclusive) {
     auto locked = FileLock::acquire(impl->opt.path + ".lock", "the buffer " + impl->opt.path);
     if (!locked) return make_error(buffer_errc::busy, locked.error().message);
-    impl->lock = std::move(*locked);
+    impl->file_lock = std::move(*locked);
   }
   if (auto r = impl->open_file(); !r) return r.error();
   if (auto r = impl->prepare_statements(); !r) return r.error();

@@ -163,7 +163,7 @@ struct SqliteBuffer::Impl {
   int64_t data_version = 0;
   int64_t next_expiry_ns = 0;
   DiskSpace disk;
-  FileLock lock;  // BufferOptions::exclusive
+  FileLock file_lock;  // BufferOptions::exclusive
   // Appends are refused at once while the disk is below the floor (disk_space.hpp); the
   // writer clears it when acks (or anything else) have freed twice the reserve.
   bool disk_full_logged = false;

@@ -92,13 +92,21 @@ Result<void> SqliteBuffer::Impl::open_file() {
     if (!db) return db.error();
     writer = std::move(*db);
   }
-  // A small WAL (checkpoint every 512 pages, truncate it back to 8 MiB) keeps the data in the
-  // database file: a large WAL needs as much space again to be checkpointed, which a full
-  // disk does not have.
+  // A small WAL keeps the data in the database file: a checkpoint copies the WAL's pages into
+  // it, which needs as much space again, and a full disk does not have it. So the WAL is
+  // checkpointed, and truncated back, well within the disk reserve (disk_space.hpp): at most
+  // a quarter of it between checkpoints (512 pages without a reserve), cut back to half of it.
+  uint64_t wal_pages = 512;
+  uint64_t wal_limit = 8ULL << 20;
+  if (disk.reserve_bytes() > 0) {
+    wal_pages = std::clamp<uint64_t>(disk.reserve_bytes() / 4 / 4096, 16, 512);
+    wal_limit = std::clamp<uint64_t>(disk.reserve_bytes() / 2, 64 * 1024, 8ULL << 20);
+  }
   std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
                         synchronous_pragma(opt.synchronous) +
-                        "; PRAGMA journal_size_limit=8388608; PRAGMA wal_autocheckpoint=512;"
-                        " PRAGMA cache_size=-8192; PRAGMA secure_delete=FAST;";
+                        "; PRAGMA journal_size_limit=" + std::to_string(wal_limit) +
+                        "; PRAGMA wal_autocheckpoint=" + std::to_string(wal_pages) +
+                        "; PRAGMA cache_size=-8192; PRAGMA secure_delete=FAST;";
   if (auto r = writer.exec(pragmas); !r) return r;
   if (opt.max_file_bytes > 0) {
     auto page = writer.query_int("PRAGMA page_size");

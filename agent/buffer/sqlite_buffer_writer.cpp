@@ -382,8 +382,9 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
     for (size_t i = 0; i < jobs.size(); ++i) {
       auto* a = std::get_if<AppendJob>(&jobs[i]);
       if (a == nullptr || a->events.empty()) continue;
-      // Rows cost more than their bodies (headers, b-tree pages, the WAL's copy).
-      need += a->body_bytes + a->body_bytes / 2 + 64 * a->events.size();
+      // Rows cost more than their bodies (headers, b-tree pages), and they are written twice:
+      // into the WAL, and by the checkpoint into the database file.
+      need += 2 * (a->body_bytes + a->body_bytes / 2 + 64 * a->events.size());
       if (!refusing && room >= disk.reserve_bytes() + need) continue;
       if (!refusing) {
         refusing = "buffer " + opt.path + ": the disk is nearly full (" + format_bytes(room) +
@@ -535,7 +536,12 @@ Result<void> SqliteBuffer::Impl::save_drops() {
     if (!has_unsaved_drops) return {};
   }
   if (!healthy) return {};
-  return transact([] { return Result<void>(); });
+  auto r = transact([] { return Result<void>(); });
+  if (!r && r.error().code == buffer_errc::disk_full && disk.held()) {
+    release_reserve();  // counts of events already answered for: what the reserve is for
+    r = transact([] { return Result<void>(); });
+  }
+  return r;
 }
 
 // ---- the disk -------------------------------------------------------------------------------
@@ -547,7 +553,10 @@ uint64_t SqliteBuffer::Impl::headroom() {
   const auto page_bytes = static_cast<uint64_t>(*page);
   const uint64_t inside = static_cast<uint64_t>(*free_pages) * page_bytes;
   const uint64_t on_disk = disk.free_bytes();
+  // The WAL's pages may all have to be copied into the database file by the next checkpoint.
+  const uint64_t wal = sqlite::file_size(opt.path + "-wal");
   uint64_t room = on_disk == UINT64_MAX ? UINT64_MAX : on_disk + inside;
+  room = room > wal ? room - wal : 0;
   if (opt.max_file_bytes > 0) {
     auto pages = writer.query_int("PRAGMA page_count");
     auto max_pages = writer.query_int("PRAGMA max_page_count");
@@ -585,9 +594,11 @@ void SqliteBuffer::Impl::check_disk_recovered() {
 }
 
 void SqliteBuffer::Impl::release_reserve() {
-  // A truncating checkpoint gives the WAL's space back too.
+  // The reserve first: the checkpoint that follows may need it to copy the WAL into the
+  // database file; truncating the WAL then gives its space back too.
+  const bool released = disk.release();
   (void)writer.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-  if (!disk.release()) return;
+  if (!released) return;
   log->warn("buffer {}: released the {} disk reserve so that acknowledged events can be deleted",
             opt.path, format_bytes(disk.reserve_bytes()));
 }

@@ -340,12 +340,10 @@ Result<int64_t> meta_int(Db& db, std::string_view key, int64_t fallback) {
   return error_from(rc, db.handle(), "buffer " + db.path());
 }
 
-namespace {
 uint64_t file_size(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
-}  // namespace
 
 Result<BufferStats> read_stats(Db& db) {
   ReadTransaction snapshot(db);  // every figure from the same snapshot

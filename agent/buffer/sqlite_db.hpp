@@ -132,6 +132,8 @@ Result<void> for_each_row(Db& db, const std::string& sql, std::initializer_list<
 Result<void> upgrade_from_v1(Db& db, unsigned segment_shift);
 // "ok", or the first problems SQLite reports. `full` runs integrity_check, else quick_check.
 Result<std::string> check_integrity(Db& db, bool full, int max_rows = 20);
+// The size of a file in bytes; 0 when it does not exist.
+uint64_t file_size(const std::string& path);
 // Counts and times from the tables themselves (a full scan: for tools, not the hot path).
 Result<BufferStats> read_stats(Db& db);
 // The side tables added after schema version 2 shipped (identities, quarantine): created if

@@ -347,8 +347,19 @@ int buffer_quarantine(const BufferOptionsCli& o) {
   auto rows = inspector->quarantine(static_cast<size_t>(std::min<uint64_t>(o.limit, SIZE_MAX)));
   if (!rows) return fail(rows.error());
   for (const QuarantinedMessage& q : *rows) {
-    // The payload may be binary: shown with invalid UTF-8 replaced, its size given apart.
+    // The payload may be binary: shown with invalid UTF-8 replaced, its size given apart; on
+    // a terminal, control bytes are escaped (\xNN) so that they cannot drive it.
     const std::string payload = utf8::repaired(q.payload);
+    std::string shown;
+    for (unsigned char c : payload.substr(0, 200)) {
+      if (c < 0x20 || c == 0x7f || c == '\\') {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\x%02x", c);
+        shown += hex;
+      } else {
+        shown += static_cast<char>(c);
+      }
+    }
     if (o.json) {
       JsonWriter w;
       w.begin_object();
@@ -366,7 +377,7 @@ int buffer_quarantine(const BufferOptionsCli& o) {
       std::cout << "#" << q.id << "  " << format_time_ns(q.at_ns) << "  " << q.source << "  "
                 << utf8::repaired(q.subject) << "\n  reason: " << q.reason << "\n  payload ("
                 << q.size << " bytes" << (q.payload.size() < q.size ? ", cut" : "")
-                << "): " << payload.substr(0, 200) << "\n";
+                << "): " << shown << "\n";
     }
   }
   if (!o.json && rows->empty()) std::cout << "(quarantine is empty)\n";

@@ -137,8 +137,8 @@ TEST_CASE("a full tmpfs under HTTP load: every 2xx reconciled, then the buffer d
   Tally js = buffer_tally(buffer, EventKind::json);
   MESSAGE("pixel: stored " << px.stored << ", dropped " << px.dropped);
   MESSAGE("json: stored " << js.stored << ", dropped " << js.dropped);
-  CHECK(px.stored + px.dropped == pixel_counts.of(200));
-  CHECK(js.stored + js.dropped == post_counts.of(202));
+  CHECK_MESSAGE(px.stored + px.dropped == pixel_counts.of(200), read_text(agent_log));
+  CHECK_MESSAGE(js.stored + js.dropped == post_counts.of(202), read_text(agent_log));
   CHECK(px.by_reason["disk_full"] > 0);
 
   // The gateway comes back: the backlog drains and appends work again, with the defaults.

@@ -75,6 +75,11 @@ TEST_CASE("a second gateway on a sink directory and a second agent on a buffer a
                 twin.err);
   agent.stop();
   CHECK(gateway.stop() == 0);
+  // Every key --set takes is listed, the Kafka sink's too.
+  const Output help = run({OUTPOST_GATEWAY_BIN, "--help"});
+  CHECK(help.out.find("sink.kafka.") != std::string::npos);
+  CHECK(help.out.find("transactional_id") != std::string::npos);
+  CHECK(help.out.find("max_pending_handshakes") != std::string::npos);
 }
 
 TEST_CASE("marks rolled back behind a device's deleted events: counted as lost, not a stall") {

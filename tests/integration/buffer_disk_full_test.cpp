@@ -4,7 +4,10 @@
 #include <doctest/doctest.h>
 #include <sys/mount.h>
 
+#include <filesystem>
+
 #include "agent/buffer/sqlite_buffer.hpp"
+#include "agent/buffer/sqlite_db.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace outpost;
@@ -31,16 +34,24 @@ TEST_CASE("a full tmpfs is an error to producers, loses nothing, and heals after
   auto& b = **opened;
   uint64_t stored = 0;
   Result<AppendResult> r = AppendResult{};
+  uint64_t max_wal = 0;
   while (stored < 1'000'000) {
     std::vector<NewEvent> batch(50);
     for (auto& e : batch) e.body.assign(200, 'd');
     r = b.append(std::move(batch)).get();
+    max_wal = std::max<uint64_t>(max_wal, sqlite::file_size(o.path + "-wal"));
     if (!r) break;
     stored += 50;
   }
   REQUIRE_FALSE(r);
   CHECK(r.error().code == buffer_errc::disk_full);
   MESSAGE("stored " << stored << " events before the disk was full: " << r.error().message);
+  // The floor refused, not SQLite: the reserve is still held, and the WAL never grew past
+  // what the reserve can absorb when a checkpoint copies it into the database file.
+  CHECK(r.error().message.find("nearly full") != std::string::npos);
+  CHECK(std::filesystem::exists(o.path + ".reserve"));
+  MESSAGE("largest WAL seen: " << max_wal << " bytes");
+  CHECK(max_wal <= (1u << 20) / 2);
   CHECK(b.healthy());
   auto all = b.read_batch(0, 10'000'000, 1ULL << 40);
   REQUIRE(all);

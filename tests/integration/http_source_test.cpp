@@ -242,6 +242,8 @@ TEST_CASE("each refusal has its status and a message naming the problem") {
   // A beacon's type: text/plain (with a charset), still JSON inside.
   CHECK(post("text/plain;charset=UTF-8", "{\"b\":1}").find("HTTP/1.1 202") == 0);
   CHECK(post("text/plain", "not json").find("HTTP/1.1 400") == 0);
+  CHECK(post("application/json", "{\"s\":\"\xff\xfe\"}").find("not valid UTF-8") !=
+        std::string::npos);
   std::string big = post("application/json", "{\"x\":\"" + std::string(5000, 'a') + "\"}");
   CHECK(big.find("HTTP/1.1 413") == 0);
   auto header = curl({"-H", "X-Big: " + std::string(4000, 'h'), f.base + "/p.gif"});

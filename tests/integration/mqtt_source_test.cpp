@@ -254,6 +254,9 @@ TEST_CASE("a real mosquitto: 10k QoS 1 readings published while the agent is dow
   auto listed = run({std::string(OUTPOST_AGENT_BIN), "buffer", "quarantine", "--path", buffer});
   CHECK(listed.exit_code == 0);
   CHECK(listed.out.find("reason: topic \"sensors/a/b/c\" does not match") != std::string::npos);
+  // Binary bytes are escaped for the terminal, never printed raw.
+  CHECK(listed.out.find("\\x00\\x01") != std::string::npos);
+  CHECK(listed.out.find(std::string("\x00", 1)) == std::string::npos);
   auto stats = run({std::string(OUTPOST_AGENT_BIN), "buffer", "stats", "--path", buffer});
   CHECK(stats.out.find("quarantined     3 kept of 3 ever") != std::string::npos);
 }
