@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstring>
 
 #include "common/errc.hpp"
 
@@ -63,7 +64,8 @@ Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
   for (const std::string& p : h.pixel_paths) {
     if (p.empty() || p[0] != '/' || p == h.events_path) {
       return make_error(common_errc::config_invalid,
-                        "config " + doc.source_name() + ": sources.http.pixel_paths: \"" + p +
+                        doc.where("sources.http.pixel_paths") + ": sources.http.pixel_paths: \"" +
+                            p +
                             "\" is not allowed: paths start with / and differ from events_path");
     }
   }
@@ -92,7 +94,7 @@ Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
   OUTPOST_TRY_ASSIGN(h.ip_salt, doc.string("sources.http.ip_salt", ""));
   if (h.ip_mode == IpMode::hash && h.ip_salt.size() < 16) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() +
+                      doc.where("sources.http.client_ip") +
                           ": sources.http.client_ip = \"hash\" needs sources.http.ip_salt of at "
                           "least 16 characters (an unsalted hash of an IPv4 address is easy to "
                           "reverse)");
@@ -120,7 +122,7 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   OUTPOST_TRY_ASSIGN(pattern, doc.string("sources.mqtt.pattern", "sensors/{device}/{metric}"));
   if (pattern.find("{device}") == std::string::npos) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() + ": sources.mqtt.pattern = \"" + pattern +
+                      doc.where("sources.mqtt.pattern") + ": sources.mqtt.pattern = \"" + pattern +
                           "\" is not allowed: it needs a {device} level, e.g. "
                           "\"sensors/{device}/{metric}\"");
   }
@@ -151,7 +153,7 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   const bool tls = m.broker.rfind("ssl://", 0) == 0 || m.broker.rfind("mqtts://", 0) == 0;
   if (!tls && !(m.tls.ca_file.empty() && m.tls.cert_file.empty() && m.tls.key_file.empty())) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() +
+                      doc.where("sources.mqtt.ca_file") +
                           ": sources.mqtt.ca_file/cert_file/key_file "
                           "are set but sources.mqtt.broker = \"" +
                           m.broker +
@@ -159,14 +161,19 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   }
   if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() +
+                      doc.where("sources.mqtt.cert_file") +
                           ": sources.mqtt.cert_file and sources.mqtt.key_file go together (the "
                           "client certificate and its key)");
   }
-  for (const std::string* f : {&m.tls.ca_file, &m.tls.cert_file, &m.tls.key_file}) {
+  const std::pair<const char*, const std::string*> files[] = {
+      {"sources.mqtt.ca_file", &m.tls.ca_file},
+      {"sources.mqtt.cert_file", &m.tls.cert_file},
+      {"sources.mqtt.key_file", &m.tls.key_file}};
+  for (const auto& [key, f] : files) {
     if (!f->empty() && ::access(f->c_str(), R_OK) != 0) {
-      return make_error(common_errc::config_invalid,
-                        "config " + doc.source_name() + ": sources.mqtt: cannot read " + *f);
+      return make_error(
+          common_errc::config_invalid,
+          doc.where(key) + ": " + key + ": cannot read " + *f + ": " + std::strerror(errno));
     }
   }
   OUTPOST_TRY_ASSIGN(m.reconnect_min_ns,
@@ -183,7 +190,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.agent_id, doc.string("agent.id", host_name()));
   if (c.agent_id.empty() || c.agent_id.size() > 128) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() + ": agent.id = \"" + c.agent_id +
+                      doc.where("agent.id") + ": agent.id = \"" + c.agent_id +
                           "\" is not allowed: expected 1 to 128 characters");
   }
   OUTPOST_TRY_ASSIGN(c.log_level, doc.choice("agent.log_level", "info",
@@ -202,7 +209,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(b.max_file_bytes, doc.bytes("buffer.max_file_bytes", "0", 0, 1ULL << 44));
   if (b.max_file_bytes != 0 && b.max_file_bytes < b.max_bytes) {
     return make_error(common_errc::config_invalid,
-                      "config " + doc.source_name() +
+                      doc.where("buffer.max_file_bytes") +
                           ": buffer.max_file_bytes must be 0 (no limit) or at least "
                           "buffer.max_bytes, since the file also holds indexes and free pages");
   }
@@ -234,7 +241,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   for (const std::string& name : doc.table_keys("buffer.kinds")) {
     if (!kind_from_name(name)) {
       return make_error(common_errc::config_unknown_key,
-                        "config " + doc.source_name() + ": buffer.kinds." + name +
+                        doc.where("buffer.kinds." + name) + ": buffer.kinds." + name +
                             " is not a kind: expected pixel, sensor or json");
     }
   }
@@ -272,7 +279,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
     if (colon == std::string::npos || colon == 0 || colon + 1 == one.size() ||
         one.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
       return make_error(common_errc::config_invalid,
-                        "config " + doc.source_name() + ": uplink.endpoints = \"" + endpoints +
+                        doc.where("uplink.endpoints") + ": uplink.endpoints = \"" + endpoints +
                             "\" is not allowed: expected HOST:PORT[,HOST:PORT...], e.g. "
                             "\"gateway.example.com:7443\"");
     }

@@ -13,7 +13,25 @@ namespace outpost {
 struct ConfigDoc::Impl {
   toml::table root;
   std::string source;
-  std::set<std::string, std::less<>> known;  // keys some getter asked for
+  std::set<std::string, std::less<>> known;       // keys some getter asked for
+  std::set<std::string, std::less<>> overridden;  // keys given by --set
+
+  // Where the value of `key` came from, for an error about it: "--set KEY" or
+  // "config FILE, line N" (just "config FILE" for a default).
+  std::string where(std::string_view key, const toml::node* node) const {
+    for (const std::string& o : overridden) {
+      // The key itself, or a table above it replaced by the override.
+      if (key == o ||
+          (key.size() > o.size() && key.substr(0, o.size()) == o && key[o.size()] == '.')) {
+        return "--set " + o;
+      }
+    }
+    std::string w = "config " + source;
+    if (node != nullptr && node->source().begin.line != 0) {
+      w += ", line " + std::to_string(node->source().begin.line);
+    }
+    return w;
+  }
 };
 
 namespace {
@@ -99,6 +117,10 @@ ConfigDoc ConfigDoc::empty(std::string source_name) {
 
 const std::string& ConfigDoc::source_name() const { return impl_->source; }
 
+std::string ConfigDoc::where(std::string_view key) const {
+  return impl_->where(key, impl_->root.at_path(key).node());
+}
+
 Result<void> ConfigDoc::set_override(std::string_view assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string_view::npos || eq == 0) {
@@ -129,14 +151,15 @@ Result<void> ConfigDoc::set_override(std::string_view assignment) {
     table = next->as_table();
   }
   table->insert_or_assign(parts.back(), *parsed.get("v"));
+  impl_->overridden.insert(key);
   return {};
 }
 
 namespace {
-Error invalid(const std::string& source, std::string_view key, const std::string& value,
+Error invalid(const std::string& where, std::string_view key, const std::string& value,
               std::string_view allowed) {
-  return make_error(common_errc::config_invalid, "config " + source + ": " + std::string(key) +
-                                                     " = " + value + " is not allowed: expected " +
+  return make_error(common_errc::config_invalid, where + ": " + std::string(key) + " = " + value +
+                                                     " is not allowed: expected " +
                                                      std::string(allowed));
 }
 }  // namespace
@@ -146,7 +169,8 @@ Result<std::string> ConfigDoc::string(std::string_view key, std::string_view fal
   auto node = impl_->root.at_path(key);
   if (!node) return std::string(fallback);
   if (auto v = node.value<std::string>(); v && node.is_string()) return *v;
-  return invalid(impl_->source, key, show(*node.node()), "a string in double quotes");
+  return invalid(impl_->where(key, node.node()), key, show(*node.node()),
+                 "a string in double quotes");
 }
 
 Result<int64_t> ConfigDoc::integer(std::string_view key, int64_t fallback, int64_t min,
@@ -155,9 +179,11 @@ Result<int64_t> ConfigDoc::integer(std::string_view key, int64_t fallback, int64
   auto node = impl_->root.at_path(key);
   const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
   if (!node) return fallback;
-  if (!node.is_integer()) return invalid(impl_->source, key, show(*node.node()), range);
+  if (!node.is_integer())
+    return invalid(impl_->where(key, node.node()), key, show(*node.node()), range);
   int64_t v = *node.value<int64_t>();
-  if (v < min || v > max) return invalid(impl_->source, key, std::to_string(v), range);
+  if (v < min || v > max)
+    return invalid(impl_->where(key, node.node()), key, std::to_string(v), range);
   return v;
 }
 
@@ -165,7 +191,8 @@ Result<bool> ConfigDoc::boolean(std::string_view key, bool fallback) {
   impl_->known.emplace(key);
   auto node = impl_->root.at_path(key);
   if (!node) return fallback;
-  if (!node.is_boolean()) return invalid(impl_->source, key, show(*node.node()), "true or false");
+  if (!node.is_boolean())
+    return invalid(impl_->where(key, node.node()), key, show(*node.node()), "true or false");
   return *node.value<bool>();
 }
 
@@ -179,12 +206,14 @@ Result<int64_t> ConfigDoc::duration_ns(std::string_view key, std::string_view fa
   std::string text(fallback);
   std::string shown = '"' + text + '"';
   if (node) {
-    if (!node.is_string()) return invalid(impl_->source, key, show(*node.node()), allowed);
+    if (!node.is_string())
+      return invalid(impl_->where(key, node.node()), key, show(*node.node()), allowed);
     text = *node.value<std::string>();
     shown = show(*node.node());
   }
   auto ns = parse_duration_ns(text);
-  if (!ns || *ns < min_ns || *ns > max_ns) return invalid(impl_->source, key, shown, allowed);
+  if (!ns || *ns < min_ns || *ns > max_ns)
+    return invalid(impl_->where(key, node.node()), key, shown, allowed);
   return *ns;
 }
 
@@ -207,7 +236,8 @@ Result<uint64_t> ConfigDoc::bytes(std::string_view key, std::string_view fallbac
   } else {
     shown = show(*node.node());
   }
-  if (!value || *value < min || *value > max) return invalid(impl_->source, key, shown, allowed);
+  if (!value || *value < min || *value > max)
+    return invalid(impl_->where(key, node.node()), key, shown, allowed);
   return *value;
 }
 
@@ -226,7 +256,8 @@ Result<std::pair<std::string, uint16_t>> ConfigDoc::host_port(std::string_view k
   }
   if (port < 0 || port > 65535) {
     return make_error(common_errc::config_invalid,
-                      "config " + source_name() + ": " + std::string(key) + " = \"" + value +
+                      impl_->where(key, impl_->root.at_path(key).node()) + ": " + std::string(key) +
+                          " = \"" + value +
                           "\" is not allowed: expected HOST:PORT, e.g. 127.0.0.1:9090 (port 0 "
                           "picks a free port" +
                           (allow_empty ? std::string(", \"\" turns it off)") : std::string(")")));
@@ -243,11 +274,12 @@ Result<std::string> ConfigDoc::choice(std::string_view key, std::string_view fal
   std::string list;
   for (std::string_view a : allowed) list += (list.empty() ? "one of " : ", ") + std::string(a);
   auto value = string(key, fallback);
-  if (!value) return invalid(impl_->source, key, show(*impl_->root.at_path(key).node()), list);
+  const toml::node* node = impl_->root.at_path(key).node();
+  if (!value) return invalid(impl_->where(key, node), key, show(*node), list);
   for (std::string_view a : allowed) {
     if (a == *value) return value;
   }
-  return invalid(impl_->source, key, '"' + *value + '"', list);
+  return invalid(impl_->where(key, node), key, '"' + *value + '"', list);
 }
 
 std::vector<std::string> ConfigDoc::table_keys(std::string_view key) const {
@@ -296,7 +328,7 @@ Result<std::vector<std::pair<std::string, std::string>>> ConfigDoc::passthrough(
       text = std::to_string(*node->value<double>());
     } else {
       return make_error(common_errc::config_invalid,
-                        "config " + impl_->source + ": " + full +
+                        impl_->where(full, node) + ": " + full +
                             " must be a string, number or boolean (it is passed on as text)");
     }
     out.emplace_back(leaf, text);
@@ -310,8 +342,8 @@ Result<void> ConfigDoc::check_no_unknown_keys() const {
   for (const std::string& leaf : leaves) {
     if (impl_->known.count(leaf) == 0) {
       return make_error(common_errc::config_unknown_key,
-                        "config " + impl_->source + ": unknown key " + leaf +
-                            " (a typo? see docs/configuration.md for the keys)");
+                        impl_->where(leaf, impl_->root.at_path(leaf).node()) + ": unknown key " +
+                            leaf + " (a typo? see docs/configuration.md for the keys)");
     }
   }
   return {};

@@ -59,6 +59,9 @@ class ConfigDoc {
 
   Result<void> check_no_unknown_keys() const;
   const std::string& source_name() const;
+  // Where the value of `key` comes from, to start an error about it: "--set KEY", or
+  // "config FILE, line N" ("config FILE" when the key is not in it).
+  std::string where(std::string_view key) const;
 
  private:
   struct Impl;

@@ -29,7 +29,7 @@ TEST_CASE("a bad value names the file, the key, the value and what is allowed") 
   REQUIRE_FALSE(v);
   CHECK(v.error().code == common_errc::config_invalid);
   const std::string& m = v.error().message;
-  CHECK(m.find("agent.toml") != std::string::npos);
+  CHECK(m.find("agent.toml, line 2:") != std::string::npos);
   CHECK(m.find("buffer.max_bytes") != std::string::npos);
   CHECK(m.find("\"lots\"") != std::string::npos);
   CHECK(m.find("512MiB") != std::string::npos);
@@ -53,6 +53,26 @@ TEST_CASE("unknown keys are errors, not ignored") {
   REQUIRE_FALSE(r);
   CHECK(r.error().code == common_errc::config_unknown_key);
   CHECK(r.error().message.find("buffer.max_byts") != std::string::npos);
+  CHECK(r.error().message.find("agent.toml, line 2:") != std::string::npos);
+}
+
+TEST_CASE("an error in a --set value names the --set, not the file") {
+  auto doc = ConfigDoc::parse_string("[buffer]\nmax_bytes = \"1GiB\"\n[agent]\nid = \"a\"\n",
+                                     "agent.toml");
+  REQUIRE(doc);
+  REQUIRE(doc->set_override("buffer.max_bytes=lots"));
+  REQUIRE(doc->set_override("buffer.typo=1"));
+  auto v = doc->bytes("buffer.max_bytes", "1GiB", 1 << 20, 1ULL << 40);
+  REQUIRE_FALSE(v);
+  CHECK(v.error().message.rfind("--set buffer.max_bytes: buffer.max_bytes = \"lots\"", 0) == 0);
+  CHECK(v.error().message.find("agent.toml") == std::string::npos);
+  // A value from the file still names the file and its line.
+  auto id = doc->integer("agent.id", 0, 0, 10);
+  REQUIRE_FALSE(id);
+  CHECK(id.error().message.rfind("config agent.toml, line 4: agent.id", 0) == 0);
+  auto r = doc->check_no_unknown_keys();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.rfind("--set buffer.typo: unknown key buffer.typo", 0) == 0);
 }
 
 TEST_CASE("overrides replace or add keys, typed as TOML when they parse as TOML") {
