@@ -1,0 +1,87 @@
+#pragma once
+// KafkaSink's internals, shared by its files:
+//   kafka_sink.cpp         the public API, the sink thread: connecting (with backoff), the
+//                          queue, grouping batches into transactions, rebuilding after a
+//                          fatal error
+//   kafka_transaction.cpp  one group as one transaction: the marks read back, the dedupe
+//                          decision per batch (marks.hpp), the records and marks produced,
+//                          commit or abort, and the per-agent floors of failed batches
+//   kafka_client.cpp       librdkafka: configuration, producer, topics, the offsets topic
+//
+// Thread-safety: the members under "sink thread only" belong to the sink thread; the rest
+// are guarded by `mu`.
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/log.hpp"
+#include "gateway/sinks/kafka_client.hpp"
+#include "gateway/sinks/kafka_sink.hpp"
+
+namespace outpost::gateway {
+
+struct KafkaSink::Impl {
+  struct Queued {
+    SinkBatch batch;
+    SinkCallback done;
+  };
+
+  KafkaSinkOptions opt;
+  const Clock& clock;
+  std::shared_ptr<spdlog::logger> log = log::get("kafka-sink");
+
+  // Sink thread only.
+  kafka::Handle producer;
+  std::unordered_map<std::string, uint64_t> marks;  // committed high-water mark per agent
+
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::deque<Queued> queue;
+  std::set<std::string> stale;  // agents whose mark must be reloaded before their next write
+  std::optional<std::string> not_ready = std::string("starting: connecting to Kafka");
+  bool stopping = false;
+  bool inject_fatal = false;
+  // Per agent, the first seq of its oldest batch that failed here and was not yet written.
+  // Until a batch starting at or below it is written, later batches of that agent are
+  // refused: written first, they would raise the mark above the failed batch, which would
+  // then count as duplicates when it is resent (a loss). A new session clears it.
+  std::unordered_map<std::string, uint64_t> failed_from;
+  std::atomic<uint64_t> delivery_failures{0};
+  Counters counters;
+  std::thread thread;
+
+  Impl(KafkaSinkOptions o, const Clock& c) : opt(std::move(o)), clock(c) {}
+
+  // kafka_sink.cpp
+  void run();
+  // Connects: the producer, its transactions, the topics, the marks. Retries until it works
+  // or the sink stops; false when it stopped.
+  bool connect();
+  void fail_queued(const std::string& why);
+  void count(uint64_t Counters::*field);
+  void set_not_ready(std::optional<std::string> why);
+  // A fatal producer error: a new producer with the same transactional.id fences the old one
+  // and the broker aborts its open transaction; the marks are read again.
+  void rebuild(const std::string& why);
+
+  // kafka_transaction.cpp
+  void write_group(std::vector<Queued>& group, const std::set<std::string>& reload);
+  // One pass over the offsets topic for all of `agents`.
+  Result<void> reload_marks(const std::set<std::string>& agents);
+  // Under mu.
+  void note_failed(const std::string& agent, uint64_t first_seq);
+  // After a committed group: a resent batch clears its agent's floor; a refused one sets it.
+  void settle_floors(const std::vector<Queued>& group,
+                     const std::vector<Result<SinkResult>>& results,
+                     const std::set<std::string>& resent);
+};
+
+}  // namespace outpost::gateway

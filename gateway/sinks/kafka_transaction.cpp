@@ -1,0 +1,197 @@
+// One group of batches as one Kafka transaction (docs/gateway.md, "Kafka sink"): the marks
+// read back where a batch does not continue them, the dedupe decision per batch (marks.hpp),
+// the event records and the new marks produced together, then commit or abort; and the
+// per-agent floors that keep a failed batch from being overtaken.
+#include "common/errc.hpp"
+#include "gateway/sinks/kafka_sink_impl.hpp"
+#include "gateway/sinks/marks.hpp"
+#include "proto/event_codec.hpp"
+#include "proto/event_view.hpp"
+
+namespace outpost::gateway {
+
+Result<void> KafkaSink::Impl::reload_marks(const std::set<std::string>& agents) {
+  if (agents.empty()) return {};
+  auto found = kafka::read_marks(opt, &agents);
+  if (!found) return found.error();
+  count(&Counters::mark_reloads);
+  for (const auto& [agent, seq] : *found) marks[agent] = std::max(marks[agent], seq);
+  return {};
+}
+
+void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std::string>& reload) {
+  std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
+  auto fail_all = [&](const std::string& why) {
+    {
+      std::lock_guard lock(mu);
+      for (const Queued& q : group) note_failed(q.batch.agent_id, q.batch.first_seq);
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      group[i].done(make_error(common_errc::bad_input, why));
+    }
+  };
+  std::unordered_map<std::string, uint64_t> floors;
+  {
+    std::lock_guard lock(mu);
+    floors = failed_from;
+  }
+  std::set<std::string> resent;  // agents whose failed batch this group writes again
+  std::unordered_map<std::string, uint64_t> next;  // marks as this transaction leaves them
+  auto mark_of = [&](const std::string& agent) -> std::optional<uint64_t> {
+    if (auto it = next.find(agent); it != next.end()) return it->second;
+    if (auto it = marks.find(agent); it != marks.end()) return it->second;
+    return std::nullopt;
+  };
+  // A batch that does not continue the mark this gateway knows (a resend, or a device that
+  // another gateway wrote for) makes it read that agent's mark back before deciding; so
+  // does a new session (`reload`). All of them in one pass over the offsets topic.
+  std::set<std::string> to_read = reload;
+  for (const Queued& q : group) {
+    const std::string& agent = q.batch.agent_id;
+    auto m = mark_of(agent);
+    if (m && q.batch.first_seq != *m + 1) to_read.insert(agent);
+    next[agent] = std::max(m.value_or(0), q.batch.last_seq);
+  }
+  next.clear();
+  if (auto r = reload_marks(to_read); !r) {
+    fail_all("Kafka: " + r.error().describe());
+    return;
+  }
+  const uint64_t failures_before = delivery_failures.load();
+  kafka::KError begun(opt.transactions ? rd_kafka_begin_transaction(producer.rk) : nullptr);
+  if (begun) {
+    fail_all("Kafka: begin_transaction: " + begun.what());
+    if (begun.fatal()) rebuild("begin_transaction: " + begun.what());
+    return;
+  }
+  Result<void> produced;
+  for (size_t i = 0; i < group.size() && produced; ++i) {
+    SinkBatch& b = group[i].batch;
+    const MarkDecision decision = decide_mark(mark_of(b.agent_id), b);
+    const uint64_t mark = decision.mark;
+    auto floor = floors.find(b.agent_id);
+    if (floor != floors.end() && b.first_seq > floor->second) {
+      results[i] =
+          make_error(common_errc::bad_input, "an earlier batch of agent " + b.agent_id +
+                                                 " (from seq " + std::to_string(floor->second) +
+                                                 ") was not written; send it first");
+      continue;
+    }
+    if (decision.refuse) {
+      results[i] = make_error(common_errc::bad_input, *decision.refuse);
+      floors[b.agent_id] = b.first_seq;
+      continue;
+    }
+    if (floor != floors.end()) {
+      resent.insert(b.agent_id);
+      floors.erase(floor);
+    }
+    SinkResult r;
+    r.gap_lost = decision.lost;
+    r.gap_first = decision.mark - decision.lost + 1;
+    for (const wire::EventView e : b.events) {
+      if (e.seq <= mark) {
+        ++r.duplicates;
+        continue;
+      }
+      const EventKind kind = kind_from_number(e.kind).value_or(EventKind::json);
+      const int k = kind_index(kind);
+      std::string value;
+      if (opt.json_values[k]) {
+        proto::append_event_json(value, e.bytes, b.agent_id);
+      } else {
+        proto::append_restamped(value, e.bytes, b.agent_id);
+      }
+      rd_kafka_headers_t* h = rd_kafka_headers_new(4);
+      const std::string seq = std::to_string(e.seq);
+      const std::string collected = std::to_string(e.collected_at);
+      rd_kafka_header_add(h, "agent_id", -1, b.agent_id.data(), b.agent_id.size());
+      rd_kafka_header_add(h, "seq", -1, seq.data(), seq.size());
+      rd_kafka_header_add(h, "schema", -1, e.schema.data(), e.schema.size());
+      rd_kafka_header_add(h, "collected_at", -1, collected.data(), collected.size());
+      produced = kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
+      if (!produced) break;
+      ++r.written;
+    }
+    results[i] = r;
+    next[b.agent_id] = std::max(mark, b.last_seq);
+  }
+  if (produced) {
+    for (const auto& [agent, seq] : next) {
+      if (marks.count(agent) && marks[agent] == seq) continue;
+      produced = kafka::produce(producer.rk, opt.offsets_topic, agent, std::to_string(seq), nullptr);
+      if (!produced) break;
+    }
+  }
+  if (!opt.transactions) {
+    // At least once: the records are acknowledged (acks=all) or the batches fail and are
+    // sent again, possibly writing some records twice.
+    rd_kafka_flush(producer.rk, static_cast<int>(opt.transaction_timeout_ns / 1'000'000));
+    std::string fatal;
+    if (!produced || rd_kafka_outq_len(producer.rk) > 0 ||
+        delivery_failures.load() != failures_before || kafka::is_fatal(producer.rk, &fatal)) {
+      if (!fatal.empty()) rebuild(fatal);
+      fail_all("Kafka: " + (produced ? std::string("records were not delivered")
+                                     : produced.error().describe()));
+      return;
+    }
+    for (const auto& [agent, seq] : next) marks[agent] = seq;
+    settle_floors(group, results, resent);
+    for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
+    return;
+  }
+  if (!produced) {
+    std::string fatal;
+    if (kafka::is_fatal(producer.rk, &fatal)) {
+      rebuild(fatal);
+    } else {
+      kafka::KError aborted(rd_kafka_abort_transaction(producer.rk, 30'000));
+      if (aborted) rebuild("abort after a failed produce: " + aborted.what());
+    }
+    count(&Counters::transactions_aborted);
+    fail_all("Kafka: " + produced.error().describe());
+    return;
+  }
+  auto committed = std::make_unique<kafka::KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
+  if (*committed && committed->retriable()) {
+    committed = std::make_unique<kafka::KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
+  }
+  if (*committed) {
+    const std::string why = committed->what();
+    count(&Counters::transactions_aborted);
+    std::string fatal;
+    if (kafka::is_fatal(producer.rk, &fatal)) {
+      rebuild(fatal);
+    } else if (committed->abortable()) {
+      kafka::KError aborted(rd_kafka_abort_transaction(producer.rk, 30'000));
+      if (aborted) rebuild("abort: " + aborted.what());
+    } else {
+      rebuild("commit_transaction: " + why);
+    }
+    log->warn("a Kafka transaction of {} batches failed: {}; the agents will resend",
+              group.size(), why);
+    fail_all("Kafka: commit_transaction: " + why);
+    return;
+  }
+  count(&Counters::transactions_committed);
+  for (const auto& [agent, seq] : next) marks[agent] = seq;
+  settle_floors(group, results, resent);
+  for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
+}
+
+void KafkaSink::Impl::note_failed(const std::string& agent, uint64_t first_seq) {
+  auto [it, inserted] = failed_from.emplace(agent, first_seq);
+  if (!inserted) it->second = std::min(it->second, first_seq);
+}
+
+void KafkaSink::Impl::settle_floors(const std::vector<Queued>& group,
+                                     const std::vector<Result<SinkResult>>& results,
+                                     const std::set<std::string>& resent) {
+  std::lock_guard lock(mu);
+  for (const std::string& agent : resent) failed_from.erase(agent);
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (!results[i]) note_failed(group[i].batch.agent_id, group[i].batch.first_seq);
+  }
+}
+
+}  // namespace outpost::gateway
