@@ -94,7 +94,7 @@ struct FileSink::Impl {
   std::unordered_map<std::string, uint64_t> committed;  // high-water marks on disk
   std::thread thread;
 
-  FileLock lock;  // held for the sink's life (recover() takes it)
+  FileLock dir_lock;  // held for the sink's life (recover() takes it)
   Impl(FileSinkOptions o, const Clock& c)
       : opt(std::move(o)), clock(c), compressor(opt.zstd_level), root(opt.dir) {}
 
@@ -122,7 +122,7 @@ Result<void> FileSink::Impl::recover() {
   auto locked = FileLock::acquire((root / "_outpost" / "lock").string(),
                                   "the file sink directory " + root.string());
   if (!locked) return locked.error();
-  lock = std::move(*locked);
+  dir_lock = std::move(*locked);
   state_path = root / "_outpost" / "state.log";
   std::unordered_map<std::string, uint64_t> hwm, tentative_hwm;
   std::map<std::string, uint64_t> sizes, tentative_sizes;
@@ -302,14 +302,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       continue;
     }
     const uint64_t mark = decision.mark;
-    SinkResult r;
-    r.gap_lost = decision.lost;
-    r.gap_first = decision.mark - decision.lost + 1;
-    for (const wire::EventView e : b.events) {
-      if (e.seq <= mark) {
-        ++r.duplicates;
-        continue;
-      }
+    const SinkResult r = write_above_mark(b, decision, [&](const wire::EventView& e) {
       auto kind = kind_from_number(e.kind).value_or(EventKind::json);
       std::string& out = rendered[kind_index(kind)];
       if (opt.protobuf) {
@@ -318,8 +311,8 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
         proto::append_event_json(out, e.bytes, b.agent_id);
         out += '\n';
       }
-      ++r.written;
-    }
+      return true;
+    });
     if (results[i]) {
       results[i] = r;
       if (b.last_seq > mark) hwm[b.agent_id] = b.last_seq;

@@ -134,11 +134,11 @@ Result<void> create_topics(rd_kafka_t* rk, const KafkaSinkOptions& opt,
     for (size_t i = 0; i < n; ++i) {
       rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        problem += std::string(rd_kafka_topic_result_name(res[i])) + ": " +
-                   (rd_kafka_topic_result_error_string(res[i])
-                        ? rd_kafka_topic_result_error_string(res[i])
-                        : rd_kafka_err2str(e)) +
-                   "; ";
+        problem +=
+            std::string(rd_kafka_topic_result_name(res[i])) + ": " +
+            (rd_kafka_topic_result_error_string(res[i]) ? rd_kafka_topic_result_error_string(res[i])
+                                                        : rd_kafka_err2str(e)) +
+            "; ";
       }
     }
   }

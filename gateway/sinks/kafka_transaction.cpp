@@ -86,14 +86,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
       resent.insert(b.agent_id);
       floors.erase(floor);
     }
-    SinkResult r;
-    r.gap_lost = decision.lost;
-    r.gap_first = decision.mark - decision.lost + 1;
-    for (const wire::EventView e : b.events) {
-      if (e.seq <= mark) {
-        ++r.duplicates;
-        continue;
-      }
+    results[i] = write_above_mark(b, decision, [&](const wire::EventView& e) {
       const EventKind kind = kind_from_number(e.kind).value_or(EventKind::json);
       const int k = kind_index(kind);
       std::string value;
@@ -110,16 +103,15 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
       rd_kafka_header_add(h, "schema", -1, e.schema.data(), e.schema.size());
       rd_kafka_header_add(h, "collected_at", -1, collected.data(), collected.size());
       produced = kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
-      if (!produced) break;
-      ++r.written;
-    }
-    results[i] = r;
+      return bool(produced);
+    });
     next[b.agent_id] = std::max(mark, b.last_seq);
   }
   if (produced) {
     for (const auto& [agent, seq] : next) {
       if (marks.count(agent) && marks[agent] == seq) continue;
-      produced = kafka::produce(producer.rk, opt.offsets_topic, agent, std::to_string(seq), nullptr);
+      produced =
+          kafka::produce(producer.rk, opt.offsets_topic, agent, std::to_string(seq), nullptr);
       if (!produced) break;
     }
   }
@@ -152,7 +144,8 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
     fail_all("Kafka: " + produced.error().describe());
     return;
   }
-  auto committed = std::make_unique<kafka::KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
+  auto committed =
+      std::make_unique<kafka::KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
   if (*committed && committed->retriable()) {
     committed = std::make_unique<kafka::KError>(rd_kafka_commit_transaction(producer.rk, 60'000));
   }
@@ -168,8 +161,8 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
     } else {
       rebuild("commit_transaction: " + why);
     }
-    log->warn("a Kafka transaction of {} batches failed: {}; the agents will resend",
-              group.size(), why);
+    log->warn("a Kafka transaction of {} batches failed: {}; the agents will resend", group.size(),
+              why);
     fail_all("Kafka: commit_transaction: " + why);
     return;
   }
@@ -185,8 +178,8 @@ void KafkaSink::Impl::note_failed(const std::string& agent, uint64_t first_seq) 
 }
 
 void KafkaSink::Impl::settle_floors(const std::vector<Queued>& group,
-                                     const std::vector<Result<SinkResult>>& results,
-                                     const std::set<std::string>& resent) {
+                                    const std::vector<Result<SinkResult>>& results,
+                                    const std::set<std::string>& resent) {
   std::lock_guard lock(mu);
   for (const std::string& agent : resent) failed_from.erase(agent);
   for (size_t i = 0; i < group.size(); ++i) {

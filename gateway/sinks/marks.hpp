@@ -33,4 +33,23 @@ struct MarkDecision {
 
 MarkDecision decide_mark(std::optional<uint64_t> known_mark, const SinkBatch& batch);
 
+// Applies a decision that does not refuse: each event above the mark goes to `write`
+// (bool(const wire::EventView&); false stops, the event not written), the others are counted
+// as duplicates, the lost seqs are reported.
+template <typename Write>
+SinkResult write_above_mark(const SinkBatch& batch, const MarkDecision& decision, Write&& write) {
+  SinkResult r;
+  r.gap_lost = decision.lost;
+  r.gap_first = decision.mark - decision.lost + 1;
+  for (const wire::EventView e : batch.events) {
+    if (e.seq <= decision.mark) {
+      ++r.duplicates;
+      continue;
+    }
+    if (!write(e)) break;
+    ++r.written;
+  }
+  return r;
+}
+
 }  // namespace outpost::gateway

@@ -290,22 +290,14 @@ TEST_CASE("a real mosquitto: retained values once across restarts, timestamps ch
         20));
     if (run_no == 1) {
       // Timestamps in every unit, and two that cannot be times.
-      REQUIRE(broker
-                  .publish("sensors/t-1/us", R"({"value":1,"ts":1790000000123456})"
-                                             "\n")
-                  .exit_code == 0);
-      REQUIRE(broker
-                  .publish("sensors/t-1/ns", R"({"value":1,"ts":1790000000123456789})"
-                                             "\n")
-                  .exit_code == 0);
-      REQUIRE(broker
-                  .publish("sensors/t-1/neg", R"({"value":1,"ts":-3})"
-                                              "\n")
-                  .exit_code == 0);
-      REQUIRE(broker
-                  .publish("sensors/t-1/huge", R"({"value":1,"ts":1e40})"
-                                               "\n")
-                  .exit_code == 0);
+      const std::pair<const char*, const char*> readings[] = {
+          {"sensors/t-1/us", R"({"value":1,"ts":1790000000123456})"},
+          {"sensors/t-1/ns", R"({"value":1,"ts":1790000000123456789})"},
+          {"sensors/t-1/neg", R"({"value":1,"ts":-3})"},
+          {"sensors/t-1/huge", R"({"value":1,"ts":1e40})"}};
+      for (const auto& [topic, payload] : readings) {
+        REQUIRE(broker.publish(topic, std::string(payload) + "\n").exit_code == 0);
+      }
       REQUIRE(wait_for([&] { return of_topic("sensors/t-1/ns").size() == 1; }, 20));
     }
     if (run_no == 2) {
