@@ -44,3 +44,20 @@ function(outpost_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${arg_LABELS}" TIMEOUT ${arg_TIMEOUT})
 endfunction()
+
+# A test that runs the real programs: told where they are (OUTPOST_AGENT_BIN,
+# OUTPOST_GATEWAY_BIN) and where the sources are (OUTPOST_SOURCE_DIR), and built after them.
+# SKIPPABLE: exit code 77 means skipped (e.g. no permission to mount a tmpfs).
+function(outpost_process_test name)
+  cmake_parse_arguments(arg "SKIPPABLE" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  outpost_test(${name} SOURCES ${arg_SOURCES} LIBS ${arg_LIBS} LABELS ${arg_LABELS}
+    TIMEOUT ${arg_TIMEOUT})
+  if(arg_SKIPPABLE)
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  target_compile_definitions(${name} PRIVATE
+    OUTPOST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    OUTPOST_AGENT_BIN="$<TARGET_FILE:outpost-agent>"
+    OUTPOST_GATEWAY_BIN="$<TARGET_FILE:outpost-gateway>")
+  add_dependencies(${name} outpost-agent outpost-gateway)
+endfunction()
