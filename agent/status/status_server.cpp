@@ -4,6 +4,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -135,16 +136,32 @@ struct StatusServer::Impl {
     return o.str();
   }
 
-  void serve(tcp::socket socket) {
-    // One request per connection, on this thread: the scrapes are rare and small.
-    beast::tcp_stream stream(std::move(socket));
-    stream.expires_after(std::chrono::seconds(5));
+  // One request per connection, asynchronous on this thread, with a deadline: a client that
+  // connects and sends nothing (or stops reading) is dropped after 5 s instead of holding
+  // the thread (Beast's stream timeouts apply to asynchronous operations only).
+  struct Exchange {
+    beast::tcp_stream stream;
     beast::flat_buffer buf;
     http::request<http::string_body> req;
-    beast::error_code ec;
-    http::read(stream, buf, req, ec);
-    if (ec) return;
     http::response<http::string_body> res;
+    explicit Exchange(tcp::socket s) : stream(std::move(s)) {}
+  };
+
+  void serve(tcp::socket socket) {
+    auto x = std::make_shared<Exchange>(std::move(socket));
+    x->stream.expires_after(std::chrono::seconds(5));
+    http::async_read(x->stream, x->buf, x->req, [this, x](const beast::error_code& ec, size_t) {
+      if (ec) return;
+      answer(x->req, x->res);
+      x->res.prepare_payload();
+      http::async_write(x->stream, x->res, [x](const beast::error_code&, size_t) {
+        beast::error_code ignored;
+        x->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      });
+    });
+  }
+
+  void answer(const http::request<http::string_body>& req, http::response<http::string_body>& res) {
     res.version(req.version());
     res.keep_alive(false);
     res.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -169,9 +186,6 @@ struct StatusServer::Impl {
       res.result(http::status::not_found);
       res.body() = "not found; try /healthz, /readyz or /metrics\n";
     }
-    res.prepare_payload();
-    http::write(stream, res, ec);
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 };
 

@@ -42,9 +42,11 @@ inline void raise_fd_limit() {
   ::setrlimit(RLIMIT_NOFILE, &r);
 }
 
-// "GET path" on loopback: the status line and body.
+// "GET path" on loopback: the status line and body; what came within 10 s.
 inline std::string http_get(uint16_t port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
