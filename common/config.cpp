@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 
 #include "common/errc.hpp"
+#include "common/error_category.hpp"
 #include "common/units.hpp"
 
 namespace outpost {
@@ -349,28 +350,26 @@ Result<void> ConfigDoc::check_no_unknown_keys() const {
   return {};
 }
 
-class CommonCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "outpost.common"; }
-  std::string message(int c) const override {
-    switch (static_cast<common_errc>(c)) {
-      case common_errc::config_unreadable:
-        return "configuration file unreadable";
-      case common_errc::config_invalid:
-        return "configuration value not allowed";
-      case common_errc::config_unknown_key:
-        return "unknown configuration key";
-      case common_errc::bad_input:
-        return "input does not parse";
-      case common_errc::in_use:
-        return "in use by another process";
-    }
-    return "unknown error";
+namespace {
+const char* describe(common_errc e) {
+  switch (e) {
+    case common_errc::config_unreadable:
+      return "configuration file unreadable";
+    case common_errc::config_invalid:
+      return "configuration value not allowed";
+    case common_errc::config_unknown_key:
+      return "unknown configuration key";
+    case common_errc::bad_input:
+      return "input does not parse";
+    case common_errc::in_use:
+      return "in use by another process";
   }
-};
+  return nullptr;
+}
+}  // namespace
 
 const std::error_category& common_category() {
-  static const CommonCategory category;
+  static const EnumCategory<common_errc> category("outpost.common", describe);
   return category;
 }
 

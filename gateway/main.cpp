@@ -6,6 +6,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "common/exit_code.hpp"
 #include "common/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/server/server.hpp"
@@ -43,24 +44,24 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   auto doc = ConfigDoc::parse_file(config_path);
   if (!doc) {
     std::cerr << "outpost-gateway: " << doc.error().describe() << "\n";
-    return 2;
+    return kExitUsage;
   }
   if (!log_level.empty()) overrides.push_back("gateway.log_level=" + log_level);
   for (const std::string& set : overrides) {
     if (auto r = doc->set_override(set); !r) {
       std::cerr << "outpost-gateway: " << r.error().describe() << "\n";
-      return 2;
+      return kExitUsage;
     }
   }
   auto config = load_gateway_config(*doc);
   if (!config) {
     std::cerr << "outpost-gateway: " << config.error().describe() << "\n";
-    return 2;
+    return kExitUsage;
   }
   (void)log::init(config->log_level);
   auto log = log::get("gateway");
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
     auto kafka = KafkaSink::start(config->kafka_sink, clock);
     if (!kafka) {
       log->critical("cannot use the Kafka sink: {}", kafka.error().describe());
-      return 2;
+      return exit_code_for(kafka.error());
     }
     sink = std::move(*kafka);
     log->info("Kafka sink: {} as {}", config->kafka_sink.brokers,
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
     auto file = FileSink::open(config->file_sink, clock);
     if (!file) {
       log->critical("cannot open the file sink: {}", file.error().describe());
-      return 1;
+      return exit_code_for(file.error());
     }
     sink = std::move(*file);
   }
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   auto server = Server::start(*config, *sink, metrics, clock);
   if (!server) {
     log->critical("{}", server.error().describe());
-    return 2;
+    return kExitUsage;  // a port that cannot be bound, an unusable certificate
   }
   // Tests and scripts read the bound ports from this line (port 0 picks free ones).
   std::cout << "outpost-gateway ready port=" << (*server)->port()
@@ -116,5 +117,5 @@ int main(int argc, char** argv) {
   server->reset();
   sink.reset();  // finishes queued batches: fsyncs the files / commits to Kafka
   log->info("stopped");
-  return 0;
+  return kExitOk;
 }

@@ -2,41 +2,39 @@
 
 #include <memory>
 
+#include "common/error_category.hpp"
+
 namespace outpost::agent {
 namespace {
 
-class BufferCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "outpost.buffer"; }
-  std::string message(int c) const override {
-    switch (static_cast<buffer_errc>(c)) {
-      case buffer_errc::full:
-        return "buffer full";
-      case buffer_errc::disk_full:
-        return "disk full";
-      case buffer_errc::queue_full:
-        return "buffer write queue full";
-      case buffer_errc::closed:
-        return "buffer closed";
-      case buffer_errc::corrupt:
-        return "buffer file corrupt";
-      case buffer_errc::newer_schema:
-        return "buffer file from a newer version";
-      case buffer_errc::io:
-        return "buffer I/O error";
-      case buffer_errc::not_found:
-        return "buffer file not found";
-      case buffer_errc::busy:
-        return "buffer busy";
-    }
-    return "unknown buffer error";
+const char* describe(buffer_errc e) {
+  switch (e) {
+    case buffer_errc::full:
+      return "buffer full";
+    case buffer_errc::disk_full:
+      return "disk full";
+    case buffer_errc::queue_full:
+      return "buffer write queue full";
+    case buffer_errc::closed:
+      return "buffer closed";
+    case buffer_errc::corrupt:
+      return "buffer file corrupt";
+    case buffer_errc::newer_schema:
+      return "buffer file from a newer version";
+    case buffer_errc::io:
+      return "buffer I/O error";
+    case buffer_errc::not_found:
+      return "buffer file not found";
+    case buffer_errc::busy:
+      return "buffer busy";
   }
-};
+  return nullptr;
+}
 
 }  // namespace
 
 const std::error_category& buffer_category() {
-  static const BufferCategory category;
+  static const EnumCategory<buffer_errc> category("outpost.buffer", describe);
   return category;
 }
 

@@ -2,19 +2,19 @@
 // The outpost-agent command line: `run` (the agent) and `buffer <verb>` (operators' tools).
 // main.cpp only calls agent_main(); tests link the library and call it too.
 //
-// Exit codes: 0 ok; 1 a runtime error (missing or unreadable file, I/O, bad input);
-// 2 bad flags or configuration; 3 `buffer verify` found damage; 75 the buffer became unusable
-// while running (restart so that it can be recovered).
+// Exit codes: common/exit_code.hpp (one rule for both programs).
 //
 // Thread-safety: call from the main thread, once.
 
+#include "common/exit_code.hpp"
+
 namespace outpost::agent {
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;
-inline constexpr int kExitUsage = 2;
-inline constexpr int kExitCorrupt = 3;
-inline constexpr int kExitRestart = 75;  // EX_TEMPFAIL
+using outpost::kExitCorrupt;
+using outpost::kExitError;
+using outpost::kExitOk;
+using outpost::kExitRestart;
+using outpost::kExitUsage;
 
 int agent_main(int argc, char** argv);
 

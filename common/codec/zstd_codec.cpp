@@ -6,30 +6,28 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/error_category.hpp"
+
 namespace outpost::codec {
 namespace {
 
-class CodecCategory : public std::error_category {
- public:
-  const char* name() const noexcept override { return "outpost.codec"; }
-  std::string message(int c) const override {
-    switch (static_cast<codec_errc>(c)) {
-      case codec_errc::too_large:
-        return "decompressed size exceeds the limit";
-      case codec_errc::window_too_large:
-        return "zstd window exceeds the limit";
-      case codec_errc::corrupt:
-        return "corrupt zstd data";
-      case codec_errc::truncated:
-        return "truncated zstd frame";
-      case codec_errc::trailing_bytes:
-        return "bytes after the zstd frame";
-      case codec_errc::internal:
-        return "zstd internal error";
-    }
-    return "unknown codec error";
+const char* describe(codec_errc e) {
+  switch (e) {
+    case codec_errc::too_large:
+      return "decompressed size exceeds the limit";
+    case codec_errc::window_too_large:
+      return "zstd window exceeds the limit";
+    case codec_errc::corrupt:
+      return "corrupt zstd data";
+    case codec_errc::truncated:
+      return "truncated zstd frame";
+    case codec_errc::trailing_bytes:
+      return "bytes after the zstd frame";
+    case codec_errc::internal:
+      return "zstd internal error";
   }
-};
+  return nullptr;
+}
 
 struct DctxDeleter {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
@@ -38,7 +36,7 @@ struct DctxDeleter {
 }  // namespace
 
 const std::error_category& codec_category() {
-  static const CodecCategory category;
+  static const EnumCategory<codec_errc> category("outpost.codec", describe);
   return category;
 }
 

@@ -12,30 +12,27 @@
 
 #include <cstring>
 
+#include "common/error_category.hpp"
 #include "common/tls/tls.hpp"
 
 namespace outpost::tls {
 namespace {
 
-class TlsCategory : public std::error_category {
- public:
-  const char* name() const noexcept override { return "outpost.tls"; }
-  std::string message(int c) const override {
-    switch (static_cast<tls_errc>(c)) {
-      case tls_errc::config:
-        return "TLS configuration error";
-      case tls_errc::handshake:
-        return "TLS handshake failed";
-      case tls_errc::peer_verify:
-        return "peer certificate not accepted";
-      case tls_errc::protocol:
-        return "TLS protocol error";
-      case tls_errc::closed:
-        return "TLS session closed by the peer";
-    }
-    return "unknown TLS error";
+const char* describe(tls_errc e) {
+  switch (e) {
+    case tls_errc::config:
+      return "TLS configuration error";
+    case tls_errc::handshake:
+      return "TLS handshake failed";
+    case tls_errc::peer_verify:
+      return "peer certificate not accepted";
+    case tls_errc::protocol:
+      return "TLS protocol error";
+    case tls_errc::closed:
+      return "TLS session closed by the peer";
   }
-};
+  return nullptr;
+}
 
 std::string mbed_error(int ret) {
   char buf[160];
@@ -62,7 +59,7 @@ const int kSuites[] = {
 }  // namespace
 
 const std::error_category& tls_category() {
-  static const TlsCategory category;
+  static const EnumCategory<tls_errc> category("outpost.tls", describe);
   return category;
 }
 

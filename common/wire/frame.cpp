@@ -2,28 +2,25 @@
 
 #include <algorithm>
 
+#include "common/error_category.hpp"
 #include "proto/varint.hpp"
 
 namespace outpost::wire {
 namespace {
 
-class WireCategory : public std::error_category {
- public:
-  const char* name() const noexcept override { return "outpost.wire"; }
-  std::string message(int c) const override {
-    switch (static_cast<wire_errc>(c)) {
-      case wire_errc::frame_too_large:
-        return "frame larger than the session allows";
-      case wire_errc::bad_frame:
-        return "malformed frame";
-      case wire_errc::truncated:
-        return "stream ended inside a frame";
-      case wire_errc::bad_batch:
-        return "malformed batch payload";
-    }
-    return "unknown wire error";
+const char* describe(wire_errc e) {
+  switch (e) {
+    case wire_errc::frame_too_large:
+      return "frame larger than the session allows";
+    case wire_errc::bad_frame:
+      return "malformed frame";
+    case wire_errc::truncated:
+      return "stream ended inside a frame";
+    case wire_errc::bad_batch:
+      return "malformed batch payload";
   }
-};
+  return nullptr;
+}
 
 uint32_t read_be32(const char* p) {
   auto b = reinterpret_cast<const unsigned char*>(p);
@@ -33,7 +30,7 @@ uint32_t read_be32(const char* p) {
 }  // namespace
 
 const std::error_category& wire_category() {
-  static const WireCategory category;
+  static const EnumCategory<wire_errc> category("outpost.wire", describe);
   return category;
 }
 

@@ -2,6 +2,7 @@
 
 #include "common/config.hpp"
 #include "common/errc.hpp"
+#include "common/exit_code.hpp"
 #include "common/units.hpp"
 
 using namespace outpost;
@@ -94,4 +95,12 @@ TEST_CASE("a file that is not TOML is an error with its line") {
   CHECK(doc.error().code == common_errc::config_unreadable);
   CHECK(doc.error().message.find("broken.toml") != std::string::npos);
   CHECK(doc.error().message.find("line 1") != std::string::npos);
+}
+
+TEST_CASE("one exit-code rule: 2 for a configuration error, 1 for any other") {
+  CHECK(exit_code_for(make_error(common_errc::config_invalid, "x")) == 2);
+  CHECK(exit_code_for(make_error(common_errc::config_unknown_key, "x")) == 2);
+  CHECK(exit_code_for(make_error(common_errc::config_unreadable, "x")) == 2);
+  CHECK(exit_code_for(make_error(common_errc::in_use, "x")) == 1);
+  CHECK(exit_code_for(make_error(common_errc::bad_input, "x")) == 1);
 }
