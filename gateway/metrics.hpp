@@ -25,7 +25,7 @@ class Metrics {
   std::atomic<uint64_t> batches_rejected{0};
   std::atomic<uint64_t> events_written{0};
   std::atomic<uint64_t> events_duplicate{0};
-  std::atomic<uint64_t> events_gap_lost{0};  // seqs no agent can send again (sinks/marks.hpp)
+  std::atomic<uint64_t> events_gap_lost{0};  // seqs no agent can send again (pipeline/marks.hpp)
   std::atomic<uint64_t> bytes_compressed{0};
   std::atomic<uint64_t> bytes_raw{0};
 

@@ -3,8 +3,8 @@
 // the event records and the new marks produced together, then commit or abort; and the
 // per-agent floors that keep a failed batch from being overtaken.
 #include "common/errc.hpp"
+#include "gateway/pipeline/marks.hpp"
 #include "gateway/sinks/kafka_sink_impl.hpp"
-#include "gateway/sinks/marks.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/event_view.hpp"
 

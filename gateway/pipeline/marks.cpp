@@ -1,4 +1,4 @@
-#include "gateway/sinks/marks.hpp"
+#include "gateway/pipeline/marks.hpp"
 
 namespace outpost::gateway {
 
