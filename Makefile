@@ -1,6 +1,6 @@
 # The two commands that matter (README): `make demo` and `make test`. Both install what they
 # need (scripts/install-deps, Debian packages only) and work as root on a fresh Debian 12.
-.PHONY: deps demo test build build-asan test-asan format format-check bench clean
+.PHONY: deps demo test build build-asan test-asan format format-check layers bench clean
 
 JOBS ?= $(shell nproc)
 
@@ -19,11 +19,12 @@ build-asan: deps
 demo: build
 	scripts/demo
 
-# Every test: formatting, the dev build's full suite, the unit tests (and label `sanitized`)
+# Every test: formatting, the layering check, the dev build's full suite, the unit tests (and label `sanitized`)
 # under ASan + UBSan.
 test: deps
 	$(MAKE) format-check
 	$(MAKE) build
+	$(MAKE) layers
 	tests/kafka/broker fetch
 	ctest --preset dev
 	$(MAKE) test-asan
@@ -32,6 +33,12 @@ test: deps
 
 test-asan: build-asan
 	ctest --preset asan-ubsan
+
+# The layering rule (docs/architecture.md): no include and no library link points up.
+layers: deps
+	mkdir -p build/dev/graph
+	cmake --preset dev --graphviz=build/dev/graph/targets.dot >/dev/null
+	scripts/check-layers build/dev/graph/targets.dot
 
 format:
 	scripts/format

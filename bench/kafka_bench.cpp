@@ -88,7 +88,7 @@ Figures run_sink(const std::string& bootstrap, uint64_t events, bool transaction
     b.agent_id = "agent-" + std::to_string(a);
     b.first_seq = next[a];
     for (uint64_t i = 0; i < kBatch; ++i) {
-      b.events.push_back(make_event(b.agent_id, next[a]++));
+      b.events.push_back(make_event(b.agent_id, next[a]++).SerializeAsString());
       value_bytes += b.events.back().bytes.size();
     }
     b.last_seq = next[a] - 1;

@@ -51,11 +51,6 @@ std::string encode_pixel_event(const PixelHitFields& hit);
 
 // One line of JSON, no trailing newline (event_view.hpp renders it).
 Result<std::string> event_to_json(std::string_view event_bytes);
-// A strict RFC 8259 check of one JSON value, with UTF-8 validation and a depth limit.
-bool valid_json_value(std::string_view text);
-// A valid JSON object or array (leading whitespace allowed): how a `json` payload is shown
-// inline in the JSON form; anything else keeps protobuf's base64, so import can tell them apart.
-bool json_object_or_array(std::string_view raw);
 
 // A line of the JSON form (or protobuf bytes) back to an event ready to append: the kind,
 // priority and event_time are taken from it; agent_id, seq and collected_at leave the body
@@ -64,16 +59,6 @@ bool json_object_or_array(std::string_view raw);
 // `agent_id`, when given, receives the event's agent id before it is cleared.
 Result<NewEvent> event_from_json(std::string_view line, std::string* agent_id = nullptr);
 Result<NewEvent> event_from_bytes(std::string_view event_bytes, std::string* agent_id = nullptr);
-
-// The JSON events of an HTTP body: one object, or an array of at most `max_events` objects.
-// Each returned span is one object, byte for byte. The error names the problem for a 400.
-Result<std::vector<std::string_view>> split_json_events(std::string_view body, size_t max_events);
-// The raw text of a top-level member's value in a JSON object (a number, a string with its
-// quotes, an object...); nullopt when absent or when `object` is not a JSON object.
-std::optional<std::string_view> json_member(std::string_view object, std::string_view key);
-// A top-level string member of a JSON object (simple escapes decoded); nullopt when absent
-// or not a string.
-std::optional<std::string> json_string_member(std::string_view object, std::string_view key);
 
 // Length-delimited framing (a varint byte count before each message), as protobuf's
 // writeDelimitedTo / parseDelimitedFrom.

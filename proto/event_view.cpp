@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "common/errc.hpp"
-#include "common/json_writer.hpp"
+#include "common/json/json_reader.hpp"
+#include "common/json/json_writer.hpp"
 #include "common/utf8.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/varint.hpp"
@@ -382,7 +383,7 @@ struct Render {
     if (payload == 10) write_pixel(w);
     if (payload == 11) write_sensor(w);
     if (payload == 12) {
-      if (json_object_or_array(json)) {
+      if (json::json_object_or_array(json)) {
         w.known_key("json").raw(json);
       } else {
         w.known_key("json").value(base64(json));

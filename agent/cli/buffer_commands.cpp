@@ -11,7 +11,7 @@
 #include "agent/cli/commands.hpp"
 #include "common/config.hpp"
 #include "common/errc.hpp"
-#include "common/json_writer.hpp"
+#include "common/json/json_writer.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "common/utf8.hpp"

@@ -22,8 +22,8 @@
 #include "common/codec/zstd_codec.hpp"
 #include "common/log.hpp"
 #include "common/tls/tls.hpp"
-#include "common/wire/frame.hpp"
 #include "proto/event_codec.hpp"
+#include "uplink/frame.hpp"
 
 namespace outpost::agent {
 namespace {

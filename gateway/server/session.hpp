@@ -14,8 +14,8 @@
 #include "common/codec/zstd_codec.hpp"
 #include "common/errc.hpp"
 #include "common/tls/tls.hpp"
-#include "common/wire/frame.hpp"
 #include "gateway/server/server_impl.hpp"
+#include "uplink/frame.hpp"
 
 namespace outpost::gateway {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "common/wire/frame.hpp"
+#include "uplink/frame.hpp"
 
 namespace outpost::gateway {
 

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "common/codec/zstd_codec.hpp"
+#include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"
 #include "tests/e2e/uplink_support.hpp"
 #include "tests/support/uplink_client.hpp"

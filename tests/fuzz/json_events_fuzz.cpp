@@ -6,17 +6,18 @@
 #include <cstdint>
 #include <string>
 
+#include "common/json/json_reader.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_codec.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
-  auto objects = outpost::proto::split_json_events(body, 100);
+  auto objects = outpost::json::split_json_events(body, 100);
   if (!objects) return 0;
   if (objects->empty() || objects->size() > 100) __builtin_trap();
   for (std::string_view object : *objects) {
     if (object.empty() || object.front() != '{' || object.back() != '}') __builtin_trap();
-    (void)outpost::proto::json_string_member(object, "schema");
+    (void)outpost::json::json_string_member(object, "schema");
     outpost::v1::Event e;
     e.set_kind(outpost::v1::EVENT_KIND_JSON);
     e.set_json(std::string(object));

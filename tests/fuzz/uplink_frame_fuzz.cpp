@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/codec/zstd_codec.hpp"
-#include "common/wire/frame.hpp"
+#include "uplink/frame.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace outpost;

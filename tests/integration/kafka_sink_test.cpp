@@ -13,6 +13,7 @@
 #include "gateway/sinks/kafka_sink.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/event_list.hpp"
 #include "tests/support/kafka.hpp"
 
 using namespace outpost;
@@ -70,7 +71,7 @@ SinkBatch batch(const std::string& agent, uint64_t first, uint64_t last) {
       e.set_schema("order.v1");
       e.set_json(R"({"n":)" + std::to_string(s) + "}");
     }
-    b.events.push_back(std::move(e));
+    test::push_event(b.events, e);
   }
   return b;
 }

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "common/tls/tls.hpp"
-#include "common/wire/frame.hpp"
+#include "uplink/frame.hpp"
 
 namespace outpost::test {
 

@@ -13,7 +13,8 @@
 #include <thread>
 
 #include "common/errc.hpp"
-#include "common/json_writer.hpp"
+#include "common/json/json_reader.hpp"
+#include "common/json/json_writer.hpp"
 #include "common/log.hpp"
 #include "common/net/listener.hpp"
 #include "common/tls/digest.hpp"
@@ -266,7 +267,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        header(req_, "Content-Type") + "\"; the body is JSON either way",
                    req_.keep_alive());
     }
-    auto objects = proto::split_json_events(req_.body(), o.max_events_per_request);
+    auto objects = json::split_json_events(req_.body(), o.max_events_per_request);
     if (!objects)
       return error(http::status::bad_request, objects.error().message, req_.keep_alive());
     const int64_t now = s_.clock.now_ns();
@@ -274,7 +275,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     events.reserve(objects->size());
     for (size_t i = 0; i < objects->size(); ++i) {
       std::string_view obj = (*objects)[i];
-      auto schema = proto::json_string_member(obj, o.schema_field);
+      auto schema = json::json_string_member(obj, o.schema_field);
       v1::Event e;
       e.set_kind(v1::EVENT_KIND_JSON);
       e.set_schema(schema && !schema->empty() && schema->size() <= 128 ? utf8::repaired(*schema)

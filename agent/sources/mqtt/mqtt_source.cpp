@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/errc.hpp"
+#include "common/json/json_reader.hpp"
 #include "common/log.hpp"
 #include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
@@ -143,9 +144,9 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
   }
   if (auto n = as_number(payload)) {
     r->set_number(*n);
-  } else if (!payload.empty() && payload.front() == '{' && proto::split_json_events(payload, 1)) {
+  } else if (!payload.empty() && payload.front() == '{' && json::split_json_events(payload, 1)) {
     // {"value": 21.5, "unit": "Cel", "ts": 1790000000.25}  (ts: reading_time_ns)
-    auto value = proto::json_member(payload, "value");
+    auto value = json::json_member(payload, "value");
     auto number = value ? as_number(*value) : std::nullopt;
     if (number) {
       r->set_number(*number);
@@ -153,8 +154,8 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
       r->set_raw(std::string(payload));
       r->set_raw_payload(true);
     }
-    if (auto unit = proto::json_string_member(payload, "unit")) r->set_unit(*unit);
-    if (auto ts = proto::json_member(payload, "ts")) {
+    if (auto unit = json::json_string_member(payload, "unit")) r->set_unit(*unit);
+    if (auto ts = json::json_member(payload, "ts")) {
       auto t = reading_time_ns(*ts, mapping.ts_unit, why);
       if (!t) return std::nullopt;
       e.set_event_time(*t);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "outpost/v1/event.pb.h"
+#include "tests/support/event_list.hpp"
 
 using namespace outpost;
 using namespace outpost::gateway;
@@ -23,7 +24,7 @@ SinkBatch batch(uint64_t first, uint64_t last, uint64_t session_first = 0) {
     e.set_seq(s);
     e.set_kind(v1::EVENT_KIND_JSON);
     e.set_json("{}");
-    b.events.push_back(e);
+    test::push_event(b.events, e);
   }
   return b;
 }

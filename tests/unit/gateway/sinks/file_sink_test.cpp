@@ -11,6 +11,7 @@
 #include <future>
 #include <set>
 
+#include "tests/support/event_list.hpp"
 #include "tests/support/file_sink_reader.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -31,7 +32,7 @@ SinkBatch batch(const std::string& agent, uint64_t first, uint64_t last) {
     e.set_seq(s);
     e.set_kind(s % 2 ? v1::EVENT_KIND_JSON : v1::EVENT_KIND_SENSOR);
     e.set_json("{\"n\":" + std::to_string(s) + "}");
-    b.events.push_back(std::move(e));
+    test::push_event(b.events, e);
   }
   return b;
 }

@@ -1,4 +1,4 @@
-#include "common/wire/frame.hpp"
+#include "uplink/frame.hpp"
 
 #include <algorithm>
 
@@ -108,12 +108,16 @@ void EventList::add(size_t chunk, size_t offset, std::string_view bytes,
   items_.push_back(item);
 }
 
-void EventList::push_back(const v1::Event& e) {
-  chunks_.push_back(e.SerializeAsString());
+bool EventList::push_back(std::string serialized_event) {
+  chunks_.push_back(std::move(serialized_event));
   const std::string& bytes = chunks_.back();
   auto head = proto::check_event(bytes);
-  add(chunks_.size() - 1, 0, bytes,
-      head ? *head : proto::EventHead{e.seq(), e.kind(), e.collected_at(), {}});
+  if (!head) {
+    chunks_.pop_back();
+    return false;
+  }
+  add(chunks_.size() - 1, 0, bytes, *head);
+  return true;
 }
 
 Result<EventList> decode_payload(std::string payload, uint32_t expected_count, uint64_t first_seq,

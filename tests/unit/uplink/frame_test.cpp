@@ -1,9 +1,10 @@
 // Framing round trips, and every malformed-frame case: oversized length (refused before the
 // body arrives), garbage protobuf, an empty frame, truncation, byte-by-byte delivery; and the
 // batch payload decoder's checks.
-#include "common/wire/frame.hpp"
+#include "uplink/frame.hpp"
 
 #include "proto/event_codec.hpp"
+#include "tests/support/event_list.hpp"
 
 #include <doctest/doctest.h>
 
@@ -217,7 +218,7 @@ TEST_CASE("an EventList moves without copying, copies, and erases a range") {
   e.set_kind(v1::EVENT_KIND_SENSOR);
   e.set_schema("s.v2");
   e.set_collected_at(77);
-  pushed.push_back(e);
+  test::push_event(pushed, e);
   CHECK(pushed.front().seq == 6);
   CHECK(pushed.front().kind == v1::EVENT_KIND_SENSOR);
   CHECK(pushed.front().schema == "s.v2");

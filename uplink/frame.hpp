@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "outpost/v1/event.pb.h"
 #include "outpost/v1/wire.pb.h"
 #include "proto/event_view.hpp"
 
@@ -104,8 +103,10 @@ class EventList {
     size_t i_;
   };
 
-  // Appends a serialized event (not checked: for events this process made, such as tests').
-  void push_back(const v1::Event& e);
+  // Appends one serialized outpost.v1.Event (for events this process made, such as tests'
+  // and benchmarks'; tests/support/event_list.hpp takes a v1::Event). False, and nothing
+  // appended, when the bytes are not an event.
+  bool push_back(std::string serialized_event);
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
   EventView operator[](size_t i) const;

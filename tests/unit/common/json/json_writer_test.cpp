@@ -1,4 +1,4 @@
-#include "common/json_writer.hpp"
+#include "common/json/json_writer.hpp"
 
 #include <doctest/doctest.h>
 
