@@ -114,7 +114,7 @@ void Server::Impl::audit_line(const std::string& ip, const std::string& subject,
 bool Server::Impl::take_tokens(const std::string& identity, uint64_t events) {
   const auto& l = config.limits;
   if (l.device_events_per_second == 0) return true;
-  const int64_t now = clock.now_ns();
+  const int64_t now = clock.mono_ns();
   std::lock_guard lock(mu);
   Bucket& b = buckets[identity];
   if (b.last_ns == 0) b.tokens = static_cast<double>(l.device_burst_events);

@@ -21,6 +21,7 @@
 #include "common/log.hpp"
 #include "common/tls/tls.hpp"
 #include "gateway/server/server.hpp"
+#include "uplink/gateway_protocol.hpp"
 
 namespace outpost::gateway {
 
@@ -29,7 +30,7 @@ using tcp = asio::ip::tcp;
 
 class Session;
 
-struct Server::Impl {
+struct Server::Impl final : uplink::RateGate {
   GatewayConfig config;
   Sink& sink;
   Metrics& metrics;
@@ -72,6 +73,9 @@ struct Server::Impl {
                   const std::string& reason);
   // Takes `events` from the device's bucket; false: over its rate.
   bool take_tokens(const std::string& identity, uint64_t events);
+  bool admit(const std::string& identity, uint64_t events) override {
+    return take_tokens(identity, events);
+  }
   void release(const std::string& ip, const std::shared_ptr<Session>& s);
   void handshake_over();
   asio::steady_timer trim_timer{io};
