@@ -58,8 +58,8 @@ Result<void> AgentProtocol::on_welcome(const v1::Frame& frame) {
   if (!frame.has_welcome()) return ended("the gateway answered Hello with no Welcome");
   welcome_ = frame.welcome();
   window_ = std::max<uint32_t>(1, std::min(opt_.window, welcome_.max_in_flight_batches()));
-  max_events_ = std::max<size_t>(
-      1, std::min<size_t>(opt_.batch_max_events, welcome_.max_events_per_batch()));
+  max_events_ =
+      std::max<size_t>(1, std::min<size_t>(opt_.batch_max_events, welcome_.max_events_per_batch()));
   // Half the gateway's frame and decompression caps: room for a batch that compresses badly.
   max_bytes_ = std::min<size_t>(
       opt_.batch_max_bytes,
@@ -73,16 +73,15 @@ Result<void> AgentProtocol::on_welcome(const v1::Frame& frame) {
 
 Result<void> AgentProtocol::on_ack(const v1::Ack& a, int64_t now) {
   if (a.status() == v1::Ack::REJECTED) {
-    return ended("the gateway rejected batch " + std::to_string(a.batch_seq()) + ": " +
-                 a.reason());
+    return ended("the gateway rejected batch " + std::to_string(a.batch_seq()) + ": " + a.reason());
   }
   if (a.batch_seq() < ignore_below_) return {};  // abandoned by a retry-later: sent again anyway
   if (in_flight_.empty() || a.batch_seq() != in_flight_.front().batch_seq) {
-    return ended("ack for batch " + std::to_string(a.batch_seq()) + " (" +
-                 v1::Ack::Status_Name(a.status()) + ") out of order (expected " +
-                 (in_flight_.empty() ? std::string("none")
-                                     : std::to_string(in_flight_.front().batch_seq)) +
-                 "); reconnecting");
+    return ended(
+        "ack for batch " + std::to_string(a.batch_seq()) + " (" + v1::Ack::Status_Name(a.status()) +
+        ") out of order (expected " +
+        (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front().batch_seq)) +
+        "); reconnecting");
   }
   if (a.status() == v1::Ack::OK) {
     const InFlight done = in_flight_.front();
@@ -126,7 +125,8 @@ int64_t AgentProtocol::next_timer(int64_t now) const {
   if (state_ == State::awaiting_welcome) return setup_deadline_;
   if (state_ != State::active) return now + opt_.ping_interval_ns;
   int64_t next = last_sent_ + opt_.ping_interval_ns + 1;
-  if (!in_flight_.empty()) next = std::min(next, in_flight_.front().sent_at + opt_.ack_timeout_ns + 1);
+  if (!in_flight_.empty())
+    next = std::min(next, in_flight_.front().sent_at + opt_.ack_timeout_ns + 1);
   if (resume_at_ > now) next = std::min(next, resume_at_);
   return next;
 }

@@ -28,9 +28,9 @@ namespace outpost::uplink {
 struct AgentProtocolOptions {
   std::string agent_id;
   std::string software_version = "0.1.0";
-  uint32_t window = 8;                     // batches in flight, at most (the gateway may lower it)
-  size_t batch_max_events = 1000;          // per batch, at most (likewise)
-  size_t batch_max_bytes = 1u << 20;       // raw bytes per batch, at most (likewise)
+  uint32_t window = 8;                // batches in flight, at most (the gateway may lower it)
+  size_t batch_max_events = 1000;     // per batch, at most (likewise)
+  size_t batch_max_bytes = 1u << 20;  // raw bytes per batch, at most (likewise)
   int64_t setup_timeout_ns = 10'000'000'000;  // Hello to Welcome
   int64_t ack_timeout_ns = 30'000'000'000;    // a batch not acknowledged by then ends the session
   int64_t ping_interval_ns = 15'000'000'000;  // a Ping after this long without sending

@@ -121,8 +121,8 @@ void GatewayProtocol::on_hello(const v1::Frame& f) {
 
 void GatewayProtocol::reject_batch(uint64_t batch_seq, const std::string& label,
                                    const std::string& why) {
-  refuse(Refusal::Kind::batch_rejected, label, "batch " + std::to_string(batch_seq) +
-                                                   " rejected: " + why);
+  refuse(Refusal::Kind::batch_rejected, label,
+         "batch " + std::to_string(batch_seq) + " rejected: " + why);
   out_.frames.push_back(ack_frame(batch_seq, v1::Ack::REJECTED, why));  // at once: it ends
   goodbye("batch rejected: " + why);
 }
@@ -146,8 +146,8 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
   out_.bytes_compressed += b.payload().size();
   std::string raw;
   if (b.codec() == v1::CODEC_ZSTD) {
-    auto decompressed = codec::decompress(
-        b.payload(), {limits_.max_decompressed_bytes, limits_.max_window_log});
+    auto decompressed =
+        codec::decompress(b.payload(), {limits_.max_decompressed_bytes, limits_.max_window_log});
     if (!decompressed) {
       const bool bomb = decompressed.error().code == codec::codec_errc::too_large ||
                         decompressed.error().code == codec::codec_errc::window_too_large;
@@ -169,8 +169,8 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
     return;
   }
   ++in_flight_;
-  out_.writes.push_back({b.batch_seq(), identity_, b.first_seq(), b.last_seq(),
-                         session_first_seq_, std::move(*events)});
+  out_.writes.push_back({b.batch_seq(), identity_, b.first_seq(), b.last_seq(), session_first_seq_,
+                         std::move(*events)});
 }
 
 void GatewayProtocol::on_written(uint64_t batch_seq, const Result<void>& result) {

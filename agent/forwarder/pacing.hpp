@@ -19,7 +19,8 @@ namespace outpost::agent {
 class Backoff {
  public:
   Backoff(int64_t initial_ns, int64_t max_ns)
-      : initial_(std::max<int64_t>(1, initial_ns)), max_(std::max(initial_ns, max_ns)),
+      : initial_(std::max<int64_t>(1, initial_ns)),
+        max_(std::max(initial_ns, max_ns)),
         delay_(initial_) {}
   // The wait before the next attempt (in [delay/2, delay]); the delay then doubles.
   template <typename Rng>

@@ -19,9 +19,10 @@ namespace outpost::agent {
 class TlsFrameStream final : public uplink::FrameTransport {
  public:
   // Connects to host:port and completes the TLS handshake, both by `deadline`.
-  static Result<std::unique_ptr<TlsFrameStream>> connect(
-      const std::string& host, const std::string& port,
-      std::shared_ptr<tls::TlsContext> context, const Clock& clock, int64_t deadline);
+  static Result<std::unique_ptr<TlsFrameStream>> connect(const std::string& host,
+                                                         const std::string& port,
+                                                         std::shared_ptr<tls::TlsContext> context,
+                                                         const Clock& clock, int64_t deadline);
   ~TlsFrameStream() override;
 
   Result<void> send(const v1::Frame& frame, int64_t deadline) override;
