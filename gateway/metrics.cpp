@@ -9,6 +9,11 @@ void Metrics::reject(const std::string& reason) {
   ++rejects_[reason];
 }
 
+void Metrics::sink_error(const std::string& code) {
+  std::lock_guard lock(mu_);
+  ++sink_errors_[code];
+}
+
 void Metrics::observe_sink_latency(double seconds) {
   std::lock_guard lock(mu_);
   for (size_t i = 0; i < kBuckets.size(); ++i) {
@@ -53,6 +58,12 @@ std::string Metrics::render_prometheus() const {
     << "# TYPE outpost_gateway_rejects_total counter\n";
   for (const auto& [reason, n] : rejects_) {
     o << "outpost_gateway_rejects_total{reason=\"" << reason << "\"} " << n << "\n";
+  }
+  o << "# HELP outpost_gateway_sink_errors_total Batches the sink failed (answered retry-later), "
+       "by cause.\n"
+    << "# TYPE outpost_gateway_sink_errors_total counter\n";
+  for (const auto& [code, n] : sink_errors_) {
+    o << "outpost_gateway_sink_errors_total{code=\"" << code << "\"} " << n << "\n";
   }
   o << "# HELP outpost_gateway_sink_latency_seconds Sink write latency.\n"
     << "# TYPE outpost_gateway_sink_latency_seconds histogram\n";

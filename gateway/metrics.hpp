@@ -31,6 +31,8 @@ class Metrics {
 
   // Refused connections, handshakes, sessions and batches, by reason.
   void reject(const std::string& reason);
+  // A batch the sink failed, by its sink_errc name (outpost_gateway_sink_errors_total).
+  void sink_error(const std::string& code);
   // Seconds from handing a batch to the sink to its completion.
   void observe_sink_latency(double seconds);
 
@@ -41,6 +43,7 @@ class Metrics {
                                                       0.05,   0.1,   0.25,   0.5,   1,    5};
   mutable std::mutex mu_;
   std::map<std::string, uint64_t> rejects_;
+  std::map<std::string, uint64_t> sink_errors_;
   std::array<uint64_t, kBuckets.size()> bucket_counts_{};
   uint64_t latency_count_ = 0;
   double latency_sum_ = 0;

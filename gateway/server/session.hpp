@@ -292,8 +292,13 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       s_.metrics.batches_retry_later++;
       s_.metrics.reject("sink");
+      s_.metrics.sink_error(sink_error_name(r.error().code));
+      s_.log->debug("{} ({}): batch {} not written: {}", identity_, ip_, batch_seq,
+                    describe_sink_error(r.error()));
     }
-    protocol_->on_written(batch_seq, r ? Result<void>() : Result<void>(r.error()));
+    protocol_->on_written(
+        batch_seq, r ? Result<void>()
+                     : Result<void>(make_error(r.error().code, describe_sink_error(r.error()))));
     if (state_ == State::closed || state_ == State::closing) return;  // the agent resends
     if (carry_out()) read();
   }

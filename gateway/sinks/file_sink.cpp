@@ -35,7 +35,8 @@ namespace fs = std::filesystem;
 constexpr uint64_t kCompactStateBytes = 8u << 20;
 
 Error io_error(const std::string& what) {
-  return make_error(common_errc::bad_input, what + ": " + std::strerror(errno));
+  const int err = errno;
+  return make_error(sink_errc_from_errno(err), what + ": " + std::strerror(err));
 }
 
 Result<void> write_all(int fd, std::string_view data, const std::string& path) {
@@ -113,7 +114,7 @@ Result<void> FileSink::Impl::recover() {
   fs::create_directories(root / "_outpost", ec);
   if (ec) {
     return make_error(
-        common_errc::bad_input,
+        sink_errc_from_errno(ec.value()),
         "file sink: cannot create " + (root / "_outpost").string() + ": " + ec.message());
   }
   // Before anything in the directory is read or written: a second gateway (or the same binary
@@ -171,7 +172,7 @@ Result<void> FileSink::Impl::recover() {
           p.string(), actual, size);
       fs::resize_file(p, size, ec);
       if (ec) {
-        return make_error(common_errc::bad_input,
+        return make_error(sink_errc_from_errno(ec.value()),
                           "file sink: cannot truncate " + p.string() + ": " + ec.message());
       }
     }
@@ -229,7 +230,7 @@ Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
-    return make_error(common_errc::bad_input,
+    return make_error(sink_errc_from_errno(ec.value()),
                       "file sink: cannot create " + dir.string() + ": " + ec.message());
   }
   char name[96];
@@ -298,7 +299,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
     }
     const MarkDecision decision = decide_mark(known, b);
     if (decision.refuse) {
-      results[i] = make_error(common_errc::bad_input, *decision.refuse);
+      results[i] = make_error(sink_errc::gap, *decision.refuse);
       continue;
     }
     const uint64_t mark = decision.mark;
@@ -382,7 +383,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
     // Not ready from a failed write until a write succeeds: a group that wrote nothing
     // (duplicates, or batches refused for a gap) says nothing about the disk.
     if (!outcome) {
-      failure = outcome.error().describe();
+      failure = describe_sink_error(outcome.error());
     } else if (!touched.empty()) {
       failure.reset();
     }
@@ -424,11 +425,11 @@ void FileSink::write(SinkBatch batch, SinkCallback done) {
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->stopping) {
-      refused = make_error(common_errc::bad_input, "file sink is shutting down");
+      refused = make_error(sink_errc::unavailable, "file sink is shutting down");
     } else if (impl_->queue.size() >= impl_->opt.queue_max_batches) {
-      refused = make_error(common_errc::bad_input, "file sink queue is full (" +
-                                                       std::to_string(impl_->queue.size()) +
-                                                       " batches wait for the disk)");
+      refused = make_error(sink_errc::queue_full, "file sink queue is full (" +
+                                                      std::to_string(impl_->queue.size()) +
+                                                      " batches wait for the disk)");
     } else {
       impl_->queue.push_back({std::move(batch), std::move(done)});
     }

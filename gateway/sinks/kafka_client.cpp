@@ -90,7 +90,7 @@ Result<std::vector<std::string>> missing_topics(rd_kafka_t* rk, const KafkaSinkO
   const rd_kafka_metadata_t* md = nullptr;
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, nullptr, &md, kMetadataTimeoutMs);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return make_error(common_errc::bad_input, "cannot read the cluster's metadata from " +
+    return make_error(sink_errc::unavailable, "cannot read the cluster's metadata from " +
                                                   opt.brokers + ": " + rd_kafka_err2str(e));
   }
   std::set<std::string> have;
@@ -146,7 +146,7 @@ Result<void> create_topics(rd_kafka_t* rk, const KafkaSinkOptions& opt,
   rd_kafka_queue_destroy(q);
   rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
   if (!problem.empty()) {
-    return make_error(common_errc::bad_input, "creating the topics failed: " + problem);
+    return make_error(sink_errc::unavailable, "creating the topics failed: " + problem);
   }
   log::get("kafka-sink")->info("created topics {}", fmt::join(names, ", "));
   return {};
@@ -166,14 +166,14 @@ Result<std::unordered_map<std::string, uint64_t>> read_marks(const KafkaSinkOpti
   };
   for (const auto& [k, v] : fixed) rd_kafka_conf_set(conf, k, v, buf, sizeof buf);
   Handle consumer(rd_kafka_new(RD_KAFKA_CONSUMER, conf, buf, sizeof buf));
-  if (!consumer.rk) return make_error(common_errc::bad_input, std::string("consumer: ") + buf);
+  if (!consumer.rk) return make_error(sink_errc::unavailable, std::string("consumer: ") + buf);
 
   const rd_kafka_metadata_t* md = nullptr;
   rd_kafka_topic_t* t = rd_kafka_topic_new(consumer.rk, opt.offsets_topic.c_str(), nullptr);
   rd_kafka_resp_err_t e = rd_kafka_metadata(consumer.rk, 0, t, &md, kMetadataTimeoutMs);
   rd_kafka_topic_destroy(t);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return make_error(common_errc::bad_input, "cannot read the metadata of " + opt.offsets_topic +
+    return make_error(sink_errc::unavailable, "cannot read the metadata of " + opt.offsets_topic +
                                                   ": " + rd_kafka_err2str(e));
   }
   int partitions = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR
@@ -181,7 +181,7 @@ Result<std::unordered_map<std::string, uint64_t>> read_marks(const KafkaSinkOpti
                        : 0;
   rd_kafka_metadata_destroy(md);
   if (partitions == 0) {
-    return make_error(common_errc::bad_input, "topic " + opt.offsets_topic + " does not exist");
+    return make_error(sink_errc::config, "topic " + opt.offsets_topic + " does not exist");
   }
   rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(partitions);
   for (int p = 0; p < partitions; ++p) {
@@ -196,7 +196,7 @@ Result<std::unordered_map<std::string, uint64_t>> read_marks(const KafkaSinkOpti
   while (at_end < partitions) {
     if (std::chrono::steady_clock::now() > deadline) {
       rd_kafka_assign(consumer.rk, nullptr);
-      return make_error(common_errc::bad_input,
+      return make_error(sink_errc::unavailable,
                         "reading " + opt.offsets_topic + " did not reach its end in 30 s");
     }
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer.rk, 500);
@@ -207,7 +207,7 @@ Result<std::unordered_map<std::string, uint64_t>> read_marks(const KafkaSinkOpti
       std::string what = rd_kafka_message_errstr(m);
       rd_kafka_message_destroy(m);
       rd_kafka_assign(consumer.rk, nullptr);
-      return make_error(common_errc::bad_input, "reading " + opt.offsets_topic + ": " + what);
+      return make_error(sink_errc::unavailable, "reading " + opt.offsets_topic + ": " + what);
     } else if (m->key && m->payload) {
       std::string agent(static_cast<const char*>(m->key), m->key_len);
       if (!only || only->count(agent)) {
@@ -236,7 +236,7 @@ Result<void> produce(rd_kafka_t* rk, const std::string& topic, const std::string
       continue;
     }
     if (headers) rd_kafka_headers_destroy(headers);
-    return make_error(common_errc::bad_input, "produce to " + topic + ": " + rd_kafka_err2str(e));
+    return make_error(sink_errc::unavailable, "produce to " + topic + ": " + rd_kafka_err2str(e));
   }
 }
 

@@ -65,7 +65,7 @@ bool KafkaSink::Impl::connect() {
       if (opt.transactions) {
         kafka::KError init(rd_kafka_init_transactions(p->rk, 30'000));
         if (init) {
-          return make_error(common_errc::bad_input, "init_transactions: " + init.what());
+          return make_error(sink_errc::unavailable, "init_transactions: " + init.what());
         }
       }
       auto loaded = kafka::read_marks(opt, nullptr);
@@ -86,7 +86,7 @@ bool KafkaSink::Impl::connect() {
                 opt.transactional_id, marks.size());
       return true;
     }
-    set_not_ready("Kafka: " + r.error().describe());
+    set_not_ready(describe_sink_error(r.error()));
     log->warn("Kafka not ready: {}; retrying in {} ms", r.error().describe(), backoff_ms);
     fail_queued("the Kafka sink is not ready: " + r.error().describe());
     std::unique_lock lock(mu);
@@ -101,7 +101,7 @@ void KafkaSink::Impl::fail_queued(const std::string& why) {
     std::lock_guard lock(mu);
     failed.swap(queue);
   }
-  for (Queued& q : failed) q.done(make_error(common_errc::bad_input, why));
+  for (Queued& q : failed) q.done(make_error(sink_errc::unavailable, why));
 }
 
 void KafkaSink::Impl::count(uint64_t Counters::*field) {
@@ -118,7 +118,7 @@ void KafkaSink::Impl::rebuild(const std::string& why) {
   log->error("rebuilding the Kafka producer after: {}", why);
   count(&Counters::producer_rebuilds);
   producer.reset();
-  set_not_ready("Kafka: rebuilding the producer after: " + why);
+  set_not_ready("unavailable: Kafka: rebuilding the producer after: " + why);
 }
 
 // ---- the public API -------------------------------------------------------------------------
@@ -144,6 +144,7 @@ KafkaSink::~KafkaSink() {
 
 void KafkaSink::write(SinkBatch batch, SinkCallback done) {
   std::optional<std::string> refused;
+  sink_errc refused_code = sink_errc::unavailable;
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->stopping) {
@@ -151,10 +152,12 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
     } else if (impl_->not_ready) {
       refused = "the Kafka sink is not ready: " + *impl_->not_ready;
     } else if (impl_->queue.size() >= impl_->opt.queue_max_batches) {
+      refused_code = sink_errc::queue_full;
       refused = "the Kafka sink's queue is full (" + std::to_string(impl_->queue.size()) +
                 " batches wait for Kafka)";
     } else if (auto f = impl_->failed_from.find(batch.agent_id);
                f != impl_->failed_from.end() && batch.first_seq > f->second) {
+      refused_code = sink_errc::gap;
       refused = "an earlier batch of agent " + batch.agent_id + " (from seq " +
                 std::to_string(f->second) + ") was not written; send it first";
     } else {
@@ -166,7 +169,7 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
       std::lock_guard lock(impl_->mu);
       impl_->note_failed(batch.agent_id, batch.first_seq);
     }
-    done(make_error(common_errc::bad_input, *refused));
+    done(make_error(refused_code, *refused));
     return;
   }
   impl_->wake.notify_all();

@@ -27,7 +27,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
       for (const Queued& q : group) note_failed(q.batch.agent_id, q.batch.first_seq);
     }
     for (size_t i = 0; i < group.size(); ++i) {
-      group[i].done(make_error(common_errc::bad_input, why));
+      group[i].done(make_error(sink_errc::unavailable, why));
     }
   };
   std::unordered_map<std::string, uint64_t> floors;
@@ -71,14 +71,13 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
     const uint64_t mark = decision.mark;
     auto floor = floors.find(b.agent_id);
     if (floor != floors.end() && b.first_seq > floor->second) {
-      results[i] =
-          make_error(common_errc::bad_input, "an earlier batch of agent " + b.agent_id +
-                                                 " (from seq " + std::to_string(floor->second) +
-                                                 ") was not written; send it first");
+      results[i] = make_error(sink_errc::gap, "an earlier batch of agent " + b.agent_id +
+                                                  " (from seq " + std::to_string(floor->second) +
+                                                  ") was not written; send it first");
       continue;
     }
     if (decision.refuse) {
-      results[i] = make_error(common_errc::bad_input, *decision.refuse);
+      results[i] = make_error(sink_errc::gap, *decision.refuse);
       floors[b.agent_id] = b.first_seq;
       continue;
     }

@@ -21,6 +21,29 @@
 
 namespace outpost::gateway {
 
+// Why a sink did not take a batch (or cannot start). Each batch it fails is answered
+// retry-later; the code names the cause in logs, /readyz and
+// outpost_gateway_sink_errors_total{code}.
+enum class sink_errc {
+  unavailable = 1,  // cannot take writes now: the broker unreachable, shutting down, rebuilding
+  gap,              // an earlier batch of the agent was not written: it must come first
+  io,               // reading or writing the sink's files failed
+  disk_full,        // the sink's disk (or quota) is full
+  queue_full,       // more batches wait than the sink queues
+  config,           // the sink cannot work as configured (a missing topic, ...)
+};
+const std::error_category& sink_category();
+inline std::error_code make_error_code(sink_errc e) {
+  return {static_cast<int>(e), sink_category()};
+}
+// The code's name as metrics and logs show it ("disk_full"), "other" for an error of
+// another category.
+const char* sink_error_name(const std::error_code& code);
+// "disk_full: file sink: write ...: No space left on device": the code, then the message.
+std::string describe_sink_error(const Error& error);
+// An io error from errno: disk_full for ENOSPC and EDQUOT.
+sink_errc sink_errc_from_errno(int err);
+
 struct SinkBatch {
   std::string agent_id;    // the device identity from its certificate
   uint64_t first_seq = 0;  // the seq range the batch covers (docs/protocol.md)...
@@ -63,3 +86,6 @@ class Sink {
 };
 
 }  // namespace outpost::gateway
+
+template <>
+struct std::is_error_code_enum<outpost::gateway::sink_errc> : std::true_type {};

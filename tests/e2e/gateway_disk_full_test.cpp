@@ -52,9 +52,11 @@ TEST_CASE(
   }
   REQUIRE_MESSAGE(ready.find("503") != std::string::npos, gateway.log());
   CHECK(ready.find("No space left on device") != std::string::npos);
+  CHECK_MESSAGE(ready.find("not ready: disk_full: ") != std::string::npos, ready);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const std::string m = http_get(gateway.http_port(), "/metrics");
   CHECK(metric(m, "outpost_gateway_batches_total{result=\"retry_later\"}") > 0);
+  CHECK(metric(m, "outpost_gateway_sink_errors_total{code=\"disk_full\"}") > 0);
 
   std::filesystem::remove(filler);  // space returns
   end = std::chrono::steady_clock::now() + std::chrono::seconds(90);

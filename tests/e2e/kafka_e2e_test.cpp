@@ -166,6 +166,7 @@ TEST_CASE("Kafka down at start: the gateway starts, /readyz names the reason, an
   const std::string not_ready = http_get(gateway.http_port(), "/readyz");
   CHECK(not_ready.find("503") != std::string::npos);
   CHECK_MESSAGE(not_ready.find("Kafka") != std::string::npos, not_ready);
+  CHECK_MESSAGE(not_ready.find("not ready: unavailable: ") != std::string::npos, not_ready);
   CHECK(http_get(gateway.http_port(), "/healthz").find("200") != std::string::npos);
   CHECK(pending(agent.buffer_path()) > 0);  // answered retry-later: the agent keeps them
 

@@ -249,6 +249,7 @@ TEST_CASE("a missing topic without create_topics is named in the not-ready reaso
   auto r = write_sync(**sink, batch("device-1", 1, 5));
   REQUIRE_FALSE(r);  // the gateway answers retry-later
   CHECK(r.error().message.find("not ready") != std::string::npos);
+  CHECK(r.error().code == sink_errc::unavailable);
 }
 
 TEST_CASE("bad [kafka] properties are a configuration error at start") {

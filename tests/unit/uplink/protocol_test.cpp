@@ -232,7 +232,7 @@ TEST_CASE("a session: the gateway's lower limits win, a window of batches, acks 
   link.hold_writes = true;
   link.pump();
   REQUIRE(link.agent->active());
-  CHECK(link.agent->window() == 4);      // the Welcome's 4, not the agent's 8
+  CHECK(link.agent->window() == 4);       // the Welcome's 4, not the agent's 8
   CHECK(link.agent->max_events() == 50);  // likewise
   // The window is full: four batches in the sink, the agent sends no fifth, the gateway
   // reads no further frames.
@@ -337,8 +337,9 @@ TEST_CASE("refusals: each ends the session with its reason on both sides") {
   }
 }
 
-TEST_CASE("retry-later: the agent pauses as asked, sends everything unacknowledged again, and "
-          "ignores acks of what it abandoned") {
+TEST_CASE(
+    "retry-later: the agent pauses as asked, sends everything unacknowledged again, and "
+    "ignores acks of what it abandoned") {
   // Batch 2 of a window of 4 is over the device's rate.
   Link link(400, {}, agent_options(4, 100));
   link.hold_writes = true;
@@ -405,8 +406,9 @@ TEST_CASE("a sink that fails a batch: retry-later, and the batch comes again") {
   link.check_exactly_once();
 }
 
-TEST_CASE("an ack lost mid-flight: the ack timeout ends the session and the resent batch is "
-          "a duplicate, written once") {
+TEST_CASE(
+    "an ack lost mid-flight: the ack timeout ends the session and the resent batch is "
+    "a duplicate, written once") {
   AgentProtocolOptions o = agent_options(4, 100);
   o.ack_timeout_ns = 30'000 * kMs;
   Link link(200, {}, o);
@@ -492,8 +494,9 @@ TEST_CASE("timers on virtual time: the Welcome's deadline, pings, the idle timeo
   }
 }
 
-TEST_CASE("shutdown and replacement: a draining gateway answers what it holds, then says "
-          "goodbye; a replaced session says why") {
+TEST_CASE(
+    "shutdown and replacement: a draining gateway answers what it holds, then says "
+    "goodbye; a replaced session says why") {
   Link link(300, {}, agent_options(2, 100));
   link.hold_writes = true;
   link.pump();

@@ -39,7 +39,7 @@ TEST_CASE("the upload cap: one second of burst, then bytes wait for their time")
 
   UploadPacer p(1000);  // bytes per second
   int64_t now = 10 * 1000 * kMs;
-  CHECK(p.wait_for(1000, now) == 0);        // the burst
+  CHECK(p.wait_for(1000, now) == 0);         // the burst
   CHECK(p.wait_for(500, now) == 500 * kMs);  // half a second's worth over
   now += 500 * kMs;                          // the caller waited
   CHECK(p.wait_for(250, now) == 250 * kMs);

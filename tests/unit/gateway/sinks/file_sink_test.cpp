@@ -135,6 +135,8 @@ TEST_CASE("a batch that would leave a gap is refused; an unknown agent may start
   auto gap = write_sync(*sink, batch("dev-1", 520, 530));  // 511..519 never arrived
   REQUIRE_FALSE(gap);
   CHECK(gap.error().message.find("up to 510") != std::string::npos);
+  CHECK(gap.error().code == sink_errc::gap);
+  CHECK(describe_sink_error(gap.error()).rfind("gap: ", 0) == 0);
   CHECK(sink->high_water("dev-1") == 510);
   auto next = write_sync(*sink, batch("dev-1", 511, 530));
   REQUIRE(next);
