@@ -18,4 +18,105 @@ MarkDecision decide_mark(std::optional<uint64_t> known, const SinkBatch& b) {
   return d;
 }
 
+std::optional<uint64_t> MarkBook::mark(const std::string& agent) const {
+  std::lock_guard lock(mu_);
+  auto it = marks_.find(agent);
+  if (it == marks_.end()) return std::nullopt;
+  return it->second;
+}
+
+void MarkBook::set_mark(const std::string& agent, uint64_t mark) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = marks_.emplace(agent, mark);
+  if (!inserted) it->second = std::max(it->second, mark);
+}
+
+std::unordered_map<std::string, uint64_t> MarkBook::marks() const {
+  std::lock_guard lock(mu_);
+  return marks_;
+}
+
+void MarkBook::reset_marks(std::unordered_map<std::string, uint64_t> marks) {
+  std::lock_guard lock(mu_);
+  marks_ = std::move(marks);
+}
+
+void MarkBook::note_failed_locked(const std::string& agent, uint64_t first_seq) {
+  auto [it, inserted] = failed_from_.emplace(agent, first_seq);
+  if (!inserted) it->second = std::min(it->second, first_seq);
+}
+
+void MarkBook::failed(const std::string& agent, uint64_t first_seq) {
+  std::lock_guard lock(mu_);
+  note_failed_locked(agent, first_seq);
+}
+
+void MarkBook::session_started(const std::string& agent) {
+  std::lock_guard lock(mu_);
+  failed_from_.erase(agent);
+}
+
+std::optional<uint64_t> MarkBook::failed_from(const std::string& agent) const {
+  std::lock_guard lock(mu_);
+  auto it = failed_from_.find(agent);
+  if (it == failed_from_.end()) return std::nullopt;
+  return it->second;
+}
+
+MarkBook::Group::Group(MarkBook& book) : book_(book) {
+  std::lock_guard lock(book.mu_);
+  floors_ = book.failed_from_;
+}
+
+std::optional<uint64_t> MarkBook::Group::mark(const std::string& agent) const {
+  if (auto it = moved_.find(agent); it != moved_.end()) return it->second;
+  return book_.mark(agent);
+}
+
+MarkDecision MarkBook::Group::admit(const SinkBatch& b) {
+  MarkDecision d = decide_mark(mark(b.agent_id), b);
+  auto floor = floors_.find(b.agent_id);
+  if (floor != floors_.end() && b.first_seq > floor->second) {
+    d.refuse = "an earlier batch of agent " + b.agent_id + " (from seq " +
+               std::to_string(floor->second) + ") was not written; send it first";
+  }
+  if (d.refuse) {
+    refused_.emplace_back(b.agent_id, b.first_seq);
+    if (floor == floors_.end()) {
+      floors_[b.agent_id] = b.first_seq;
+    } else {
+      floor->second = std::min(floor->second, b.first_seq);
+    }
+    return d;
+  }
+  if (floor != floors_.end()) {  // the failed batch (or one below it) comes again
+    released_.insert(b.agent_id);
+    floors_.erase(floor);
+  }
+  return d;
+}
+
+void MarkBook::Group::written(const SinkBatch& b, const MarkDecision& d) {
+  if (b.last_seq > d.mark) {
+    moved_[b.agent_id] = b.last_seq;
+  } else if (d.lost > 0) {
+    moved_[b.agent_id] = d.mark;
+  }
+}
+
+void MarkBook::Group::commit() {
+  std::lock_guard lock(book_.mu_);
+  for (const auto& [agent, seq] : moved_) {
+    auto [it, inserted] = book_.marks_.emplace(agent, seq);
+    if (!inserted) it->second = std::max(it->second, seq);
+  }
+  for (const std::string& agent : released_) book_.failed_from_.erase(agent);
+  for (const auto& [agent, first_seq] : refused_) book_.note_failed_locked(agent, first_seq);
+}
+
+void MarkBook::Group::fail(const std::vector<const SinkBatch*>& batches) {
+  std::lock_guard lock(book_.mu_);
+  for (const SinkBatch* b : batches) book_.note_failed_locked(b->agent_id, b->first_seq);
+}
+
 }  // namespace outpost::gateway

@@ -15,11 +15,20 @@
 //     sink's marks were lost or rolled back); refusing would stall the device for ever. The
 //     seqs are counted as lost (`lost`), audited by the server, and the batch is taken.
 //
-// Thread-safety: a pure function.
+// And one rule on top, in MarkBook: a batch that failed (refused for a gap, or not written for
+// any reason) keeps the agent's later batches out until it is written, so that none of them
+// overtakes it (docs/gateway.md, "Batches that overtake a failed one").
+//
+// Thread-safety: decide_mark and write_above_mark are pure; a MarkBook may be used from any
+// thread (one mutex); a MarkBook::Group belongs to the sink's writing thread.
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "gateway/sinks/sink.hpp"
 
@@ -51,5 +60,62 @@ SinkResult write_above_mark(const SinkBatch& batch, const MarkDecision& decision
   }
   return r;
 }
+
+// The marks a sink knows and the failures that hold an agent's later batches back. The sink
+// owns the marks' durability: it loads them (set_mark), decides a group of batches against
+// them (Group), and commits the group's marks once they are durable with the data.
+class MarkBook {
+ public:
+  class Group;
+
+  std::optional<uint64_t> mark(const std::string& agent) const;
+  // A mark as read from the sink's durable state (at start, or read back from Kafka); a mark
+  // never moves back.
+  void set_mark(const std::string& agent, uint64_t mark);
+  std::unordered_map<std::string, uint64_t> marks() const;
+  // Every mark as read back whole from the sink's durable state (a reconnect to Kafka).
+  void reset_marks(std::unordered_map<std::string, uint64_t> marks);
+  // A batch of `agent` from `first_seq` was not written: later batches of the agent are
+  // refused until one starting at or below it is written.
+  void failed(const std::string& agent, uint64_t first_seq);
+  // A new session of the agent sends again from its last acknowledged seq: its failures no
+  // longer hold anything back.
+  void session_started(const std::string& agent);
+  // The lowest failed seq of the agent, if one holds its batches back.
+  std::optional<uint64_t> failed_from(const std::string& agent) const;
+
+ private:
+  void note_failed_locked(const std::string& agent, uint64_t first_seq);
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, uint64_t> marks_;
+  std::unordered_map<std::string, uint64_t> failed_from_;
+};
+
+// One group of batches decided in order against the book, as the group leaves the marks: its
+// second batch of an agent continues from its first.
+class MarkBook::Group {
+ public:
+  explicit Group(MarkBook& book);
+  // The decision for the group's next batch: refused (a gap, or above a failed batch of the
+  // agent), or what is a duplicate and what is lost. Call written() after writing it.
+  MarkDecision admit(const SinkBatch& batch);
+  void written(const SinkBatch& batch, const MarkDecision& decision);
+  // The agent's mark as the group leaves it so far.
+  std::optional<uint64_t> mark(const std::string& agent) const;
+  // The marks this group moves (agent -> new mark).
+  const std::unordered_map<std::string, uint64_t>& moved() const { return moved_; }
+  // The group's data and marks are durable: the book takes its marks, its refused batches
+  // count as failed, a failed batch written again releases its agent.
+  void commit();
+  // Nothing of the group was written: every batch of it counts as failed.
+  void fail(const std::vector<const SinkBatch*>& batches);
+
+ private:
+  MarkBook& book_;
+  std::unordered_map<std::string, uint64_t> floors_;  // the book's failures when the group began
+  std::unordered_map<std::string, uint64_t> moved_;
+  std::vector<std::pair<std::string, uint64_t>> refused_;
+  std::set<std::string> released_;
+};
 
 }  // namespace outpost::gateway

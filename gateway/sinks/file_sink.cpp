@@ -91,8 +91,8 @@ struct FileSink::Impl {
   std::condition_variable wake;
   std::deque<Pending> queue;
   bool stopping = false;
-  std::optional<std::string> failure;                   // the last write error, until a success
-  std::unordered_map<std::string, uint64_t> committed;  // high-water marks on disk
+  std::optional<std::string> failure;  // the last write error, until a success
+  MarkBook book;  // the high-water marks on disk, and failed batches (pipeline/marks.hpp)
   std::thread thread;
 
   FileLock dir_lock;  // held for the sink's life (recover() takes it)
@@ -177,7 +177,7 @@ Result<void> FileSink::Impl::recover() {
       }
     }
   }
-  committed = std::move(hwm);
+  book.reset_marks(std::move(hwm));
   return rewrite_state();
 }
 
@@ -185,7 +185,7 @@ Result<void> FileSink::Impl::recover() {
 // closed at this point), atomically: temp file, fsync, rename, fsync the directory.
 Result<void> FileSink::Impl::rewrite_state() {
   std::string text;
-  for (auto& [agent, seq] : committed) text += "hwm " + std::to_string(seq) + " " + agent + "\n";
+  for (auto& [agent, seq] : book.marks()) text += "hwm " + std::to_string(seq) + " " + agent + "\n";
   text += "commit\n";
   const std::string tmp = state_path.string() + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -283,26 +283,18 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   }
   if (group.empty() && records.empty()) return;
   std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
-  std::unordered_map<std::string, uint64_t> hwm;  // changes by this group
+  MarkBook::Group marks(book);
   for (std::string& d : rendered) {
     if (d.capacity() > kKeepRenderedBytes) d = std::string();
     d.clear();  // the capacity stays: no regrowing, copying and faulting in per group
   }
   for (size_t i = 0; i < group.size(); ++i) {
     SinkBatch& b = group[i].batch;
-    // The agent's mark: as this group leaves it, or as committed (marks.hpp for the rest).
-    std::optional<uint64_t> known;
-    if (auto it = hwm.find(b.agent_id); it != hwm.end()) {
-      known = it->second;
-    } else if (auto c = committed.find(b.agent_id); c != committed.end()) {
-      known = c->second;
-    }
-    const MarkDecision decision = decide_mark(known, b);
+    const MarkDecision decision = marks.admit(b);
     if (decision.refuse) {
       results[i] = make_error(sink_errc::gap, *decision.refuse);
       continue;
     }
-    const uint64_t mark = decision.mark;
     const SinkResult r = write_above_mark(b, decision, [&](const wire::EventView& e) {
       auto kind = kind_from_number(e.kind).value_or(EventKind::json);
       std::string& out = rendered[kind_index(kind)];
@@ -316,7 +308,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
     });
     if (results[i]) {
       results[i] = r;
-      if (b.last_seq > mark) hwm[b.agent_id] = b.last_seq;
+      marks.written(b, decision);
     }
   }
 
@@ -344,8 +336,9 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   for (auto& [f, before] : touched) {
     if (outcome && ::fdatasync(f->fd) != 0) outcome = io_error("file sink: fsync " + f->rel);
   }
-  if (outcome && (!hwm.empty() || !touched.empty() || !records.empty())) {
-    for (auto& [agent, seq] : hwm) records += "hwm " + std::to_string(seq) + " " + agent + "\n";
+  if (outcome && (!marks.moved().empty() || !touched.empty() || !records.empty())) {
+    for (auto& [agent, seq] : marks.moved())
+      records += "hwm " + std::to_string(seq) + " " + agent + "\n";
     for (auto& [f, before] : touched) {
       records += "size " + std::to_string(f->size) + " " + f->rel + "\n";
     }
@@ -366,11 +359,11 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
     }
     log->error("file sink: {}; the group's {} batches are answered retry-later",
                outcome.error().describe(), group.size());
+    std::vector<const SinkBatch*> failed;
+    for (const Pending& p : group) failed.push_back(&p.batch);
+    marks.fail(failed);
   } else {
-    {
-      std::lock_guard lock(mu);
-      for (auto& [agent, seq] : hwm) committed[agent] = seq;
-    }
+    marks.commit();
     if (state_bytes > kCompactStateBytes) {
       // The compacted log holds no file sizes, so every file is closed first.
       std::string closing;
@@ -435,10 +428,15 @@ void FileSink::write(SinkBatch batch, SinkCallback done) {
     }
   }
   if (refused) {
+    impl_->book.failed(batch.agent_id, batch.first_seq);  // nothing of its agent overtakes it
     done(*refused);
     return;
   }
   impl_->wake.notify_one();
+}
+
+void FileSink::session_started(const std::string& agent_id) {
+  impl_->book.session_started(agent_id);  // the new session resends from its last ack
 }
 
 std::optional<std::string> FileSink::not_ready_reason() const {
@@ -447,9 +445,7 @@ std::optional<std::string> FileSink::not_ready_reason() const {
 }
 
 uint64_t FileSink::high_water(const std::string& agent_id) const {
-  std::lock_guard lock(impl_->mu);
-  auto it = impl_->committed.find(agent_id);
-  return it == impl_->committed.end() ? 0 : it->second;
+  return impl_->book.mark(agent_id).value_or(0);
 }
 
 }  // namespace outpost::gateway

@@ -37,6 +37,7 @@ class FileSink : public Sink {
 
   void write(SinkBatch batch, SinkCallback done) override;
   std::optional<std::string> not_ready_reason() const override;
+  void session_started(const std::string& agent_id) override;
   // The agent's high-water mark as committed (tests, metrics).
   uint64_t high_water(const std::string& agent_id) const;
 

@@ -71,7 +71,7 @@ bool KafkaSink::Impl::connect() {
       auto loaded = kafka::read_marks(opt, nullptr);
       if (!loaded) return loaded.error();
       count(&Counters::mark_reloads);
-      marks = std::move(*loaded);
+      book.reset_marks(std::move(*loaded));
       producer = std::move(*p);
       return {};
     };
@@ -83,7 +83,7 @@ bool KafkaSink::Impl::connect() {
         not_ready.reset();
       }
       log->info("connected to Kafka at {} as {}; {} agents' high-water marks loaded", opt.brokers,
-                opt.transactional_id, marks.size());
+                opt.transactional_id, book.marks().size());
       return true;
     }
     set_not_ready(describe_sink_error(r.error()));
@@ -155,20 +155,16 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
       refused_code = sink_errc::queue_full;
       refused = "the Kafka sink's queue is full (" + std::to_string(impl_->queue.size()) +
                 " batches wait for Kafka)";
-    } else if (auto f = impl_->failed_from.find(batch.agent_id);
-               f != impl_->failed_from.end() && batch.first_seq > f->second) {
+    } else if (auto f = impl_->book.failed_from(batch.agent_id); f && batch.first_seq > *f) {
       refused_code = sink_errc::gap;
-      refused = "an earlier batch of agent " + batch.agent_id + " (from seq " +
-                std::to_string(f->second) + ") was not written; send it first";
+      refused = "an earlier batch of agent " + batch.agent_id + " (from seq " + std::to_string(*f) +
+                ") was not written; send it first";
     } else {
       impl_->queue.push_back(Impl::Queued{std::move(batch), std::move(done)});
     }
   }
   if (refused) {
-    {
-      std::lock_guard lock(impl_->mu);
-      impl_->note_failed(batch.agent_id, batch.first_seq);
-    }
+    impl_->book.failed(batch.agent_id, batch.first_seq);
     done(make_error(refused_code, *refused));
     return;
   }
@@ -183,7 +179,7 @@ std::optional<std::string> KafkaSink::not_ready_reason() const {
 void KafkaSink::session_started(const std::string& agent_id) {
   std::lock_guard lock(impl_->mu);
   impl_->stale.insert(agent_id);
-  impl_->failed_from.erase(agent_id);  // the new session resends from its last ack
+  impl_->book.session_started(agent_id);  // the new session resends from its last ack
 }
 
 void KafkaSink::append_metrics(std::string& out) const {

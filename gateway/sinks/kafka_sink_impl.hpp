@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "gateway/pipeline/marks.hpp"
 #include "gateway/sinks/kafka_client.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
 
@@ -40,7 +41,6 @@ struct KafkaSink::Impl {
 
   // Sink thread only.
   kafka::Handle producer;
-  std::unordered_map<std::string, uint64_t> marks;  // committed high-water mark per agent
 
   mutable std::mutex mu;
   std::condition_variable wake;
@@ -49,11 +49,11 @@ struct KafkaSink::Impl {
   std::optional<std::string> not_ready = std::string("starting: connecting to Kafka");
   bool stopping = false;
   bool inject_fatal = false;
-  // Per agent, the first seq of its oldest batch that failed here and was not yet written.
-  // Until a batch starting at or below it is written, later batches of that agent are
-  // refused: written first, they would raise the mark above the failed batch, which would
+  // The committed high-water marks, and per agent the oldest batch that failed here and was
+  // not yet written (gateway/pipeline/marks.hpp): until it is, later batches of that agent are
+  // refused; written first, they would raise the mark above the failed batch, which would
   // then count as duplicates when it is resent (a loss). A new session clears it.
-  std::unordered_map<std::string, uint64_t> failed_from;
+  MarkBook book;
   std::atomic<uint64_t> delivery_failures{0};
   Counters counters;
   std::thread thread;
@@ -76,12 +76,6 @@ struct KafkaSink::Impl {
   void write_group(std::vector<Queued>& group, const std::set<std::string>& reload);
   // One pass over the offsets topic for all of `agents`.
   Result<void> reload_marks(const std::set<std::string>& agents);
-  // Under mu.
-  void note_failed(const std::string& agent, uint64_t first_seq);
-  // After a committed group: a resent batch clears its agent's floor; a refused one sets it.
-  void settle_floors(const std::vector<Queued>& group,
-                     const std::vector<Result<SinkResult>>& results,
-                     const std::set<std::string>& resent);
 };
 
 }  // namespace outpost::gateway

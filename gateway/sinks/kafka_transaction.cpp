@@ -15,44 +15,34 @@ Result<void> KafkaSink::Impl::reload_marks(const std::set<std::string>& agents) 
   auto found = kafka::read_marks(opt, &agents);
   if (!found) return found.error();
   count(&Counters::mark_reloads);
-  for (const auto& [agent, seq] : *found) marks[agent] = std::max(marks[agent], seq);
+  for (const auto& [agent, seq] : *found) book.set_mark(agent, seq);
   return {};
 }
 
 void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std::string>& reload) {
   std::vector<Result<SinkResult>> results(group.size(), SinkResult{});
   auto fail_all = [&](const std::string& why) {
-    {
-      std::lock_guard lock(mu);
-      for (const Queued& q : group) note_failed(q.batch.agent_id, q.batch.first_seq);
-    }
+    std::vector<const SinkBatch*> batches;
+    for (const Queued& q : group) batches.push_back(&q.batch);
+    MarkBook::Group(book).fail(batches);
     for (size_t i = 0; i < group.size(); ++i) {
       group[i].done(make_error(sink_errc::unavailable, why));
     }
-  };
-  std::unordered_map<std::string, uint64_t> floors;
-  {
-    std::lock_guard lock(mu);
-    floors = failed_from;
-  }
-  std::set<std::string> resent;  // agents whose failed batch this group writes again
-  std::unordered_map<std::string, uint64_t> next;  // marks as this transaction leaves them
-  auto mark_of = [&](const std::string& agent) -> std::optional<uint64_t> {
-    if (auto it = next.find(agent); it != next.end()) return it->second;
-    if (auto it = marks.find(agent); it != marks.end()) return it->second;
-    return std::nullopt;
   };
   // A batch that does not continue the mark this gateway knows (a resend, or a device that
   // another gateway wrote for) makes it read that agent's mark back before deciding; so
   // does a new session (`reload`). All of them in one pass over the offsets topic.
   std::set<std::string> to_read = reload;
-  for (const Queued& q : group) {
-    const std::string& agent = q.batch.agent_id;
-    auto m = mark_of(agent);
-    if (m && q.batch.first_seq != *m + 1) to_read.insert(agent);
-    next[agent] = std::max(m.value_or(0), q.batch.last_seq);
+  {
+    std::unordered_map<std::string, uint64_t> after;  // marks as the group would leave them
+    for (const Queued& q : group) {
+      const std::string& agent = q.batch.agent_id;
+      auto it = after.find(agent);
+      auto m = it != after.end() ? std::optional<uint64_t>(it->second) : book.mark(agent);
+      if (m && q.batch.first_seq != *m + 1) to_read.insert(agent);
+      after[agent] = std::max(m.value_or(0), q.batch.last_seq);
+    }
   }
-  next.clear();
   if (auto r = reload_marks(to_read); !r) {
     fail_all("Kafka: " + r.error().describe());
     return;
@@ -65,25 +55,13 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
     return;
   }
   Result<void> produced;
+  MarkBook::Group marks(book);
   for (size_t i = 0; i < group.size() && produced; ++i) {
     SinkBatch& b = group[i].batch;
-    const MarkDecision decision = decide_mark(mark_of(b.agent_id), b);
-    const uint64_t mark = decision.mark;
-    auto floor = floors.find(b.agent_id);
-    if (floor != floors.end() && b.first_seq > floor->second) {
-      results[i] = make_error(sink_errc::gap, "an earlier batch of agent " + b.agent_id +
-                                                  " (from seq " + std::to_string(floor->second) +
-                                                  ") was not written; send it first");
-      continue;
-    }
+    const MarkDecision decision = marks.admit(b);
     if (decision.refuse) {
       results[i] = make_error(sink_errc::gap, *decision.refuse);
-      floors[b.agent_id] = b.first_seq;
       continue;
-    }
-    if (floor != floors.end()) {
-      resent.insert(b.agent_id);
-      floors.erase(floor);
     }
     results[i] = write_above_mark(b, decision, [&](const wire::EventView& e) {
       const EventKind kind = kind_from_number(e.kind).value_or(EventKind::json);
@@ -104,11 +82,11 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
       produced = kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
       return bool(produced);
     });
-    next[b.agent_id] = std::max(mark, b.last_seq);
+    marks.written(b, decision);
   }
   if (produced) {
-    for (const auto& [agent, seq] : next) {
-      if (marks.count(agent) && marks[agent] == seq) continue;
+    for (const auto& [agent, seq] : marks.moved()) {
+      if (book.mark(agent) == seq) continue;
       produced =
           kafka::produce(producer.rk, opt.offsets_topic, agent, std::to_string(seq), nullptr);
       if (!produced) break;
@@ -126,8 +104,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
                                      : produced.error().describe()));
       return;
     }
-    for (const auto& [agent, seq] : next) marks[agent] = seq;
-    settle_floors(group, results, resent);
+    marks.commit();
     for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
     return;
   }
@@ -166,24 +143,8 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
     return;
   }
   count(&Counters::transactions_committed);
-  for (const auto& [agent, seq] : next) marks[agent] = seq;
-  settle_floors(group, results, resent);
+  marks.commit();
   for (size_t i = 0; i < group.size(); ++i) group[i].done(results[i]);
-}
-
-void KafkaSink::Impl::note_failed(const std::string& agent, uint64_t first_seq) {
-  auto [it, inserted] = failed_from.emplace(agent, first_seq);
-  if (!inserted) it->second = std::min(it->second, first_seq);
-}
-
-void KafkaSink::Impl::settle_floors(const std::vector<Queued>& group,
-                                    const std::vector<Result<SinkResult>>& results,
-                                    const std::set<std::string>& resent) {
-  std::lock_guard lock(mu);
-  for (const std::string& agent : resent) failed_from.erase(agent);
-  for (size_t i = 0; i < group.size(); ++i) {
-    if (!results[i]) note_failed(group[i].batch.agent_id, group[i].batch.first_seq);
-  }
 }
 
 }  // namespace outpost::gateway

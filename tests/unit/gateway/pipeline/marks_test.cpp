@@ -96,3 +96,86 @@ TEST_CASE("a gap is refused while it can be filled, and counted as lost when it 
   // Without a known session start, a gap is always refused.
   CHECK(decide_mark(5, batch(11, 20)).refuse);
 }
+
+TEST_CASE("MarkBook: a group continues its own marks and moves the book's only on commit") {
+  MarkBook book;
+  book.set_mark("device-1", 100);
+  {
+    MarkBook::Group g(book);
+    SinkBatch a = batch(101, 150), b = batch(151, 200);
+    auto da = g.admit(a);
+    REQUIRE_FALSE(da.refuse);
+    g.written(a, da);
+    auto db = g.admit(b);  // continues the group's 150, not the book's 100
+    REQUIRE_FALSE(db.refuse);
+    CHECK(db.mark == 150);
+    g.written(b, db);
+    CHECK(g.moved().at("device-1") == 200);
+    CHECK(book.mark("device-1") == 100u);  // not durable yet: the group is dropped
+  }
+  CHECK(book.mark("device-1") == 100u);
+  MarkBook::Group g(book);
+  SinkBatch a = batch(101, 200);
+  g.written(a, g.admit(a));
+  g.commit();
+  CHECK(book.mark("device-1") == 200u);
+  book.set_mark("device-1", 150);  // read back from an older state: a mark never goes back
+  CHECK(book.mark("device-1") == 200u);
+  book.reset_marks({{"device-2", 7}});
+  CHECK_FALSE(book.mark("device-1"));
+  CHECK(book.mark("device-2") == 7u);
+}
+
+TEST_CASE(
+    "MarkBook: a failed batch holds its agent's later batches back until it is written; "
+    "a new session releases them") {
+  MarkBook book;
+  book.set_mark("device-1", 100);
+  SinkBatch first = batch(101, 200, 101), second = batch(201, 300, 101);
+  {
+    MarkBook::Group g(book);  // the disk failed under the group of the first batch
+    g.fail({&first});
+  }
+  CHECK(book.failed_from("device-1") == 101u);
+  {
+    MarkBook::Group g(book);  // the second overtakes it: refused, whatever its mark says
+    auto d = g.admit(second);
+    REQUIRE(d.refuse);
+    CHECK(d.refuse->find("from seq 101") != std::string::npos);
+    g.commit();
+  }
+  CHECK(book.mark("device-1") == 100u);
+  {
+    MarkBook::Group g(book);  // the resend: the first, then the second, in one group
+    auto d1 = g.admit(first);
+    REQUIRE_FALSE(d1.refuse);
+    g.written(first, d1);
+    auto d2 = g.admit(second);
+    REQUIRE_FALSE(d2.refuse);
+    g.written(second, d2);
+    g.commit();
+  }
+  CHECK(book.mark("device-1") == 300u);
+  CHECK_FALSE(book.failed_from("device-1"));
+
+  SUBCASE("a gap refused in a committed group holds back what comes after it") {
+    SinkBatch gap = batch(350, 400, 301), later = batch(401, 450, 301);
+    MarkBook::Group g(book);
+    CHECK(g.admit(gap).refuse);
+    g.commit();
+    CHECK(book.failed_from("device-1") == 350u);
+    MarkBook::Group g2(book);
+    CHECK(g2.admit(later).refuse);
+    book.session_started("device-1");
+    CHECK_FALSE(book.failed_from("device-1"));
+    MarkBook::Group g3(book);
+    auto d = g3.admit(batch(301, 450, 301));
+    CHECK_FALSE(d.refuse);
+  }
+  SUBCASE("a refusal before the group (a full queue) counts too") {
+    book.failed("device-1", 301);
+    MarkBook::Group g(book);
+    CHECK(g.admit(batch(401, 450, 301)).refuse);
+    CHECK_FALSE(g.admit(batch(301, 400, 301)).refuse);
+  }
+}
