@@ -54,6 +54,7 @@ void Server::Impl::accept() {
 void Server::Impl::release(const std::string& ip, const std::shared_ptr<Session>& s) {
   std::lock_guard lock(mu);
   if (sessions.erase(s) == 0) return;
+  if (sessions.empty()) sessions_gone.notify_all();
   metrics.connections_open--;
   auto it = per_ip.find(ip);
   if (it != per_ip.end() && --it->second == 0) per_ip.erase(it);

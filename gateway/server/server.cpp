@@ -63,24 +63,21 @@ size_t Server::shutdown(std::chrono::nanoseconds grace) {
   }
   for (auto& s : live) s->drain();
   live.clear();
-  const auto deadline = std::chrono::steady_clock::now() + grace;
+  // Wait for the sessions to end, until the grace period is over; then cut the rest.
+  const int64_t deadline = m.clock.mono_ns() + grace.count();
   size_t cut = 0;
-  while (true) {
-    {
-      std::lock_guard lock(m.mu);
-      if (m.sessions.empty()) break;
-      if (std::chrono::steady_clock::now() >= deadline) {
-        live.assign(m.sessions.begin(), m.sessions.end());
-        cut = live.size();
-      }
+  {
+    std::unique_lock lock(m.mu);
+    while (!m.sessions.empty() && m.clock.mono_ns() < deadline) {
+      m.clock.wait_until(lock, m.sessions_gone, deadline);
     }
-    if (!live.empty()) {
-      for (auto& s : live) s->cut();
-      live.clear();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    live.assign(m.sessions.begin(), m.sessions.end());
+    cut = live.size();
+  }
+  if (!live.empty()) {
+    for (auto& s : live) s->cut();
+    live.clear();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the cuts run on the io threads
   }
   asio::post(m.io, [&m] {
     boost::system::error_code ignored;

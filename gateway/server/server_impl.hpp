@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,7 @@ struct Server::Impl final : uplink::RateGate {
   size_t sessions_peak = 0;         // highest count since memory was last given back
   std::unordered_map<std::string, std::weak_ptr<Session>> by_identity;
   std::set<std::shared_ptr<Session>> sessions;
+  std::condition_variable sessions_gone;  // notified when `sessions` becomes empty
   struct Bucket {
     double tokens = 0;
     int64_t last_ns = 0;

@@ -18,10 +18,11 @@ void KafkaSink::Impl::run() {
       std::unique_lock lock(mu);
       wake.wait(lock, [this] { return stopping || !queue.empty(); });
       if (queue.empty() && stopping) break;
-      const auto deadline =
-          std::chrono::steady_clock::now() + std::chrono::nanoseconds(opt.linger_ns);
+      // Linger for more batches, to commit them in one transaction.
+      const int64_t deadline = clock.mono_ns() + opt.linger_ns;
       while (!stopping && queue.size() < opt.max_batches_per_transaction &&
-             wake.wait_until(lock, deadline) != std::cv_status::timeout) {
+             clock.mono_ns() < deadline) {
+        clock.wait_until(lock, wake, deadline);
       }
       while (!queue.empty() && group.size() < opt.max_batches_per_transaction) {
         group.push_back(std::move(queue.front()));
