@@ -7,13 +7,9 @@
 
 #include <boost/asio.hpp>
 
-#include <array>
-#include <deque>
 #include <optional>
 #include <string>
 
-#include "common/codec/zstd_codec.hpp"
-#include "common/errc.hpp"
 #include "common/tls/tls.hpp"
 #include "gateway/server/server_impl.hpp"
 #include "uplink/frame.hpp"
@@ -49,7 +45,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Another session for the same device replaced this one.
   void replaced() {
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
-      if (!self->protocol_ || !self->protocol_->open()) return;
+      if (self->state_ != State::open || !self->protocol_ || !self->protocol_->open()) return;
       self->s_.metrics.sessions_replaced++;
       self->protocol_->replaced();
       self->carry_out();
