@@ -6,6 +6,7 @@
 //   2  bad flags or configuration, including what only the start can tell (a port that
 //      cannot be bound, an unusable certificate, a librdkafka property it does not know)
 //   3  `outpost-agent buffer verify` found damage
+//   4  `outpost-gateway contracts check` found a breaking change
 //   75 the agent's buffer became unusable while running (EX_TEMPFAIL: restart it)
 //
 // Thread-safety: constants and a pure function.
@@ -19,6 +20,7 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitCorrupt = 3;
+inline constexpr int kExitIncompatible = 4;
 inline constexpr int kExitRestart = 75;
 
 // 2 for a configuration error (common_errc::config_*), 1 for anything else.

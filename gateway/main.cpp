@@ -9,6 +9,7 @@
 #include "common/exit_code.hpp"
 #include "common/log.hpp"
 #include "gateway/config.hpp"
+#include "gateway/contracts/contracts_command.hpp"
 #include "gateway/server/server.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
@@ -17,10 +18,14 @@ using namespace outpost;
 using namespace outpost::gateway;
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "contracts") {
+    return run_contracts_command(argc - 1, argv + 1);
+  }
   CLI::App app{
       "outpost-gateway: receives events from outpost-agents over mutual TLS, drops "
       "duplicates, and writes them to a sink.\nExit codes: 0 stopped cleanly, 1 runtime error, "
-      "2 bad command line or configuration."};
+      "2 bad command line or configuration.\nAlso: outpost-gateway contracts check --old OLD "
+      "--new NEW (docs/contracts.md)."};
   std::string config_path;
   std::vector<std::string> overrides;
   std::string log_level;
