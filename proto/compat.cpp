@@ -91,8 +91,8 @@ void check_numbered(const Old& old_type, const New& new_type, int number, const 
   if (number_ok && name_ok) return;
   std::string what = !number_ok && !name_ok ? "neither number " + std::to_string(number) +
                                                   " nor name '" + name + "' is reserved"
-                     : !number_ok           ? "number " + std::to_string(number) + " is not reserved"
-                                            : "name '" + name + "' is not reserved";
+                     : !number_ok ? "number " + std::to_string(number) + " is not reserved"
+                                  : "name '" + name + "' is not reserved";
   problem(name, "removed-not-reserved", "removed, but " + what);
 }
 
@@ -200,8 +200,9 @@ Result<void> load_descriptor_set(const std::string& path, pb::FileDescriptorSet*
                        : out->ParseFromString(data) && out->IsInitialized();
   if (!ok || out->file_size() == 0) {
     return make_error(common_errc::bad_input,
-                      path + " is not a descriptor set (make one with protoc --include_imports "
-                             "--descriptor_set_out=FILE" +
+                      path +
+                          " is not a descriptor set (make one with protoc --include_imports "
+                          "--descriptor_set_out=FILE" +
                           (text ? "; .txtpb: protobuf text format of FileDescriptorSet)" : ")"));
   }
   return {};

@@ -32,10 +32,10 @@ class FileDescriptorSet;
 namespace outpost::proto {
 
 struct CompatProblem {
-  std::string schema;  // the message's or enum's full name, e.g. outpost.v1.Event
-  std::string field;   // the field or enum value ("" for a removed message)
-  std::string rule;    // one of the rules above
-  std::string detail;  // what changed, for a person
+  std::string schema;        // the message's or enum's full name, e.g. outpost.v1.Event
+  std::string field;         // the field or enum value ("" for a removed message)
+  std::string rule;          // one of the rules above
+  std::string detail;        // what changed, for a person
   std::string line() const;  // "outpost.v1.Event.seq: changed-type (uint64 -> string)"
 };
 

@@ -44,8 +44,8 @@ int run_contracts_command(int argc, char** argv) {
     return kExitIncompatible;
   }
   std::cout << "compatible: " << report.types_checked << " messages and enums, "
-            << report.fields_checked << " fields and values of " << old_path
-            << " kept in " << new_path << "\n";
+            << report.fields_checked << " fields and values of " << old_path << " kept in "
+            << new_path << "\n";
   return kExitOk;
 }
 

@@ -107,8 +107,8 @@ TEST_CASE("files that are not descriptor sets, and bad flags, get clear errors")
                    OUTPOST_DESCRIPTOR_SET});
   CHECK(junk.exit_code == 1);
   CHECK(junk.err.find("junk.desc is not a descriptor set") != std::string::npos);
-  auto missing = run({kGateway, "contracts", "check", "--old", dir.path() + "/nope.desc",
-                      "--new", OUTPOST_DESCRIPTOR_SET});
+  auto missing = run({kGateway, "contracts", "check", "--old", dir.path() + "/nope.desc", "--new",
+                      OUTPOST_DESCRIPTOR_SET});
   CHECK(missing.exit_code == 1);
   CHECK(missing.err.find("cannot read") != std::string::npos);
   auto flags = run({kGateway, "contracts", "check", "--old", OUTPOST_DESCRIPTOR_SET});

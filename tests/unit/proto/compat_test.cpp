@@ -2,9 +2,9 @@
 // made to a copy of outpost.v1's descriptors is refused with its rule; additive ones pass.
 #include "proto/compat.hpp"
 
+#include <doctest/doctest.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
-#include <doctest/doctest.h>
 
 #include <functional>
 
@@ -70,8 +70,9 @@ TEST_CASE("the contracts are compatible with themselves, and every type is looke
   CHECK(report.fields_checked >= 50);
 }
 
-TEST_CASE("additive changes pass: a new field, a new enum value, a new message, a removed "
-          "field whose number and name are reserved") {
+TEST_CASE(
+    "additive changes pass: a new field, a new enum value, a new message, a removed "
+    "field whose number and name are reserved") {
   pb::FileDescriptorSet changed = contracts();
   auto* event = message(changed, "Event");
   auto* tenant = event->add_field();
@@ -102,25 +103,29 @@ TEST_CASE("each breaking change is refused, naming the schema, the field and the
           auto* e = message(s, "Event");
           remove_field(e, "priority");
           e->add_reserved_name("priority");
-        }) == "outpost.v1.Event.priority: removed-not-reserved (removed, but number 7 is not "
-              "reserved)");
+        }) ==
+        "outpost.v1.Event.priority: removed-not-reserved (removed, but number 7 is not "
+        "reserved)");
   CHECK(problem_of([](auto& s) {
           field(message(s, "Event"), "priority")->set_type(pb::FieldDescriptorProto::TYPE_STRING);
         }) == "outpost.v1.Event.priority: changed-type (int32 -> string)");
-  CHECK(problem_of([](auto& s) {
-          field(message(s, "Event"), "priority")->set_label(pb::FieldDescriptorProto::LABEL_REPEATED);
-        }) == "outpost.v1.Event.priority: changed-type (int32 -> repeated int32)");
+  CHECK(
+      problem_of([](auto& s) {
+        field(message(s, "Event"), "priority")->set_label(pb::FieldDescriptorProto::LABEL_REPEATED);
+      }) == "outpost.v1.Event.priority: changed-type (int32 -> repeated int32)");
   CHECK(problem_of([](auto& s) {
           field(message(s, "Event"), "pixel")->set_type_name(".outpost.v1.SensorReading");
-        }) == "outpost.v1.Event.pixel: changed-type (message outpost.v1.PixelHit -> message "
-              "outpost.v1.SensorReading)");
+        }) ==
+        "outpost.v1.Event.pixel: changed-type (message outpost.v1.PixelHit -> message "
+        "outpost.v1.SensorReading)");
   CHECK(problem_of([](auto& s) { field(message(s, "Event"), "priority")->set_number(9); }) ==
         "outpost.v1.Event.priority: changed-number (7 -> 9)");
   CHECK(problem_of([](auto& s) { field(message(s, "Event"), "priority")->set_name("urgency"); }) ==
         "outpost.v1.Event.priority: reused-number (number 7 now carries 'urgency')");
-  CHECK(problem_of([](auto& s) {
-          field(message(s, "Event"), "priority")->set_label(pb::FieldDescriptorProto::LABEL_REQUIRED);
-        }) == "outpost.v1.Event.priority: made-required (optional -> required)");
+  CHECK(
+      problem_of([](auto& s) {
+        field(message(s, "Event"), "priority")->set_label(pb::FieldDescriptorProto::LABEL_REQUIRED);
+      }) == "outpost.v1.Event.priority: made-required (optional -> required)");
   CHECK(problem_of([](auto& s) {
           auto* f = message(s, "Event")->add_field();
           f->set_name("tenant");
@@ -144,8 +149,9 @@ TEST_CASE("each breaking change is refused, naming the schema, the field and the
           r->set_start(5);
           r->set_end(6);
           frame->add_reserved_name("ping");
-        }) == "outpost.v1.Ping: removed-message (the message is gone; keep it, or make a new "
-              "package)");
+        }) ==
+        "outpost.v1.Ping: removed-message (the message is gone; keep it, or make a new "
+        "package)");
 }
 
 TEST_CASE("a reserved number or name used again is refused") {
@@ -166,6 +172,8 @@ TEST_CASE("a reserved number or name used again is refused") {
   g->set_type(pb::FieldDescriptorProto::TYPE_STRING);
   auto report = proto::check_compatibility(old_set, new_set);
   REQUIRE(report.problems.size() == 2);
-  CHECK(report.problems[0].line() == "outpost.v1.Event.fresh: reused-number (number 9 was reserved)");
-  CHECK(report.problems[1].line() == "outpost.v1.Event.legacy: reused-name (name 'legacy' was reserved)");
+  CHECK(report.problems[0].line() ==
+        "outpost.v1.Event.fresh: reused-number (number 9 was reserved)");
+  CHECK(report.problems[1].line() ==
+        "outpost.v1.Event.legacy: reused-name (name 'legacy' was reserved)");
 }
