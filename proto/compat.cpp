@@ -68,12 +68,26 @@ bool reserved_name(const Proto& p, const std::string& name) {
   return false;
 }
 
-// The rules shared by fields and enum values: what became of an old (number, name).
-template <typename Old, typename New, typename Problem>
-void check_numbered(const Old& old_type, const New& new_type, int number, const std::string& name,
-                    const std::map<int, std::string>& new_by_number,
-                    const std::map<std::string, int>& new_by_name, Problem&& problem) {
-  (void)old_type;
+// A message's fields or an enum's values, by number and by name.
+struct Numbered {
+  std::map<int, std::string> by_number;  // an aliased enum number keeps its first name
+  std::map<std::string, int> by_name;
+  template <typename Items>
+  explicit Numbered(const Items& items) {
+    for (const auto& item : items) {
+      by_number.emplace(item.number(), item.name());
+      by_name[item.name()] = item.number();
+    }
+  }
+};
+
+// The rules shared by fields and enum values: what became of an old (number, name) in the
+// new type.
+template <typename New, typename Problem>
+void check_numbered(const New& new_type, const Numbered& now, int number, const std::string& name,
+                    Problem&& problem) {
+  const auto& new_by_number = now.by_number;
+  const auto& new_by_name = now.by_name;
   if (auto same = new_by_number.find(number); same != new_by_number.end()) {
     if (same->second != name) {
       problem(name, "reused-number",
@@ -122,21 +136,16 @@ CompatReport check_compatibility(const pb::FileDescriptorSet& old_set,
       continue;
     }
     const pb::DescriptorProto& new_m = *it->second;
-    std::map<int, std::string> by_number;
-    std::map<std::string, int> by_name;
+    const Numbered now(new_m.field());
     std::map<int, const pb::FieldDescriptorProto*> new_fields;
-    for (const auto& f : new_m.field()) {
-      by_number[f.number()] = f.name();
-      by_name[f.name()] = f.number();
-      new_fields[f.number()] = &f;
-    }
+    for (const auto& f : new_m.field()) new_fields[f.number()] = &f;
     std::set<int> old_numbers;
     std::set<std::string> old_names;
     for (const auto& f : old_m->field()) {
       ++report.fields_checked;
       old_numbers.insert(f.number());
       old_names.insert(f.name());
-      check_numbered(*old_m, new_m, f.number(), f.name(), by_number, by_name,
+      check_numbered(new_m, now, f.number(), f.name(),
                      [&](const std::string& field, const char* rule, const std::string& detail) {
                        add(name, field, rule, detail);
                      });
@@ -172,15 +181,10 @@ CompatReport check_compatibility(const pb::FileDescriptorSet& old_set,
       continue;
     }
     const pb::EnumDescriptorProto& new_e = *it->second;
-    std::map<int, std::string> by_number;
-    std::map<std::string, int> by_name;
-    for (const auto& v : new_e.value()) {
-      by_number.emplace(v.number(), v.name());  // the first name of an aliased number
-      by_name[v.name()] = v.number();
-    }
+    const Numbered now(new_e.value());
     for (const auto& v : old_e->value()) {
       ++report.fields_checked;
-      check_numbered(*old_e, new_e, v.number(), v.name(), by_number, by_name,
+      check_numbered(new_e, now, v.number(), v.name(),
                      [&](const std::string& field, const char* rule, const std::string& detail) {
                        add(name, field, rule, detail);
                      });
