@@ -203,9 +203,12 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       auto z = compressor.compress(payload);
       if (!z) return z.error();
       const size_t wire_bytes = z->size();
+      // The upload cap first: the batch's ack timeout runs from when it is sent.
+      if (int64_t wait = pacer.wait_for(wire_bytes, clock.mono_ns()); wait > 0) {
+        if (!sleep_for(wait)) break;
+      }
       v1::Frame f = protocol.batch(last_seq, static_cast<uint32_t>(*count), v1::CODEC_ZSTD,
                                    std::move(*z), payload.size(), clock.mono_ns());
-      if (int64_t wait = pacer.wait_for(wire_bytes, clock.mono_ns()); wait > 0) sleep_for(wait);
       if (auto r = stream.send(f, clock.mono_ns() + opt.ack_timeout_ns); !r) return r;
       set_status([&](ForwarderStatus& s) { s.bytes_sent += wire_bytes; });
     }
