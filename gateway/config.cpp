@@ -42,6 +42,8 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(identity, doc.choice("tls.identity", "cn", {"cn", "uri_san"}));
   c.identity_from_uri_san = identity == "uri_san";
 
+  OUTPOST_TRY_ASSIGN(c.contracts_descriptor_set, doc.string("contracts.descriptor_set", ""));
+
   Limits& l = c.limits;
   OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections", 10'000, 1, 1'000'000));
   l.max_connections = static_cast<uint32_t>(n);

@@ -43,6 +43,8 @@ struct GatewayConfig {
   bool identity_from_uri_san = false;  // tls.identity = "uri_san"; default "cn"
   Limits limits;
   int64_t shutdown_grace_ns = 20'000'000'000;
+  // contracts.descriptor_set: the payload contracts (docs/contracts.md); "" for none.
+  std::string contracts_descriptor_set;
   std::string sink = "file";
   FileSinkOptions file_sink;
   KafkaSinkOptions kafka_sink;

@@ -13,6 +13,7 @@
 #include "gateway/server/server.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
+#include "proto/contract_registry.hpp"
 
 using namespace outpost;
 using namespace outpost::gateway;
@@ -40,7 +41,8 @@ int main(int argc, char** argv) {
                  "frame_bytes,"
                  "max_decompressed_bytes,max_window_log,max_events_per_batch,"
                  "max_in_flight_batches,device_events_per_second,device_burst_events}, "
-                 "sink.type, sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}, "
+                 "contracts.descriptor_set, sink.type, "
+                 "sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}, "
                  "sink.kafka.{brokers,topic_pixel,topic_sensor,topic_json,value_pixel,"
                  "value_sensor,value_json,offsets_topic,transactional_id,create_topics,"
                  "transactions,partitions,replication,batches_per_transaction,linger,"
@@ -82,6 +84,22 @@ int main(int argc, char** argv) {
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
     files.rlim_cur = files.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+
+  std::shared_ptr<const proto::ContractRegistry> contracts;
+  if (!config->contracts_descriptor_set.empty()) {
+    auto loaded = proto::ContractRegistry::load(config->contracts_descriptor_set);
+    if (!loaded) {
+      log->critical("{}", loaded.error().describe());
+      return exit_code_for(loaded.error());
+    }
+    contracts = std::move(*loaded);
+    std::string names;
+    for (const auto& [schema, message] : contracts->schemas()) {
+      names += (names.empty() ? "" : ", ") + schema + " (" + message + ")";
+    }
+    log->info("contracts: {} schemas from {} (sha256 {}): {}", contracts->schemas().size(),
+              contracts->path(), contracts->fingerprint().substr(0, 16), names);
   }
 
   SystemClock clock;

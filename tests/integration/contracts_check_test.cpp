@@ -1,11 +1,14 @@
 // `outpost-gateway contracts check` as a user runs it: descriptor sets made by protoc from
 // .proto files, the exit code, and one line per problem. And the check the test command
-// exists for: the contracts of this tree against proto/baseline/.
+// exists for: the contracts of this tree against proto/baseline/. And the gateway loading its
+// contracts at start (contracts.descriptor_set).
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "tests/e2e/uplink_support.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -114,4 +117,34 @@ TEST_CASE("files that are not descriptor sets, and bad flags, get clear errors")
   auto flags = run({kGateway, "contracts", "check", "--old", OUTPOST_DESCRIPTOR_SET});
   CHECK(flags.exit_code == 2);
   CHECK(flags.err.find("--new is required") != std::string::npos);
+}
+
+TEST_CASE("the gateway loads its contracts at start, and refuses a set it cannot use") {
+  Pki pki;
+  TempDir dir;
+  const uint16_t port = free_port();
+  std::filesystem::create_directories(dir.file("good"));
+  {
+    GatewayProc gateway(
+        pki, dir.file("good"), port,
+        "[contracts]\ndescriptor_set = \"" + std::string(OUTPOST_DESCRIPTOR_SET) + "\"\n");
+    gateway.start();
+    CHECK_MESSAGE(gateway.log().find("contracts: 3 schemas from " +
+                                     std::string(OUTPOST_DESCRIPTOR_SET)) != std::string::npos,
+                  gateway.log());
+    CHECK(gateway.log().find("order.v1 (outpost.contracts.v1.Order)") != std::string::npos);
+  }
+  std::ofstream(dir.file("junk.desc")) << "junk";
+  std::filesystem::create_directories(dir.file("bad"));
+  write_file(dir.file("bad/gateway.toml"),
+             "[tls]\nca_file = \"" + pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
+                 "/gateway.crt\"\nkey_file = \"" + pki.main +
+                 "/gateway.key\"\n[sink.file]\ndir = \"" + dir.file("bad/sink") +
+                 "\"\n[contracts]\ndescriptor_set = \"" + dir.file("junk.desc") + "\"\n");
+  auto bad = run({kGateway, "-c", dir.file("bad/gateway.toml")});
+  CHECK(bad.exit_code == 2);
+  CHECK_MESSAGE(bad.err.find("contracts: " + dir.file("junk.desc") + " is not a descriptor set") !=
+                    std::string::npos,
+                bad.err);
+  CHECK_FALSE(std::filesystem::exists(dir.file("bad/sink")));  // refused before the sink opened
 }

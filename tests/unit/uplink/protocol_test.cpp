@@ -45,8 +45,9 @@ std::string event_body(uint64_t n) {
 
 // One agent with `events` pending (seqs 1..events) and the gateway it talks to.
 struct Link {
-  explicit Link(uint64_t events, SessionLimits limits = {}, AgentProtocolOptions agent = {})
-      : total(events), limits(limits), agent_options(agent) {
+  explicit Link(uint64_t events, SessionLimits gateway_limits = {},
+                AgentProtocolOptions options = {})
+      : total(events), limits(gateway_limits), agent_options(options) {
     if (agent_options.agent_id.empty()) agent_options.agent_id = "dev-1";
     connect();
   }
