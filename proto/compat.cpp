@@ -193,12 +193,13 @@ CompatReport check_compatibility(const pb::FileDescriptorSet& old_set,
   return report;
 }
 
-Result<void> load_descriptor_set(const std::string& path, pb::FileDescriptorSet* out) {
+Result<void> load_descriptor_set(const std::string& path, pb::FileDescriptorSet* out,
+                                 std::string* bytes_out) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(common_errc::bad_input, "cannot read " + path);
   std::ostringstream bytes;
   bytes << in.rdbuf();
-  const std::string data = bytes.str();
+  std::string data = bytes.str();
   const bool text = path.size() >= 6 && path.compare(path.size() - 6, 6, ".txtpb") == 0;
   const bool ok = text ? pb::TextFormat::ParseFromString(data, out)
                        : out->ParseFromString(data) && out->IsInitialized();
@@ -209,6 +210,7 @@ Result<void> load_descriptor_set(const std::string& path, pb::FileDescriptorSet*
                           "--descriptor_set_out=FILE" +
                           (text ? "; .txtpb: protobuf text format of FileDescriptorSet)" : ")"));
   }
+  if (bytes_out != nullptr) *bytes_out = std::move(data);
   return {};
 }
 

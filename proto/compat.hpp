@@ -50,6 +50,8 @@ CompatReport check_compatibility(const google::protobuf::FileDescriptorSet& old_
 
 // A descriptor set from a file: binary (protoc's --descriptor_set_out) or, for a name ending
 // in .txtpb, protobuf text format (how the checked-in baseline is kept reviewable).
-Result<void> load_descriptor_set(const std::string& path, google::protobuf::FileDescriptorSet* out);
+// `bytes`, when given, receives the file's bytes as read.
+Result<void> load_descriptor_set(const std::string& path, google::protobuf::FileDescriptorSet* out,
+                                 std::string* bytes = nullptr);
 
 }  // namespace outpost::proto

@@ -3,9 +3,6 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "common/errc.hpp"
 #include "common/tls/digest.hpp"
 #include "outpost/v1/contract_options.pb.h"
@@ -56,17 +53,13 @@ ContractRegistry::~ContractRegistry() = default;
 
 Result<std::shared_ptr<const ContractRegistry>> ContractRegistry::load(const std::string& path) {
   pb::FileDescriptorSet set;
-  if (auto r = load_descriptor_set(path, &set); !r) {
+  std::string bytes;
+  if (auto r = load_descriptor_set(path, &set, &bytes); !r) {
     return make_error(common_errc::config_invalid, "contracts: " + r.error().describe());
   }
   std::shared_ptr<ContractRegistry> registry(new ContractRegistry());
   registry->path_ = path;
-  {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    registry->fingerprint_ = tls::sha256_hex(bytes.str());
-  }
+  registry->fingerprint_ = tls::sha256_hex(bytes);
   // Files in dependency order, as protoc --include_imports writes them; a file whose import
   // is not in the set does not build.
   for (const auto& file : set.file()) {

@@ -1,7 +1,7 @@
 #pragma once
 // Protobuf's base-128 varints and wire types, for the code that reads and writes
 // outpost.v1.Event bytes by hand (event_codec.cpp, event_view.cpp) and the batch payload's
-// length prefixes (common/wire).
+// length prefixes (uplink/frame).
 //
 // Thread-safety: pure functions.
 

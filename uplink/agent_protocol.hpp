@@ -83,7 +83,6 @@ class AgentProtocol {
   const v1::Welcome& welcome() const { return welcome_; }
   uint32_t window() const { return window_; }
   size_t in_flight() const { return in_flight_.size(); }
-  uint64_t acked_seq() const { return acked_; }
 
  private:
   enum class State { idle, awaiting_welcome, active };

@@ -136,6 +136,21 @@ class EventList {
   std::vector<Item> items_;
 };
 
+// A batch that passed the gateway side's checks, as a sink (or a relay's buffer) takes it.
+struct DecodedBatch {
+  std::string agent_id;    // the device identity from its certificate
+  uint64_t first_seq = 0;  // the seq range the batch covers (docs/protocol.md)...
+  uint64_t last_seq = 0;   // ...up to here: the new high-water mark
+  // The first seq of the session's first batch: the agent's oldest unacknowledged event when
+  // the session began. A sink with no mark yet for the agent takes it as the start of the
+  // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
+  // earlier one of the session that was refused or failed. 0: not known.
+  uint64_t session_first_seq = 0;
+  // Seq order, as the agent sent them. The sink writes agent_id (the certificate's identity)
+  // as each event's agent id, whatever the event's bytes say.
+  EventList events;
+};
+
 // A Batch payload is the events, each length-delimited (proto::append_delimited builds it).
 // Splits a payload into its events; an error unless it holds exactly `expected_count`
 // well-formed events with seqs in [first_seq, last_seq], strictly increasing.

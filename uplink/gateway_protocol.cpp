@@ -106,7 +106,6 @@ void GatewayProtocol::on_hello(const v1::Frame& f) {
     return;
   }
   state_ = State::active;
-  established_once_ = true;
   out_.established = h.software_version();
   v1::Frame w;
   auto* welcome = w.mutable_welcome();
@@ -169,8 +168,9 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
     return;
   }
   ++in_flight_;
-  out_.writes.push_back({b.batch_seq(), identity_, b.first_seq(), b.last_seq(), session_first_seq_,
-                         std::move(*events)});
+  out_.writes.push_back(
+      {b.batch_seq(),
+       {identity_, b.first_seq(), b.last_seq(), session_first_seq_, std::move(*events)}});
 }
 
 void GatewayProtocol::on_written(uint64_t batch_seq, const Result<void>& result) {

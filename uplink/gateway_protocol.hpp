@@ -50,13 +50,10 @@ class RateGate {
   virtual bool admit(const std::string& identity, uint64_t events) = 0;
 };
 
-// A batch that passed every check, for the host's sink. Answer it with on_written().
+// A batch that passed every check, for the host's sink. Answer it with on_written(batch_seq).
 struct BatchToWrite {
   uint64_t batch_seq = 0;
-  std::string agent_id;  // the certificate's identity, whatever the events say
-  uint64_t first_seq = 0, last_seq = 0;
-  uint64_t session_first_seq = 0;  // the first seq of the session's first batch
-  wire::EventList events;
+  wire::DecodedBatch batch;
 };
 
 // Something refused, for metrics (`label`), the log and, when `audit`, the audit log.
@@ -102,9 +99,7 @@ class GatewayProtocol {
   // read resumes after an ack).
   bool wants_frames() const;
   bool open() const { return state_ == State::awaiting_hello || state_ == State::active; }
-  bool established() const { return state_ == State::active || established_once_; }
   uint32_t in_flight() const { return in_flight_; }
-  const std::string& identity() const { return identity_; }
 
  private:
   enum class State { awaiting_hello, active, ended };
@@ -119,7 +114,6 @@ class GatewayProtocol {
   std::string identity_;
   RateGate& rates_;
   State state_ = State::awaiting_hello;
-  bool established_once_ = false;
   bool draining_ = false;
   GatewayOutput out_;
   uint32_t in_flight_ = 0;

@@ -56,11 +56,34 @@ void MarkBook::session_started(const std::string& agent) {
   failed_from_.erase(agent);
 }
 
+void MarkBook::failed(const std::vector<const SinkBatch*>& batches) {
+  std::lock_guard lock(mu_);
+  for (const SinkBatch* b : batches) note_failed_locked(b->agent_id, b->first_seq);
+}
+
+namespace {
+
+// The refusal of a batch above its agent's oldest failed one, or nullopt.
+std::optional<std::string> above_failed(const std::unordered_map<std::string, uint64_t>& floors,
+                                        const SinkBatch& b) {
+  auto floor = floors.find(b.agent_id);
+  if (floor == floors.end() || b.first_seq <= floor->second) return std::nullopt;
+  return "an earlier batch of agent " + b.agent_id + " (from seq " + std::to_string(floor->second) +
+         ") was not written; send it first";
+}
+
+}  // namespace
+
 std::optional<uint64_t> MarkBook::failed_from(const std::string& agent) const {
   std::lock_guard lock(mu_);
   auto it = failed_from_.find(agent);
   if (it == failed_from_.end()) return std::nullopt;
   return it->second;
+}
+
+std::optional<std::string> MarkBook::holds_back(const SinkBatch& batch) const {
+  std::lock_guard lock(mu_);
+  return above_failed(failed_from_, batch);
 }
 
 MarkBook::Group::Group(MarkBook& book) : book_(book) {
@@ -75,11 +98,8 @@ std::optional<uint64_t> MarkBook::Group::mark(const std::string& agent) const {
 
 MarkDecision MarkBook::Group::admit(const SinkBatch& b) {
   MarkDecision d = decide_mark(mark(b.agent_id), b);
+  if (auto held = above_failed(floors_, b)) d.refuse = std::move(held);
   auto floor = floors_.find(b.agent_id);
-  if (floor != floors_.end() && b.first_seq > floor->second) {
-    d.refuse = "an earlier batch of agent " + b.agent_id + " (from seq " +
-               std::to_string(floor->second) + ") was not written; send it first";
-  }
   if (d.refuse) {
     refused_.emplace_back(b.agent_id, b.first_seq);
     if (floor == floors_.end()) {
@@ -112,11 +132,6 @@ void MarkBook::Group::commit() {
   }
   for (const std::string& agent : released_) book_.failed_from_.erase(agent);
   for (const auto& [agent, first_seq] : refused_) book_.note_failed_locked(agent, first_seq);
-}
-
-void MarkBook::Group::fail(const std::vector<const SinkBatch*>& batches) {
-  std::lock_guard lock(book_.mu_);
-  for (const SinkBatch* b : batches) book_.note_failed_locked(b->agent_id, b->first_seq);
 }
 
 }  // namespace outpost::gateway

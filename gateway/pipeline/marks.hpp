@@ -78,11 +78,15 @@ class MarkBook {
   // A batch of `agent` from `first_seq` was not written: later batches of the agent are
   // refused until one starting at or below it is written.
   void failed(const std::string& agent, uint64_t first_seq);
+  // Nothing of a group was written: every batch of it counts as failed.
+  void failed(const std::vector<const SinkBatch*>& batches);
+  // Why the batch must wait for a failed one of its agent, or nullopt.
+  std::optional<std::string> holds_back(const SinkBatch& batch) const;
+  // The lowest failed seq of the agent, if one holds its batches back.
+  std::optional<uint64_t> failed_from(const std::string& agent) const;
   // A new session of the agent sends again from its last acknowledged seq: its failures no
   // longer hold anything back.
   void session_started(const std::string& agent);
-  // The lowest failed seq of the agent, if one holds its batches back.
-  std::optional<uint64_t> failed_from(const std::string& agent) const;
 
  private:
   void note_failed_locked(const std::string& agent, uint64_t first_seq);
@@ -107,8 +111,6 @@ class MarkBook::Group {
   // The group's data and marks are durable: the book takes its marks, its refused batches
   // count as failed, a failed batch written again releases its agent.
   void commit();
-  // Nothing of the group was written: every batch of it counts as failed.
-  void fail(const std::vector<const SinkBatch*>& batches);
 
  private:
   MarkBook& book_;

@@ -112,7 +112,7 @@ void Server::Impl::audit_line(const std::string& ip, const std::string& subject,
               suppressed ? " (" + std::to_string(suppressed) + " lines suppressed)" : "");
 }
 
-bool Server::Impl::take_tokens(const std::string& identity, uint64_t events) {
+bool Server::Impl::admit(const std::string& identity, uint64_t events) {
   const auto& l = config.limits;
   if (l.device_events_per_second == 0) return true;
   const int64_t now = clock.mono_ns();

@@ -73,11 +73,8 @@ struct Server::Impl final : uplink::RateGate {
   // Logs a refused handshake or identity mismatch, at most 10 lines per source IP a minute.
   void audit_line(const std::string& ip, const std::string& subject, const std::string& serial,
                   const std::string& reason);
-  // Takes `events` from the device's bucket; false: over its rate.
-  bool take_tokens(const std::string& identity, uint64_t events);
-  bool admit(const std::string& identity, uint64_t events) override {
-    return take_tokens(identity, events);
-  }
+  // The device's token bucket (uplink::RateGate): takes `events`; false: over its rate.
+  bool admit(const std::string& identity, uint64_t events) override;
   void release(const std::string& ip, const std::shared_ptr<Session>& s);
   void handshake_over();
   asio::steady_timer trim_timer{io};

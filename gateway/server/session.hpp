@@ -252,16 +252,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void write(uplink::BatchToWrite w) {
-    SinkBatch sb;
-    sb.agent_id = std::move(w.agent_id);
-    sb.first_seq = w.first_seq;
-    sb.last_seq = w.last_seq;
-    sb.session_first_seq = w.session_first_seq;
-    sb.events = std::move(w.events);  // the sink writes sb.agent_id into each of them
     const uint64_t batch_seq = w.batch_seq;
     const int64_t started = s_.clock.mono_ns();
     auto self = shared_from_this();
-    s_.sink.write(std::move(sb), [self, batch_seq, started](const Result<SinkResult>& r) {
+    s_.sink.write(std::move(w.batch), [self, batch_seq, started](const Result<SinkResult>& r) {
       const double seconds = static_cast<double>(self->s_.clock.mono_ns() - started) / 1e9;
       asio::post(self->socket_.get_executor(),
                  [self, batch_seq, r, seconds] { self->on_written(batch_seq, r, seconds); });

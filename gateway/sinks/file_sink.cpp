@@ -361,7 +361,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
                outcome.error().describe(), group.size());
     std::vector<const SinkBatch*> failed;
     for (const Pending& p : group) failed.push_back(&p.batch);
-    marks.fail(failed);
+    book.failed(failed);
   } else {
     marks.commit();
     if (state_bytes > kCompactStateBytes) {

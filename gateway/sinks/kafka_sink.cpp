@@ -119,7 +119,8 @@ void KafkaSink::Impl::rebuild(const std::string& why) {
   log->error("rebuilding the Kafka producer after: {}", why);
   count(&Counters::producer_rebuilds);
   producer.reset();
-  set_not_ready("unavailable: Kafka: rebuilding the producer after: " + why);
+  set_not_ready(describe_sink_error(
+      make_error(sink_errc::unavailable, "Kafka: rebuilding the producer after: " + why)));
 }
 
 // ---- the public API -------------------------------------------------------------------------
@@ -156,10 +157,9 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
       refused_code = sink_errc::queue_full;
       refused = "the Kafka sink's queue is full (" + std::to_string(impl_->queue.size()) +
                 " batches wait for Kafka)";
-    } else if (auto f = impl_->book.failed_from(batch.agent_id); f && batch.first_seq > *f) {
+    } else if (auto held = impl_->book.holds_back(batch)) {
       refused_code = sink_errc::gap;
-      refused = "an earlier batch of agent " + batch.agent_id + " (from seq " + std::to_string(*f) +
-                ") was not written; send it first";
+      refused = std::move(held);
     } else {
       impl_->queue.push_back(Impl::Queued{std::move(batch), std::move(done)});
     }

@@ -46,7 +46,8 @@ struct KafkaSink::Impl {
   std::condition_variable wake;
   std::deque<Queued> queue;
   std::set<std::string> stale;  // agents whose mark must be reloaded before their next write
-  std::optional<std::string> not_ready = std::string("unavailable: starting: connecting to Kafka");
+  std::optional<std::string> not_ready =
+      describe_sink_error(make_error(sink_errc::unavailable, "starting: connecting to Kafka"));
   bool stopping = false;
   bool inject_fatal = false;
   // The committed high-water marks, and per agent the oldest batch that failed here and was

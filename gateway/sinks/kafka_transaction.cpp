@@ -24,7 +24,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
   auto fail_all = [&](const std::string& why) {
     std::vector<const SinkBatch*> batches;
     for (const Queued& q : group) batches.push_back(&q.batch);
-    MarkBook::Group(book).fail(batches);
+    book.failed(batches);
     for (size_t i = 0; i < group.size(); ++i) {
       group[i].done(make_error(sink_errc::unavailable, why));
     }

@@ -44,19 +44,8 @@ std::string describe_sink_error(const Error& error);
 // An io error from errno: disk_full for ENOSPC and EDQUOT.
 sink_errc sink_errc_from_errno(int err);
 
-struct SinkBatch {
-  std::string agent_id;    // the device identity from its certificate
-  uint64_t first_seq = 0;  // the seq range the batch covers (docs/protocol.md)...
-  uint64_t last_seq = 0;   // ...up to here: the new high-water mark
-  // The first seq of the session's first batch: the agent's oldest unacknowledged event when
-  // the session began. A sink with no mark yet for the agent takes it as the start of the
-  // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
-  // earlier one of the session that was refused or failed. 0: not known.
-  uint64_t session_first_seq = 0;
-  // Seq order, as the agent sent them. The sink writes agent_id (the certificate's identity)
-  // as each event's agent id, whatever the event's bytes say.
-  wire::EventList events;
-};
+// What the gateway's protocol decoded and checked (uplink/frame.hpp).
+using SinkBatch = wire::DecodedBatch;
 
 struct SinkResult {
   uint64_t written = 0;

@@ -89,7 +89,7 @@ struct Link {
         moved = true;
       }
       if (!moved && !(send_batches && agent_error.empty() && agent->may_send(now) &&
-                      acked_or_sent() < total)) {
+                      agent->cursor() < total)) {
         return;
       }
     }
@@ -103,8 +103,6 @@ struct Link {
     if (!r) agent_error = r.error().describe();
     collect_agent();
   }
-
-  uint64_t acked_or_sent() const { return agent->cursor(); }
 
   // The agent's window: batches of up to max_events() from the model buffer.
   void fill() {
@@ -154,12 +152,12 @@ struct Link {
                              make_error(std::make_error_code(std::errc::io_error), "disk full"));
         continue;
       }
-      if (w.first_seq > mark + 1 && w.first_seq > w.session_first_seq) {
+      if (w.batch.first_seq > mark + 1 && w.batch.first_seq > w.batch.session_first_seq) {
         answers.emplace_back(w.batch_seq, make_error(std::make_error_code(std::errc::io_error),
                                                      "an earlier batch was not written"));
         continue;
       }
-      for (const wire::EventView e : w.events) {
+      for (const wire::EventView e : w.batch.events) {
         if (e.seq <= mark) {
           ++duplicates;
         } else {

@@ -132,10 +132,7 @@ TEST_CASE(
   MarkBook book;
   book.set_mark("device-1", 100);
   SinkBatch first = batch(101, 200, 101), second = batch(201, 300, 101);
-  {
-    MarkBook::Group g(book);  // the disk failed under the group of the first batch
-    g.fail({&first});
-  }
+  book.failed({&first});  // the disk failed under the group of the first batch
   CHECK(book.failed_from("device-1") == 101u);
   {
     MarkBook::Group g(book);  // the second overtakes it: refused, whatever its mark says
