@@ -42,7 +42,24 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(identity, doc.choice("tls.identity", "cn", {"cn", "uri_san"}));
   c.identity_from_uri_san = identity == "uri_san";
 
-  OUTPOST_TRY_ASSIGN(c.contracts_descriptor_set, doc.string("contracts.descriptor_set", ""));
+  ValidationConfig& v = c.contracts;
+  OUTPOST_TRY_ASSIGN(v.descriptor_set, doc.string("contracts.descriptor_set", ""));
+  std::string policy;
+  OUTPOST_TRY_ASSIGN(policy, doc.choice("contracts.unknown_schema", "reject", {"reject", "pass"}));
+  v.unknown_schema_pass = policy == "pass";
+  OUTPOST_TRY_ASSIGN(policy, doc.choice("contracts.unknown_fields", "reject", {"reject", "keep"}));
+  v.keep_unknown_fields = policy == "keep";
+  auto by_schema = doc.passthrough("contracts.unknown_fields_by_schema");
+  if (!by_schema) return by_schema.error();
+  for (const auto& [schema, value] : *by_schema) {
+    if (value != "reject" && value != "keep") {
+      return make_error(common_errc::config_invalid, "contracts.unknown_fields_by_schema.\"" +
+                                                         schema + "\" = \"" + value +
+                                                         "\": must be \"reject\" or \"keep\"");
+    }
+    v.keep_unknown_fields_by_schema[schema] = value == "keep";
+  }
+  OUTPOST_TRY_ASSIGN(v.hash_key_file, doc.string("contracts.hash_key_file", ""));
 
   Limits& l = c.limits;
   OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections", 10'000, 1, 1'000'000));
@@ -99,6 +116,7 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
                        doc.choice("sink.kafka.value_" + name, "protobuf", {"protobuf", "json"}));
     k.json_values[i] = value == "json";
   }
+  OUTPOST_TRY_ASSIGN(k.dead_letter_topic, doc.string("sink.kafka.topic_bad", "outpost.bad"));
   OUTPOST_TRY_ASSIGN(k.offsets_topic,
                      doc.string("sink.kafka.offsets_topic", "outpost.agent-offsets"));
   OUTPOST_TRY_ASSIGN(k.transactional_id,

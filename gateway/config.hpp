@@ -7,6 +7,7 @@
 
 #include "common/config.hpp"
 #include "common/result.hpp"
+#include "gateway/pipeline/validation.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
 
@@ -43,8 +44,8 @@ struct GatewayConfig {
   bool identity_from_uri_san = false;  // tls.identity = "uri_san"; default "cn"
   Limits limits;
   int64_t shutdown_grace_ns = 20'000'000'000;
-  // contracts.descriptor_set: the payload contracts (docs/contracts.md); "" for none.
-  std::string contracts_descriptor_set;
+  // [contracts]: the payload contracts and the validation policy (docs/contracts.md).
+  ValidationConfig contracts;
   std::string sink = "file";
   FileSinkOptions file_sink;
   KafkaSinkOptions kafka_sink;

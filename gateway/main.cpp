@@ -10,10 +10,10 @@
 #include "common/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/contracts/contracts_command.hpp"
+#include "gateway/pipeline/validation.hpp"
 #include "gateway/server/server.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
-#include "proto/contract_registry.hpp"
 
 using namespace outpost;
 using namespace outpost::gateway;
@@ -33,20 +33,21 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path,
                  "TOML configuration file (docs/configuration.md; example deploy/gateway.toml)")
       ->required();
-  app.add_option("--set", overrides,
-                 "override a configuration key, e.g. --set limits.max_connections=5000 "
-                 "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
-                 "log_level}, tls.{ca_file,cert_file,key_file,identity}, limits.{max_connections,"
-                 "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
-                 "frame_bytes,"
-                 "max_decompressed_bytes,max_window_log,max_events_per_batch,"
-                 "max_in_flight_batches,device_events_per_second,device_burst_events}, "
-                 "contracts.descriptor_set, sink.type, "
-                 "sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}, "
-                 "sink.kafka.{brokers,topic_pixel,topic_sensor,topic_json,value_pixel,"
-                 "value_sensor,value_json,offsets_topic,transactional_id,create_topics,"
-                 "transactions,partitions,replication,batches_per_transaction,linger,"
-                 "transaction_timeout}, and kafka.* (librdkafka properties, passed through)");
+  app.add_option(
+      "--set", overrides,
+      "override a configuration key, e.g. --set limits.max_connections=5000 "
+      "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
+      "log_level}, tls.{ca_file,cert_file,key_file,identity}, limits.{max_connections,"
+      "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
+      "frame_bytes,"
+      "max_decompressed_bytes,max_window_log,max_events_per_batch,"
+      "max_in_flight_batches,device_events_per_second,device_burst_events}, "
+      "contracts.{descriptor_set,unknown_schema,unknown_fields,hash_key_file}, sink.type, "
+      "sink.file.{dir,rotate_bytes,rotate_age,format,zstd_level}, "
+      "sink.kafka.{brokers,topic_pixel,topic_sensor,topic_json,value_pixel,"
+      "value_sensor,value_json,topic_bad,offsets_topic,transactional_id,create_topics,"
+      "transactions,partitions,replication,batches_per_transaction,linger,"
+      "transaction_timeout}, and kafka.* (librdkafka properties, passed through)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
   try {
     app.parse(argc, argv);
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // reload the contracts
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   // Each agent holds a connection: use every file descriptor the hard limit allows.
@@ -86,23 +88,13 @@ int main(int argc, char** argv) {
     ::setrlimit(RLIMIT_NOFILE, &files);
   }
 
-  std::shared_ptr<const proto::ContractRegistry> contracts;
-  if (!config->contracts_descriptor_set.empty()) {
-    auto loaded = proto::ContractRegistry::load(config->contracts_descriptor_set);
-    if (!loaded) {
-      log->critical("{}", loaded.error().describe());
-      return exit_code_for(loaded.error());
-    }
-    contracts = std::move(*loaded);
-    std::string names;
-    for (const auto& [schema, message] : contracts->schemas()) {
-      names += (names.empty() ? "" : ", ") + schema + " (" + message + ")";
-    }
-    log->info("contracts: {} schemas from {} (sha256 {}): {}", contracts->schemas().size(),
-              contracts->path(), contracts->fingerprint().substr(0, 16), names);
-  }
-
   SystemClock clock;
+  auto validation = ValidationStage::start(config->gateway_id, config->contracts, clock);
+  if (!validation) {
+    log->critical("{}", validation.error().describe());
+    return exit_code_for(validation.error());
+  }
+  log->info("contracts: {}", (*validation)->describe());
   std::unique_ptr<Sink> sink;
   if (config->sink == "kafka") {
     auto kafka = KafkaSink::start(config->kafka_sink, clock);
@@ -122,7 +114,7 @@ int main(int argc, char** argv) {
     sink = std::move(*file);
   }
   Metrics metrics;
-  auto server = Server::start(*config, *sink, metrics, clock);
+  auto server = Server::start(*config, **validation, *sink, metrics, clock);
   if (!server) {
     log->critical("{}", server.error().describe());
     return kExitUsage;  // a port that cannot be bound, an unusable certificate
@@ -132,7 +124,16 @@ int main(int argc, char** argv) {
             << " http_port=" << (*server)->http_port() << std::endl;
 
   int sig = 0;
-  while (sig != SIGINT && sig != SIGTERM) sig = sigwaitinfo(&stop_signals, nullptr);
+  while (sig != SIGINT && sig != SIGTERM) {
+    sig = sigwaitinfo(&stop_signals, nullptr);
+    if (sig != SIGHUP) continue;
+    // Only the contracts are re-read today (docs/configuration.md, "Reload").
+    if (auto r = (*validation)->reload(); r) {
+      log->info("reload: contracts: {}", *r);
+    } else {
+      log->error("reload refused, the contracts in use stay: {}", r.error().describe());
+    }
+  }
   log->info("stopping on signal {}: finishing in-flight batches (grace {}s)", sig,
             config->shutdown_grace_ns / 1'000'000'000);
   size_t cut = (*server)->shutdown(std::chrono::nanoseconds(config->shutdown_grace_ns));

@@ -47,6 +47,8 @@ std::string Metrics::render_prometheus() const {
   counter("outpost_gateway_events_total", "Events by result.", "{result=\"written\"}",
           events_written, true);
   counter("outpost_gateway_events_total", "", "{result=\"duplicate\"}", events_duplicate, false);
+  counter("outpost_gateway_events_total", "", "{result=\"dead_letter\"}", events_dead_letter,
+          false);
   counter("outpost_gateway_events_total", "", "{result=\"gap_lost\"}", events_gap_lost, false);
   counter("outpost_gateway_dedupe_hits_total", "Events not written again (already written).", "",
           events_duplicate, true);

@@ -25,7 +25,8 @@ class Metrics {
   std::atomic<uint64_t> batches_rejected{0};
   std::atomic<uint64_t> events_written{0};
   std::atomic<uint64_t> events_duplicate{0};
-  std::atomic<uint64_t> events_gap_lost{0};  // seqs no agent can send again (pipeline/marks.hpp)
+  std::atomic<uint64_t> events_dead_letter{0};  // bad events written to the dead-letter place
+  std::atomic<uint64_t> events_gap_lost{0};     // seqs no agent can send again (pipeline/marks.hpp)
   std::atomic<uint64_t> bytes_compressed{0};
   std::atomic<uint64_t> bytes_raw{0};
 

@@ -12,104 +12,11 @@
 #include "common/json/json_writer.hpp"
 #include "common/utf8.hpp"
 #include "proto/event_codec.hpp"
+#include "proto/field_reader.hpp"
 #include "proto/varint.hpp"
 
 namespace outpost::proto {
 namespace {
-
-struct Field {
-  uint32_t number = 0;
-  uint8_t type = 0;
-  uint64_t value = 0;      // varint, fixed32, fixed64
-  std::string_view bytes;  // length-delimited
-};
-
-// Protobuf's wire format, one field at a time. next() is false at the end of the message and
-// when the bytes are malformed; error() then says which.
-class FieldReader {
- public:
-  explicit FieldReader(std::string_view s)
-      : begin_(reinterpret_cast<const uint8_t*>(s.data())), p_(begin_), end_(p_ + s.size()) {}
-
-  // The common case inline: a one-byte tag (fields 1..15) with a one-byte varint or length.
-  __attribute__((always_inline)) bool next(Field& f) {
-    if (p_ == end_) return false;
-    if (end_ - p_ >= 2 && p_[0] < 0x80 && p_[1] < 0x80 && (p_[0] >> 3) != 0) {
-      const uint8_t tag = p_[0], b = p_[1];
-      if ((tag & 7) == kVarint) {
-        f.number = tag >> 3;
-        f.type = kVarint;
-        f.value = b;
-        p_ += 2;
-        return true;
-      }
-      if ((tag & 7) == kLengthDelimited && b <= end_ - p_ - 2) {
-        f.number = tag >> 3;
-        f.type = kLengthDelimited;
-        f.bytes = std::string_view(reinterpret_cast<const char*>(p_ + 2), b);
-        p_ += 2 + b;
-        return true;
-      }
-    }
-    return next_slow(f);
-  }
-  const char* error() const { return error_; }
-  // How far into the message the reader is: after next(), the end of the field it returned.
-  size_t position() const { return static_cast<size_t>(p_ - begin_); }
-
- private:
-  __attribute__((noinline)) bool next_slow(Field& f) {
-    // A tag is a varint of at most 5 bytes, of which protobuf keeps the low 32 bits.
-    uint32_t tag = 0;
-    for (int shift = 0;; shift += 7) {
-      if (shift == 35 || p_ == end_) return fail("a field's tag is cut short or too long");
-      const uint8_t b = *p_++;
-      tag |= static_cast<uint32_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) break;
-    }
-    if ((tag >> 3) == 0) return fail("field number 0");
-    f.number = tag >> 3;
-    f.type = static_cast<uint8_t>(tag & 7);
-    switch (f.type) {
-      case kVarint:
-        if (!varint(f.value)) return fail("a varint is cut short or longer than 10 bytes");
-        return true;
-      case kFixed64:
-        return fixed(f, 8);
-      case kFixed32:
-        return fixed(f, 4);
-      case kLengthDelimited: {
-        uint64_t n = 0;
-        if (!varint(n)) return fail("a length is cut short");
-        if (n > static_cast<uint64_t>(end_ - p_)) return fail("a length runs past the end");
-        f.bytes = std::string_view(reinterpret_cast<const char*>(p_), static_cast<size_t>(n));
-        p_ += n;
-        return true;
-      }
-      default:
-        return fail(f.type == 3 || f.type == 4 ? "groups (wire types 3, 4) are not accepted"
-                                               : "wire type 6 or 7 does not exist");
-    }
-  }
-  bool varint(uint64_t& v) { return read_varint(p_, end_, v); }
-  bool fixed(Field& f, size_t n) {
-    if (static_cast<size_t>(end_ - p_) < n) return fail("a fixed-size value is cut short");
-    f.value = 0;
-    std::memcpy(&f.value, p_, n);  // little-endian, as the wire
-    p_ += n;
-    return true;
-  }
-  bool fail(const char* why) {
-    error_ = why;
-    p_ = end_;
-    return false;
-  }
-
-  const uint8_t* begin_;
-  const uint8_t* p_;
-  const uint8_t* end_;
-  const char* error_ = nullptr;
-};
 
 struct Checked {
   const char* error = nullptr;  // static text
@@ -169,32 +76,19 @@ bool check_sensor(std::string_view bytes, Checked& c) {
   return reader_ok(r, c, "sensor");
 }
 
-// ---- JSON -----------------------------------------------------------------------------------
-
-std::string base64(std::string_view in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint32_t{static_cast<unsigned char>(in[i])} << 16) |
-                 (uint32_t{static_cast<unsigned char>(in[i + 1])} << 8) |
-                 static_cast<unsigned char>(in[i + 2]);
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
+bool check_provenance(std::string_view bytes, Checked& c) {
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    const bool string_field = f.number == 1 || (f.number >= 3 && f.number <= 5);
+    if (string_field && f.type == kLengthDelimited && !check_string(f, c, "provenance")) {
+      return false;
+    }
   }
-  if (i < in.size()) {
-    uint32_t v = uint32_t{static_cast<unsigned char>(in[i])} << 16;
-    if (i + 1 < in.size()) v |= uint32_t{static_cast<unsigned char>(in[i + 1])} << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
+  return reader_ok(r, c, "provenance");
 }
+
+// ---- JSON -----------------------------------------------------------------------------------
 
 // protobuf's JSON mapping of a double: the shortest text that reads back the same.
 std::string double_text(double d) {
@@ -243,10 +137,25 @@ void write_string(JsonWriter& w, std::string_view key, std::string_view v) {
   if (!v.empty()) w.known_key(key).value(v);
 }
 
+ProvenanceFields read_provenance_fields(std::string_view bytes) {
+  ProvenanceFields p;
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    if (f.number == 2 && f.type == kVarint) p.received_at = static_cast<int64_t>(f.value);
+    if (f.type != kLengthDelimited) continue;
+    if (f.number == 1) p.gateway_id = f.bytes;
+    if (f.number == 3) p.contract = f.bytes;
+    if (f.number == 4) p.contract_fingerprint = f.bytes;
+    if (f.number == 5) p.payload_sha256 = f.bytes;
+  }
+  return p;
+}
+
 // What rendering needs of an event; the views point into its bytes. A message field that
 // appears more than once is merged (its later fields win), as protobuf's parser merges it.
 struct Render {
-  std::string_view agent_id, schema, json;
+  std::string_view agent_id, schema, json, provenance;
   uint64_t seq = 0;
   int64_t event_time = 0, collected_at = 0;
   int32_t kind = 0, priority = 0;
@@ -255,7 +164,7 @@ struct Render {
   std::vector<Entry> attributes, query;
 
   void reset() {
-    agent_id = schema = json = {};
+    agent_id = schema = json = provenance = {};
     seq = 0;
     event_time = collected_at = 0;
     kind = priority = 0;
@@ -280,6 +189,7 @@ struct Render {
         case 6: if (delimited) schema = f.bytes; break;
         case 7: if (varint) priority = static_cast<int32_t>(f.value); break;
         case 8: if (delimited) attributes.push_back(map_entry(f.bytes)); break;
+        case 13: if (delimited) provenance = f.bytes; break;
         // clang-format on
         case 10:
         case 11:
@@ -389,11 +299,48 @@ struct Render {
         w.known_key("json").value(base64(json));
       }
     }
+    if (!provenance.empty()) write_provenance(w);
+    w.end_object();
+  }
+
+  void write_provenance(JsonWriter& w) {
+    const ProvenanceFields p = read_provenance_fields(provenance);
+    w.known_key("provenance").begin_object();
+    write_string(w, "gateway_id", p.gateway_id);
+    if (p.received_at != 0) w.known_key("received_at").quoted(p.received_at);
+    write_string(w, "contract", p.contract);
+    write_string(w, "contract_fingerprint", p.contract_fingerprint);
+    write_string(w, "payload_sha256", p.payload_sha256);
     w.end_object();
   }
 };
 
 }  // namespace
+
+std::string base64(std::string_view in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint32_t{static_cast<unsigned char>(in[i])} << 16) |
+                 (uint32_t{static_cast<unsigned char>(in[i + 1])} << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = uint32_t{static_cast<unsigned char>(in[i])} << 16;
+    if (i + 1 < in.size()) v |= uint32_t{static_cast<unsigned char>(in[i + 1])} << 8;
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
 
 Result<EventHead> check_event(std::string_view bytes) {
   EventHead head;
@@ -425,6 +372,9 @@ Result<EventHead> check_event(std::string_view bytes) {
         break;
       case 11:
         ok = check_sensor(f.bytes, c);
+        break;
+      case 13:
+        ok = check_provenance(f.bytes, c);
         break;
       default:
         break;  // json (bytes: anything goes) and unknown fields
@@ -470,6 +420,81 @@ size_t without_agent_id(std::string_view bytes, Keep keep) {
 }
 
 }  // namespace
+
+std::string_view payload_bytes(std::string_view bytes, std::string& scratch, uint32_t* field) {
+  uint32_t number = 0;
+  std::string_view payload;
+  int chunks = 0;
+  FieldReader r(bytes);
+  Field f;
+  while (r.next(f)) {
+    if (f.type != kLengthDelimited || f.number < 10 || f.number > 12) continue;
+    if (f.number != number || f.number == 12) chunks = 0;
+    number = f.number;
+    if (++chunks == 2) scratch.assign(payload);
+    if (chunks >= 2) scratch.append(f.bytes);
+    payload = f.bytes;
+  }
+  if (field != nullptr) *field = number;
+  return chunks >= 2 ? std::string_view(scratch) : payload;
+}
+
+std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_view bytes,
+                                                 uint32_t payload_field, std::string_view payload,
+                                                 const ProvenanceFields& p) {
+  const size_t base = out.size();
+  std::pair<size_t, size_t> schema{0, 0};
+  FieldReader r(bytes);
+  Field f;
+  size_t run = 0;
+  for (size_t start = 0; r.next(f); start = r.position()) {
+    const bool skip = (f.number == 13 && f.type == kLengthDelimited) ||
+                      (payload_field != 0 && f.number >= 10 && f.number <= 12);
+    if (f.number == 6 && f.type == kLengthDelimited) {
+      // Where the schema's bytes land: the runs kept so far, then its offset in this run.
+      const size_t at = out.size() - base + (start - run) + (r.position() - start - f.bytes.size());
+      schema = {at, f.bytes.size()};
+    }
+    if (!skip) continue;
+    if (start > run) out.append(bytes.substr(run, start - run));
+    run = r.position();
+  }
+  if (bytes.size() > run) out.append(bytes.substr(run));
+  if (payload_field != 0) {
+    put_varint(out, (uint64_t{payload_field} << 3) | kLengthDelimited);
+    put_varint(out, payload.size());
+    out.append(payload);
+  }
+  std::string prov;
+  auto put = [&](uint32_t n, std::string_view v) {
+    if (v.empty()) return;
+    put_varint(prov, (uint64_t{n} << 3) | kLengthDelimited);
+    put_varint(prov, v.size());
+    prov.append(v);
+  };
+  put(1, p.gateway_id);
+  if (p.received_at != 0) {
+    put_varint(prov, (2 << 3) | kVarint);
+    put_varint(prov, static_cast<uint64_t>(p.received_at));
+  }
+  put(3, p.contract);
+  put(4, p.contract_fingerprint);
+  put(5, p.payload_sha256);
+  put_varint(out, (13 << 3) | kLengthDelimited);
+  put_varint(out, prov.size());
+  out.append(prov);
+  return schema;
+}
+
+ProvenanceFields read_provenance(std::string_view bytes) {
+  FieldReader r(bytes);
+  Field f;
+  std::string_view last;
+  while (r.next(f)) {
+    if (f.number == 13 && f.type == kLengthDelimited) last = f.bytes;
+  }
+  return read_provenance_fields(last);
+}
 
 void append_restamped(std::string& out, std::string_view bytes, std::string_view agent_id) {
   without_agent_id(bytes,

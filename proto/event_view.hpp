@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/result.hpp"
 
@@ -37,6 +38,31 @@ Result<EventHead> check_event(std::string_view bytes);
 // event's own. For bytes that check_event() accepted; others render as far as they read.
 void append_event_json(std::string& out, std::string_view bytes,
                        std::optional<std::string_view> agent_id = std::nullopt);
+
+// Standard base64 with padding, as protobuf's JSON mapping writes bytes.
+std::string base64(std::string_view in);
+
+// The fields of Event.provenance (docs/gateway.md, "Provenance").
+struct ProvenanceFields {
+  std::string_view gateway_id;
+  int64_t received_at = 0;
+  std::string_view contract, contract_fingerprint, payload_sha256;
+};
+
+// The event's payload bytes as protobuf reads them (the json text, or the pixel or sensor
+// message; chunks of a message that appears more than once joined in `scratch`), and its
+// field number (0: none).
+std::string_view payload_bytes(std::string_view bytes, std::string& scratch, uint32_t* field);
+
+// The event as the gateway writes it: any provenance the agent put in left out, the payload
+// replaced by `payload` when `payload_field` is non-zero (10, 11, 12), the provenance
+// appended. Appends to `out` and returns where the schema's bytes are in what it appended
+// (offset from the start of the appended event, size).
+std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_view bytes,
+                                                 uint32_t payload_field, std::string_view payload,
+                                                 const ProvenanceFields& p);
+// An event's provenance as the gateway stamped it (views into `bytes`); all empty if none.
+ProvenanceFields read_provenance(std::string_view bytes);
 
 // The event's bytes with `agent_id` as its agent id, appended to `out`: each agent_id field
 // in the bytes is left out and one is written at the end. For checked bytes.

@@ -89,7 +89,8 @@ Result<void> FrameDecoder::finish() const {
 EventView EventList::operator[](size_t i) const {
   const Item& it = items_[i];
   const std::string_view bytes = std::string_view(chunks_[it.chunk]).substr(it.offset, it.size);
-  return {bytes, it.seq, it.kind, it.collected_at, bytes.substr(it.schema_offset, it.schema_size)};
+  return {bytes, it.seq, it.kind, it.collected_at, bytes.substr(it.schema_offset, it.schema_size),
+          i};
 }
 
 void EventList::add(size_t chunk, size_t offset, std::string_view bytes,

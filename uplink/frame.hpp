@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "common/result.hpp"
@@ -70,6 +71,7 @@ struct EventView {
   int32_t kind = 0;  // an outpost.v1.EventKind number
   int64_t collected_at = 0;
   std::string_view schema;
+  size_t index = 0;  // its position in the EventList
 };
 
 // The events of one batch: the payload they came in, kept whole, and where each event is in
@@ -114,6 +116,19 @@ class EventList {
   EventView back() const { return (*this)[items_.size() - 1]; }
   const_iterator begin() const { return {this, 0}; }
   const_iterator end() const { return {this, items_.size()}; }
+  // Events rewritten from another list's (the gateway's validation stage): open_chunk() gives
+  // the storage to append an event's new bytes to, add_rewritten() records the event just
+  // appended there at `offset` (`size` bytes; its schema at `schema` within them) with the
+  // seq, kind and collected_at of `like`.
+  std::string& open_chunk(size_t reserve) {
+    chunks_.emplace_back().reserve(reserve);
+    return chunks_.back();
+  }
+  void add_rewritten(size_t offset, size_t size, std::pair<size_t, size_t> schema,
+                     const EventView& like) {
+    items_.push_back(Item{chunks_.size() - 1, offset, size, schema.first, schema.second, like.seq,
+                          like.kind, like.collected_at});
+  }
   // Removes events from the list (their bytes stay in its storage).
   void erase(const_iterator first, const_iterator last) {
     items_.erase(items_.begin() + static_cast<ptrdiff_t>(first.index()),
@@ -149,6 +164,11 @@ struct DecodedBatch {
   // Seq order, as the agent sent them. The sink writes agent_id (the certificate's identity)
   // as each event's agent id, whatever the event's bytes say.
   EventList events;
+  // Filled by the gateway's validation stage (gateway/pipeline/validation.hpp): by event
+  // index, the dead-letter record of a bad event (a JSON object), empty for a good one; an
+  // empty vector when every event is good.
+  std::vector<std::string> dead_letters;
+  bool bad(size_t index) const { return !dead_letters.empty() && !dead_letters[index].empty(); }
 };
 
 // A Batch payload is the events, each length-delimited (proto::append_delimited builds it).

@@ -170,7 +170,7 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
   ++in_flight_;
   out_.writes.push_back(
       {b.batch_seq(),
-       {identity_, b.first_seq(), b.last_seq(), session_first_seq_, std::move(*events)}});
+       {identity_, b.first_seq(), b.last_seq(), session_first_seq_, std::move(*events), {}}});
 }
 
 void GatewayProtocol::on_written(uint64_t batch_seq, const Result<void>& result) {

@@ -30,7 +30,7 @@ NewEvent synthetic_event(uint64_t i, int64_t now_ns) {
     }
     case 1: {
       e.set_kind(v1::EVENT_KIND_SENSOR);
-      e.set_schema("sensor.v1");
+      e.set_schema("sensor.reading.v1");
       auto* reading = e.mutable_sensor();
       reading->set_device("dev-" + std::to_string(i % 50));
       reading->set_metric("temperature");
@@ -46,9 +46,12 @@ NewEvent synthetic_event(uint64_t i, int64_t now_ns) {
     default: {
       e.set_kind(v1::EVENT_KIND_JSON);
       e.set_schema("order.v1");
-      e.set_json("{\"order\":" + std::to_string(i) +
-                 ",\"items\":3,\"total\":42.5,\"currency\":\"EUR\",\"store\":\"north-17\","
-                 "\"note\":\"synthetic event from outpost-agent generator\"}");
+      // An order.v1 (proto/outpost/contracts/v1/order.proto) as a till would post it.
+      const std::string n = std::to_string(i);
+      e.set_json("{\"order_id\":\"north-17-" + n +
+                 "\",\"amount_cents\":" + std::to_string(4250 + i % 100) +
+                 ",\"currency\":\"EUR\",\"items\":[{\"sku\":\"sku-" + std::to_string(i % 500) +
+                 "\",\"quantity\":3,\"unit_price_cents\":1416}]}");
       out.kind = EventKind::json;
       break;
     }

@@ -1,6 +1,7 @@
 #pragma once
 // SHA-256 from mbedTLS for code that needs a one-way digest (the pixel source's salted client
-// IP hash), without including mbedTLS headers (STYLE.md rule 2).
+// IP hash, payload fingerprints) and a keyed one (HMAC), without including mbedTLS headers
+// (STYLE.md rule 2).
 //
 // Thread-safety: a pure function.
 
@@ -11,5 +12,7 @@ namespace outpost::tls {
 
 // Lower-case hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
+// Lower-case hex HMAC-SHA-256 of `data` under `key` (the contracts' HASH action).
+std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 
 }  // namespace outpost::tls

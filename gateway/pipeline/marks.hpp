@@ -43,8 +43,9 @@ struct MarkDecision {
 MarkDecision decide_mark(std::optional<uint64_t> known_mark, const SinkBatch& batch);
 
 // Applies a decision that does not refuse: each event above the mark goes to `write`
-// (bool(const wire::EventView&); false stops, the event not written), the others are counted
-// as duplicates, the lost seqs are reported.
+// (bool(const wire::EventView&); false stops, the event not written; a bad one, batch.bad(),
+// goes to the dead-letter place and counts as dead_lettered), the others are counted as
+// duplicates, the lost seqs are reported.
 template <typename Write>
 SinkResult write_above_mark(const SinkBatch& batch, const MarkDecision& decision, Write&& write) {
   SinkResult r;
@@ -56,7 +57,7 @@ SinkResult write_above_mark(const SinkBatch& batch, const MarkDecision& decision
       continue;
     }
     if (!write(e)) break;
-    ++r.written;
+    ++(batch.bad(e.index) ? r.dead_lettered : r.written);
   }
   return r;
 }

@@ -7,9 +7,10 @@
 
 namespace outpost::gateway {
 
-Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config, Sink& sink,
+Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config,
+                                              const ValidationStage& validation, Sink& sink,
                                               Metrics& metrics, const Clock& clock) {
-  auto impl = std::make_unique<Impl>(config, sink, metrics, clock);
+  auto impl = std::make_unique<Impl>(config, validation, sink, metrics, clock);
   tls::ContextOptions o;
   o.role = tls::Role::server;
   o.files = {config.ca_file, config.cert_file, config.key_file};

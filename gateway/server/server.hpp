@@ -14,6 +14,7 @@
 #include "common/result.hpp"
 #include "gateway/config.hpp"
 #include "gateway/metrics.hpp"
+#include "gateway/pipeline/validation.hpp"
 #include "gateway/sinks/sink.hpp"
 
 namespace outpost::gateway {
@@ -21,7 +22,8 @@ namespace outpost::gateway {
 class Server {
  public:
   // Binds both listeners (port 0: a free port) and starts the threads.
-  static Result<std::unique_ptr<Server>> start(const GatewayConfig& config, Sink& sink,
+  static Result<std::unique_ptr<Server>> start(const GatewayConfig& config,
+                                               const ValidationStage& validation, Sink& sink,
                                                Metrics& metrics, const Clock& clock);
   ~Server();
 

@@ -33,6 +33,7 @@ class Session;
 
 struct Server::Impl final : uplink::RateGate {
   GatewayConfig config;
+  const ValidationStage& validation;
   Sink& sink;
   Metrics& metrics;
   const Clock& clock;
@@ -65,8 +66,8 @@ struct Server::Impl final : uplink::RateGate {
   };
   std::unordered_map<std::string, AuditWindow> audit_windows;
 
-  Impl(GatewayConfig c, Sink& s, Metrics& m, const Clock& cl)
-      : config(std::move(c)), sink(s), metrics(m), clock(cl) {}
+  Impl(GatewayConfig c, const ValidationStage& v, Sink& s, Metrics& m, const Clock& cl)
+      : config(std::move(c)), validation(v), sink(s), metrics(m), clock(cl) {}
 
   void accept();
   void accept_http();

@@ -254,6 +254,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void write(uplink::BatchToWrite w) {
     const uint64_t batch_seq = w.batch_seq;
     const int64_t started = s_.clock.mono_ns();
+    s_.validation.apply(w.batch);  // contracts, sensitive fields, provenance
     auto self = shared_from_this();
     s_.sink.write(std::move(w.batch), [self, batch_seq, started](const Result<SinkResult>& r) {
       const double seconds = static_cast<double>(self->s_.clock.mono_ns() - started) / 1e9;
@@ -266,6 +267,7 @@ class Session : public std::enable_shared_from_this<Session> {
     s_.metrics.observe_sink_latency(seconds);
     if (r) {
       s_.metrics.events_written += r->written;
+      s_.metrics.events_dead_letter += r->dead_lettered;
       s_.metrics.events_duplicate += r->duplicates;
       if (r->gap_lost > 0) {
         s_.metrics.events_gap_lost += r->gap_lost;
@@ -277,8 +279,8 @@ class Session : public std::enable_shared_from_this<Session> {
             ip_, subject_, serial_, identity_, r->gap_first, r->gap_first + r->gap_lost - 1,
             r->gap_lost);
       }
-      (r->written == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
-                                            : s_.metrics.batches_ok)++;
+      (r->written == 0 && r->dead_lettered == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
+                                                                     : s_.metrics.batches_ok)++;
     } else {
       s_.metrics.batches_retry_later++;
       s_.metrics.reject("sink");

@@ -45,6 +45,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4");
       res->body() = s_.metrics.render_prometheus();
+      s_.validation.append_metrics(res->body());
       s_.sink.append_metrics(res->body());
     } else {
       res->result(http::status::not_found);

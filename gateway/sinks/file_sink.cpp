@@ -77,14 +77,17 @@ struct FileSink::Impl {
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get("file-sink");
   codec::Compressor compressor;
-  // A group's events by kind, as written (before compression); kept between groups.
-  std::array<std::string, kKindCount> rendered;
+  // A group's events by kind, and its dead letters (slot kBadSlot), as written (before
+  // compression); kept between groups.
+  static constexpr int kBadSlot = kKindCount;
+  static constexpr int kSlots = kKindCount + 1;
+  std::array<std::string, kSlots> rendered;
   static constexpr size_t kKeepRenderedBytes = 16u << 20;
   fs::path root;
   fs::path state_path;
   int state_fd = -1;
   uint64_t state_bytes = 0;
-  std::array<OpenFile, kKindCount> files;
+  std::array<OpenFile, kSlots> files;
   uint64_t file_counter = 0;
 
   mutable std::mutex mu;
@@ -101,7 +104,8 @@ struct FileSink::Impl {
 
   Result<void> recover();
   Result<void> rewrite_state();
-  Result<OpenFile*> file_for(EventKind kind, int64_t now, std::string& state_records);
+  // The open file of a slot (a kind's index, or kBadSlot), rotated when due.
+  Result<OpenFile*> file_for(int slot, int64_t now, std::string& state_records);
   void close_file(OpenFile& f, std::string& state_records);
   void run();
   void commit_group(std::vector<Pending>& group);
@@ -211,9 +215,10 @@ void FileSink::Impl::close_file(OpenFile& f, std::string& state_records) {
   state_records += "closed " + f.rel + "\n";
 }
 
-Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
-                                           std::string& state_records) {
-  OpenFile& f = files[kind_index(kind)];
+Result<OpenFile*> FileSink::Impl::file_for(int slot, int64_t now, std::string& state_records) {
+  OpenFile& f = files[static_cast<size_t>(slot)];
+  const std::string slot_name =
+      slot == kBadSlot ? "bad" : std::string(kind_name(static_cast<EventKind>(slot + 1)));
   const int64_t hour = now / 3'600'000'000'000;
   if (f.fd >= 0 && f.size < opt.rotate_bytes && now - f.opened_ns < opt.rotate_age_ns &&
       f.hour == hour) {
@@ -226,7 +231,7 @@ Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
   char part[64];
   std::snprintf(part, sizeof part, "dt=%04d-%02d-%02d/hour=%02d", tm.tm_year + 1900, tm.tm_mon + 1,
                 tm.tm_mday, tm.tm_hour);
-  const fs::path dir = root / std::string(kind_name(kind)) / part;
+  const fs::path dir = root / slot_name / part;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
@@ -235,7 +240,8 @@ Result<OpenFile*> FileSink::Impl::file_for(EventKind kind, int64_t now,
   }
   char name[96];
   std::snprintf(name, sizeof name, "part-%lld-%llu.%s.zst", static_cast<long long>(now / 1'000'000),
-                static_cast<unsigned long long>(++file_counter), opt.protobuf ? "pb" : "ndjson");
+                static_cast<unsigned long long>(++file_counter),
+                opt.protobuf && slot != kBadSlot ? "pb" : "ndjson");
   const fs::path path = dir / name;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return io_error("file sink: create " + path.string());
@@ -296,6 +302,11 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       continue;
     }
     const SinkResult r = write_above_mark(b, decision, [&](const wire::EventView& e) {
+      if (b.bad(e.index)) {  // the dead-letter record, NDJSON whatever the format
+        rendered[kBadSlot] += b.dead_letters[e.index];
+        rendered[kBadSlot] += '\n';
+        return true;
+      }
       auto kind = kind_from_number(e.kind).value_or(EventKind::json);
       std::string& out = rendered[kind_index(kind)];
       if (opt.protobuf) {
@@ -314,10 +325,10 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
 
   Result<void> outcome;
   std::vector<std::pair<OpenFile*, uint64_t>> touched;  // with the size before this group
-  for (EventKind k : kAllKinds) {
-    const std::string& bytes = rendered[kind_index(k)];
+  for (int slot = 0; slot < kSlots; ++slot) {
+    const std::string& bytes = rendered[static_cast<size_t>(slot)];
     if (bytes.empty()) continue;
-    auto file = file_for(k, now, records);
+    auto file = file_for(slot, now, records);
     if (!file) {
       outcome = file.error();
       break;

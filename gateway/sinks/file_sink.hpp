@@ -1,7 +1,8 @@
 #pragma once
 // The embedded default sink: events as zstd-compressed NDJSON (or length-delimited protobuf)
 // files under DIR/<kind>/dt=YYYY-MM-DD/hour=HH/ (the gateway's clock when the file was
-// opened, UTC), rotated by size and age. docs/gateway.md, "File sink", specifies the layout
+// opened, UTC), rotated by size and age; bad events (the validation stage's dead letters) as
+// NDJSON under DIR/bad/ the same way. docs/gateway.md, "File sink", specifies the layout
 // and the state log.
 //
 // Durability: batches are written in groups; each group appends one zstd frame per kind

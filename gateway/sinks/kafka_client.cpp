@@ -101,6 +101,7 @@ Result<std::vector<std::string>> missing_topics(rd_kafka_t* rk, const KafkaSinkO
   std::vector<std::string> missing;
   std::set<std::string> wanted(opt.topics.begin(), opt.topics.end());
   wanted.insert(opt.offsets_topic);
+  wanted.insert(opt.dead_letter_topic);
   for (const std::string& t : wanted) {
     if (!have.count(t)) missing.push_back(t);
   }

@@ -42,6 +42,8 @@ struct KafkaSinkOptions {
   std::array<std::string, kKindCount> topics{"outpost.pixel", "outpost.sensor",
                                              "outpost.events"};  // by kind_index()
   std::array<bool, kKindCount> json_values{};  // per kind: JSON instead of protobuf values
+  // Bad events (the validation stage's dead letters), in the same transaction as the rest.
+  std::string dead_letter_topic = "outpost.bad";
   std::string offsets_topic = "outpost.agent-offsets";
   std::string transactional_id;  // stable and unique per gateway; default outpost-<gateway_id>
   // false: no transactions, an idempotent producer whose batches succeed on delivery reports:

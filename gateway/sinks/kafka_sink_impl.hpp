@@ -75,6 +75,9 @@ struct KafkaSink::Impl {
 
   // kafka_transaction.cpp
   void write_group(std::vector<Queued>& group, const std::set<std::string>& reload);
+  // One event's record: to its kind's topic, or a bad one's dead letter to the dead-letter
+  // topic; headers agent_id, seq, schema, and the provenance (or the reason).
+  Result<void> produce_event(const SinkBatch& b, const wire::EventView& e);
   // One pass over the offsets topic for all of `agents`.
   Result<void> reload_marks(const std::set<std::string>& agents);
 };

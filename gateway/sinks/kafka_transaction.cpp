@@ -3,6 +3,7 @@
 // the event records and the new marks produced together, then commit or abort; and the
 // per-agent floors that keep a failed batch from being overtaken.
 #include "common/errc.hpp"
+#include "common/json/json_reader.hpp"
 #include "gateway/pipeline/marks.hpp"
 #include "gateway/sinks/kafka_sink_impl.hpp"
 #include "proto/event_codec.hpp"
@@ -17,6 +18,42 @@ Result<void> KafkaSink::Impl::reload_marks(const std::set<std::string>& agents) 
   count(&Counters::mark_reloads);
   for (const auto& [agent, seq] : *found) book.set_mark(agent, seq);
   return {};
+}
+
+Result<void> KafkaSink::Impl::produce_event(const SinkBatch& b, const wire::EventView& e) {
+  auto header = [](rd_kafka_headers_t* h, const char* name, std::string_view v) {
+    if (!v.empty()) rd_kafka_header_add(h, name, -1, v.data(), static_cast<ssize_t>(v.size()));
+  };
+  const std::string seq = std::to_string(e.seq);
+  rd_kafka_headers_t* h = rd_kafka_headers_new(10);
+  header(h, "agent_id", b.agent_id);
+  header(h, "seq", seq);
+  header(h, "schema", e.schema);
+  if (b.bad(e.index)) {
+    // The dead-letter record (JSON), keyed like the device's events.
+    const std::string& record = b.dead_letters[e.index];
+    const auto reason = json::json_string_member(record, "reason");
+    header(h, "reason", reason.value_or(""));
+    return kafka::produce(producer.rk, opt.dead_letter_topic, b.agent_id, record, h);
+  }
+  const int k = kind_index(kind_from_number(e.kind).value_or(EventKind::json));
+  std::string value;
+  if (opt.json_values[k]) {
+    proto::append_event_json(value, e.bytes, b.agent_id);
+  } else {
+    proto::append_restamped(value, e.bytes, b.agent_id);
+  }
+  const std::string collected = std::to_string(e.collected_at);
+  header(h, "collected_at", collected);
+  // The provenance the validation stage stamped (docs/gateway.md, "Provenance").
+  const proto::ProvenanceFields p = proto::read_provenance(e.bytes);
+  const std::string received = p.received_at != 0 ? std::to_string(p.received_at) : "";
+  header(h, "gateway_id", p.gateway_id);
+  header(h, "received_at", received);
+  header(h, "contract", p.contract);
+  header(h, "contract_fingerprint", p.contract_fingerprint);
+  header(h, "payload_sha256", p.payload_sha256);
+  return kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
 }
 
 void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std::string>& reload) {
@@ -64,22 +101,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
       continue;
     }
     results[i] = write_above_mark(b, decision, [&](const wire::EventView& e) {
-      const EventKind kind = kind_from_number(e.kind).value_or(EventKind::json);
-      const int k = kind_index(kind);
-      std::string value;
-      if (opt.json_values[k]) {
-        proto::append_event_json(value, e.bytes, b.agent_id);
-      } else {
-        proto::append_restamped(value, e.bytes, b.agent_id);
-      }
-      rd_kafka_headers_t* h = rd_kafka_headers_new(4);
-      const std::string seq = std::to_string(e.seq);
-      const std::string collected = std::to_string(e.collected_at);
-      rd_kafka_header_add(h, "agent_id", -1, b.agent_id.data(), b.agent_id.size());
-      rd_kafka_header_add(h, "seq", -1, seq.data(), seq.size());
-      rd_kafka_header_add(h, "schema", -1, e.schema.data(), e.schema.size());
-      rd_kafka_header_add(h, "collected_at", -1, collected.data(), collected.size());
-      produced = kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
+      produced = produce_event(b, e);
       return bool(produced);
     });
     marks.written(b, decision);

@@ -48,8 +48,9 @@ sink_errc sink_errc_from_errno(int err);
 using SinkBatch = wire::DecodedBatch;
 
 struct SinkResult {
-  uint64_t written = 0;
-  uint64_t duplicates = 0;  // events at or below the high-water mark, not written again
+  uint64_t written = 0;        // good events, where their kind goes
+  uint64_t dead_lettered = 0;  // bad events (SinkBatch::dead_letters), to the dead-letter place
+  uint64_t duplicates = 0;     // events at or below the high-water mark, not written again
   // Seqs below the batch that the agent no longer has and the sink's mark did not cover
   // (marks.hpp): counted as lost, never waited for.
   uint64_t gap_lost = 0;

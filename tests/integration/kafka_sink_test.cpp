@@ -63,7 +63,7 @@ SinkBatch batch(const std::string& agent, uint64_t first, uint64_t last) {
     e.set_event_time(1'790'000'000'000'000'000);
     if (s % 2 == 0) {
       e.set_kind(v1::EVENT_KIND_SENSOR);
-      e.set_schema("sensor.v1");
+      e.set_schema("sensor.reading.v1");
       e.mutable_sensor()->set_device("dev");
       e.mutable_sensor()->set_number(static_cast<double>(s));
     } else {

@@ -124,7 +124,7 @@ std::optional<NewEvent> map_reading(const std::string& topic, std::string_view p
   }
   v1::Event e;
   e.set_kind(v1::EVENT_KIND_SENSOR);
-  e.set_schema("sensor.v1");
+  e.set_schema("sensor.reading.v1");
   e.set_event_time(now_ns);
   auto* r = e.mutable_sensor();
   r->set_topic(topic);

@@ -77,7 +77,7 @@ TEST_CASE(
   auto* event = message(changed, "Event");
   auto* tenant = event->add_field();
   tenant->set_name("tenant");
-  tenant->set_number(13);
+  tenant->set_number(20);
   tenant->set_type(pb::FieldDescriptorProto::TYPE_STRING);
   tenant->set_label(pb::FieldDescriptorProto::LABEL_OPTIONAL);
   auto* kinds = changed.mutable_file(0)->mutable_enum_type(0);
@@ -129,7 +129,7 @@ TEST_CASE("each breaking change is refused, naming the schema, the field and the
   CHECK(problem_of([](auto& s) {
           auto* f = message(s, "Event")->add_field();
           f->set_name("tenant");
-          f->set_number(13);
+          f->set_number(20);
           f->set_type(pb::FieldDescriptorProto::TYPE_STRING);
           f->set_label(pb::FieldDescriptorProto::LABEL_REQUIRED);
         }) == "outpost.v1.Event.tenant: made-required (a new field is required)");
@@ -168,7 +168,7 @@ TEST_CASE("a reserved number or name used again is refused") {
   f->set_type(pb::FieldDescriptorProto::TYPE_STRING);
   auto* g = message(new_set, "Event")->add_field();
   g->set_name("legacy");
-  g->set_number(13);
+  g->set_number(20);
   g->set_type(pb::FieldDescriptorProto::TYPE_STRING);
   auto report = proto::check_compatibility(old_set, new_set);
   REQUIRE(report.problems.size() == 2);

@@ -43,7 +43,8 @@ TEST_CASE("JSON: a json payload is shown inline, and the line imports back to th
     auto json = proto::event_to_json(proto::stamp(e.body, "edge-7", 9, 10));
     REQUIRE(json);
     CHECK(json->find("\"agent_id\":\"edge-7\"") != std::string::npos);
-    if (e.kind == EventKind::json) CHECK(json->find("\"json\":{\"order\":2") != std::string::npos);
+    if (e.kind == EventKind::json)
+      CHECK(json->find("\"json\":{\"order_id\":\"north-17-2\"") != std::string::npos);
     auto back = proto::event_from_json(*json);
     REQUIRE_MESSAGE(back, (back ? "" : back.error().message));
     CHECK(back->kind == e.kind);

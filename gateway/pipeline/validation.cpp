@@ -1,0 +1,208 @@
+#include "gateway/pipeline/validation.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "common/errc.hpp"
+#include "common/json/json_writer.hpp"
+#include "common/tls/digest.hpp"
+#include "proto/contract_registry.hpp"
+#include "proto/event_view.hpp"
+#include "proto/validator.hpp"
+
+namespace outpost::gateway {
+namespace {
+
+constexpr std::string_view kUnknownLabel = "unknown";
+
+std::string dead_letter(const SinkBatch& b, const wire::EventView& e, const proto::Rejection& why,
+                        std::string_view gateway_id, int64_t received_at) {
+  std::string out;
+  {
+    JsonWriter w(out);
+    w.begin_object();
+    w.known_key("agent_id").value(b.agent_id);
+    w.known_key("seq").quoted(e.seq);
+    w.known_key("schema").value(e.schema);
+    w.known_key("reason").value(why.code);
+    w.known_key("message").value(why.message);
+    w.known_key("gateway_id").value(gateway_id);
+    w.known_key("received_at").quoted(received_at);
+    w.known_key("collected_at").quoted(e.collected_at);
+    w.known_key("event_b64").value(proto::base64(e.bytes));
+    std::string rendered;
+    proto::append_event_json(rendered, e.bytes, b.agent_id);
+    w.known_key("event").raw(rendered);
+    w.end_object();
+  }
+  return out;
+}
+
+}  // namespace
+
+ValidationStage::ValidationStage(std::string gateway_id, ValidationConfig config,
+                                 const Clock& clock)
+    : gateway_id_(std::move(gateway_id)), config_(std::move(config)), clock_(clock) {}
+ValidationStage::~ValidationStage() = default;
+
+Result<std::unique_ptr<ValidationStage>> ValidationStage::start(std::string gateway_id,
+                                                                ValidationConfig config,
+                                                                const Clock& clock) {
+  std::unique_ptr<ValidationStage> stage(
+      new ValidationStage(std::move(gateway_id), std::move(config), clock));
+  auto v = stage->load();
+  if (!v) return v.error();
+  stage->validator_ = std::move(*v);
+  return stage;
+}
+
+Result<std::shared_ptr<const proto::Validator>> ValidationStage::load() const {
+  if (config_.descriptor_set.empty()) return std::shared_ptr<const proto::Validator>();
+  auto registry = proto::ContractRegistry::load(config_.descriptor_set);
+  if (!registry) return registry.error();
+  proto::ValidatorOptions o;
+  o.unknown_schema_pass = config_.unknown_schema_pass;
+  o.keep_unknown_fields = config_.keep_unknown_fields;
+  o.keep_unknown_fields_by_schema = config_.keep_unknown_fields_by_schema;
+  if (!config_.hash_key_file.empty()) {
+    std::ifstream in(config_.hash_key_file, std::ios::binary);
+    std::stringstream key;
+    key << in.rdbuf();
+    if (!in || key.str().empty()) {
+      return make_error(
+          common_errc::config_invalid,
+          "contracts.hash_key_file " + config_.hash_key_file + " cannot be read or is empty");
+    }
+    o.hash_key = key.str();
+  }
+  return proto::Validator::make(std::move(*registry), std::move(o));
+}
+
+std::shared_ptr<const proto::Validator> ValidationStage::current() const {
+  std::lock_guard lock(mu_);
+  return validator_;
+}
+
+Result<std::string> ValidationStage::reload() {
+  auto v = load();
+  {
+    std::lock_guard lock(mu_);
+    if (!v) {
+      ++reloads_failed_;
+      return v.error();
+    }
+    validator_ = std::move(*v);
+    ++reloads_ok_;
+  }
+  return describe();
+}
+
+std::string ValidationStage::describe() const {
+  auto v = current();
+  if (!v) return "no contracts (contracts.descriptor_set is not set): events are not validated";
+  std::string names;
+  for (const auto& [schema, message] : v->registry().schemas()) {
+    names += (names.empty() ? "" : ", ") + schema + " (" + message + ")";
+  }
+  return std::to_string(v->registry().schemas().size()) + " schemas from " + v->registry().path() +
+         " (sha256 " + v->registry().fingerprint().substr(0, 16) + "): " + names;
+}
+
+void ValidationStage::apply(SinkBatch& batch) const {
+  const auto validator = current();
+  const int64_t started = clock_.mono_ns();
+  const int64_t received_at = clock_.now_ns();
+  std::map<std::pair<std::string, std::string>, Count> counts;
+  wire::EventList out;
+  size_t total = 0;
+  for (const wire::EventView e : batch.events) total += e.bytes.size() + 128;
+  std::string& chunk = out.open_chunk(total);
+  std::string scratch;
+  for (const wire::EventView e : batch.events) {
+    proto::Verdict v;
+    if (validator) v = validator->check(e.bytes, e.schema);
+    const std::string label = validator && validator->knows(e.schema) ? std::string(e.schema)
+                                                                      : std::string(kUnknownLabel);
+    Count& c = counts[{label, v.bad ? v.bad->code : std::string()}];
+    ++c.events;
+    const size_t offset = chunk.size();
+    if (v.bad) {
+      if (batch.dead_letters.empty()) batch.dead_letters.resize(batch.events.size());
+      batch.dead_letters[e.index] = dead_letter(batch, e, *v.bad, gateway_id_, received_at);
+      c.bytes += e.bytes.size();
+      chunk.append(e.bytes);
+      const size_t schema_at = static_cast<size_t>(e.schema.data() - e.bytes.data());
+      out.add_rewritten(offset, e.bytes.size(), {schema_at, e.schema.size()}, e);
+      continue;
+    }
+    uint32_t field = v.payload_field;
+    std::string_view payload = v.payload;
+    if (field == 0) payload = proto::payload_bytes(e.bytes, scratch, nullptr);
+    c.bytes += payload.size();
+    const std::string digest = tls::sha256_hex(payload);
+    proto::ProvenanceFields p;
+    p.gateway_id = gateway_id_;
+    p.received_at = received_at;
+    p.contract = v.contract;
+    p.contract_fingerprint = v.fingerprint;
+    p.payload_sha256 = digest;
+    auto schema = proto::append_with_provenance(chunk, e.bytes, field, v.payload, p);
+    out.add_rewritten(offset, chunk.size() - offset, schema, e);
+  }
+  batch.events = std::move(out);
+  const double seconds = static_cast<double>(clock_.mono_ns() - started) / 1e9;
+  std::lock_guard lock(mu_);
+  for (auto& [key, c] : counts) {
+    Count& total_count = counts_[key];
+    total_count.events += c.events;
+    total_count.bytes += c.bytes;
+  }
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    if (seconds <= kBuckets[i]) ++bucket_counts_[i];
+  }
+  ++seconds_count_;
+  seconds_sum_ += seconds;
+}
+
+void ValidationStage::append_metrics(std::string& out) const {
+  std::lock_guard lock(mu_);
+  out +=
+      "# HELP outpost_gateway_contract_events_total Events checked against their contracts, "
+      "by schema (\"unknown\" for one the set has not), result and reason (resent batches "
+      "count again).\n# TYPE outpost_gateway_contract_events_total counter\n";
+  for (const auto& [key, c] : counts_) {
+    out += "outpost_gateway_contract_events_total{schema=\"" + key.first + "\",result=\"" +
+           (key.second.empty() ? "good" : "bad") + "\",reason=\"" +
+           (key.second.empty() ? "none" : key.second) + "\"} " + std::to_string(c.events) + "\n";
+  }
+  out +=
+      "# HELP outpost_gateway_contract_bytes_total Payload bytes checked, by schema.\n"
+      "# TYPE outpost_gateway_contract_bytes_total counter\n";
+  std::map<std::string, uint64_t> bytes;
+  for (const auto& [key, c] : counts_) bytes[key.first] += c.bytes;
+  for (const auto& [schema, n] : bytes) {
+    out += "outpost_gateway_contract_bytes_total{schema=\"" + schema + "\"} " + std::to_string(n) +
+           "\n";
+  }
+  out +=
+      "# HELP outpost_gateway_validation_seconds Time to check and stamp one batch.\n"
+      "# TYPE outpost_gateway_validation_seconds histogram\n";
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    std::ostringstream le;
+    le << kBuckets[i];
+    out += "outpost_gateway_validation_seconds_bucket{le=\"" + le.str() + "\"} " +
+           std::to_string(bucket_counts_[i]) + "\n";
+  }
+  out += "outpost_gateway_validation_seconds_bucket{le=\"+Inf\"} " +
+         std::to_string(seconds_count_) + "\n";
+  out += "outpost_gateway_validation_seconds_sum " + std::to_string(seconds_sum_) + "\n";
+  out += "outpost_gateway_validation_seconds_count " + std::to_string(seconds_count_) + "\n";
+  out +=
+      "# HELP outpost_gateway_contract_reloads_total Reloads of the contracts (SIGHUP), by "
+      "result.\n# TYPE outpost_gateway_contract_reloads_total counter\n"
+      "outpost_gateway_contract_reloads_total{result=\"ok\"} " +
+      std::to_string(reloads_ok_) + "\noutpost_gateway_contract_reloads_total{result=\"failed\"} " +
+      std::to_string(reloads_failed_) + "\n";
+}
+
+}  // namespace outpost::gateway

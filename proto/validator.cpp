@@ -1,0 +1,1049 @@
+#include "proto/validator.hpp"
+
+#include <arpa/inet.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <limits>
+#include <unordered_map>
+#include <vector>
+
+#include "common/errc.hpp"
+#include "common/tls/digest.hpp"
+#include "common/utf8.hpp"
+#include "outpost/v1/contract_options.pb.h"
+#include "proto/field_reader.hpp"
+#include "proto/varint.hpp"
+
+namespace outpost::proto {
+namespace {
+
+namespace pb = google::protobuf;
+using FD = pb::FieldDescriptor;
+
+constexpr int kMaxDepth = 64;
+constexpr std::string_view kRedacted = "[REDACTED]";
+
+enum class Action { none, hash, redact, drop, truncate_ip };
+
+struct MessageRules;
+
+struct FieldRule {
+  const FD* fd = nullptr;
+  std::string name, json_name;
+  FD::Type type = FD::TYPE_STRING;
+  bool repeated = false, map = false;
+  Action action = Action::none;
+  const MessageRules* message = nullptr;  // a message field's, or a map's entry
+  int oneof = -1;
+};
+
+struct MessageRules {
+  const pb::Descriptor* d = nullptr;
+  std::vector<FieldRule> fields;
+  std::unordered_map<uint32_t, size_t> by_number;
+  bool has_sensitive = false;  // here or in a nested message
+  bool well_known = false;     // google.protobuf.*: special JSON forms, read leniently
+
+  const FieldRule* by_json(std::string_view key) const {
+    for (const FieldRule& f : fields) {
+      if (f.json_name == key || f.name == key) return &f;
+    }
+    return nullptr;
+  }
+  const FieldRule* number(uint32_t n) const {
+    auto it = by_number.find(n);
+    return it == by_number.end() ? nullptr : &fields[it->second];
+  }
+};
+
+struct Contract {
+  std::string schema, fingerprint;
+  const MessageRules* rules = nullptr;
+  bool keep_unknown = false;
+};
+
+const char* type_name(FD::Type t) {
+  switch (t) {
+    case FD::TYPE_DOUBLE:
+      return "a double";
+    case FD::TYPE_FLOAT:
+      return "a float";
+    case FD::TYPE_INT64:
+    case FD::TYPE_SINT64:
+    case FD::TYPE_SFIXED64:
+      return "a 64-bit integer";
+    case FD::TYPE_UINT64:
+    case FD::TYPE_FIXED64:
+      return "an unsigned 64-bit integer";
+    case FD::TYPE_INT32:
+    case FD::TYPE_SINT32:
+    case FD::TYPE_SFIXED32:
+      return "a 32-bit integer";
+    case FD::TYPE_UINT32:
+    case FD::TYPE_FIXED32:
+      return "an unsigned 32-bit integer";
+    case FD::TYPE_BOOL:
+      return "true or false";
+    case FD::TYPE_STRING:
+      return "a string";
+    case FD::TYPE_BYTES:
+      return "base64 bytes";
+    case FD::TYPE_ENUM:
+      return "an enum name or number";
+    default:
+      return "an object";
+  }
+}
+
+uint8_t wire_type_of(FD::Type t) {
+  switch (t) {
+    case FD::TYPE_DOUBLE:
+    case FD::TYPE_FIXED64:
+    case FD::TYPE_SFIXED64:
+      return kFixed64;
+    case FD::TYPE_FLOAT:
+    case FD::TYPE_FIXED32:
+    case FD::TYPE_SFIXED32:
+      return kFixed32;
+    case FD::TYPE_STRING:
+    case FD::TYPE_BYTES:
+    case FD::TYPE_MESSAGE:
+    case FD::TYPE_GROUP:
+      return kLengthDelimited;
+    default:
+      return kVarint;
+  }
+}
+
+std::string truncate_ip(std::string_view value) {
+  const std::string text(value);
+  unsigned char a[16];
+  if (inet_pton(AF_INET, text.c_str(), a) == 1) {
+    a[3] = 0;
+    char out[INET_ADDRSTRLEN];
+    return inet_ntop(AF_INET, a, out, sizeof out);
+  }
+  if (inet_pton(AF_INET6, text.c_str(), a) == 1) {
+    std::fill(a + 6, a + 16, 0);
+    char out[INET6_ADDRSTRLEN];
+    return inet_ntop(AF_INET6, a, out, sizeof out);
+  }
+  return std::string(kRedacted);
+}
+
+std::string apply(Action a, std::string_view value, std::string_view key) {
+  switch (a) {
+    case Action::hash:
+      return tls::hmac_sha256_hex(key, value);
+    case Action::truncate_ip:
+      return truncate_ip(value);
+    default:
+      return std::string(kRedacted);
+  }
+}
+
+// ---- JSON -----------------------------------------------------------------------------------
+
+struct Fail {
+  const char* code;
+  std::string what;
+};
+
+// Reads a JSON text against a message's rules; with `out`, writes it again with the
+// sensitive fields applied (everything else copied byte for byte).
+class JsonCheck {
+ public:
+  JsonCheck(std::string_view text, const Contract& c, std::string_view key)
+      : p_(text.data()), end_(text.data() + text.size()), c_(c), key_(key) {}
+
+  // The whole payload: one object and nothing after it.
+  bool payload(std::string* out) {
+    ws();
+    if (p_ == end_ || *p_ != '{') return fail("not_json", "the payload is not a JSON object");
+    if (!message(*c_.rules, out, 0)) return false;
+    ws();
+    if (p_ != end_) return fail("not_json", "text after the JSON object");
+    return true;
+  }
+  const Fail& failure() const { return fail_; }
+  bool changed() const { return changed_; }
+  std::string path() const {
+    std::string s = "$";
+    for (const auto& [name, index] : path_) {
+      if (index >= 0) {
+        s += "[" + std::to_string(index) + "]";
+      } else {
+        s += ".";
+        s += name;
+      }
+    }
+    return s;
+  }
+
+ private:
+  bool fail(const char* code, std::string what) {
+    if (fail_.code == nullptr) fail_ = Fail{code, path() + ": " + std::move(what)};
+    return false;
+  }
+  bool syntax(const char* what) { return fail("not_json", what); }
+  void ws() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
+  }
+  bool eat(char c) {
+    ws();
+    if (p_ != end_ && *p_ == c) {
+      ++p_;
+      return true;
+    }
+    return false;
+  }
+
+  // A string at p_ (its quote): its raw inside (escapes undecoded) and whether it has any.
+  bool string(std::string_view& raw, bool& escaped) {
+    if (p_ == end_ || *p_ != '"') return syntax("a string was expected");
+    const char* start = ++p_;
+    escaped = false;
+    while (true) {
+      if (p_ == end_) return syntax("a string is not closed");
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') break;
+      if (c < 0x20) return syntax("a control character inside a string");
+      if (c == '\\') {
+        escaped = true;
+        if (++p_ == end_) return syntax("a string is not closed");
+        const char e = *p_;
+        if (e == 'u') {
+          if (end_ - p_ < 5) return syntax("a \\u escape is cut short");
+          for (int i = 1; i <= 4; ++i) {
+            if (!std::isxdigit(static_cast<unsigned char>(p_[i])))
+              return syntax("a bad \\u escape");
+          }
+          p_ += 5;
+          continue;
+        }
+        if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos)
+          return syntax("a bad escape in a string");
+        ++p_;
+        continue;
+      }
+      if (c < 0x80) {
+        ++p_;
+        continue;
+      }
+      const size_t n = utf8::sequence_length(std::string_view(p_, static_cast<size_t>(end_ - p_)));
+      if (n == 0) return syntax("a string is not valid UTF-8");
+      p_ += n;
+    }
+    raw = std::string_view(start, static_cast<size_t>(p_ - start));
+    ++p_;
+    return true;
+  }
+
+  // The decoded value of a string read by string() (surrogate pairs joined; a lone
+  // surrogate becomes U+FFFD).
+  static std::string decode(std::string_view raw) {
+    std::string out;
+    out.reserve(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] != '\\') {
+        out += raw[i];
+        continue;
+      }
+      const char e = raw[++i];
+      if (e != 'u') {
+        static constexpr std::string_view from = "\"\\/bfnrt", to = "\"\\/\b\f\n\r\t";
+        out += to[from.find(e)];
+        continue;
+      }
+      auto hex4 = [&](size_t at) {
+        unsigned v = 0;
+        std::from_chars(raw.data() + at, raw.data() + at + 4, v, 16);
+        return v;
+      };
+      uint32_t cp = hex4(i + 1);
+      i += 4;
+      if (cp >= 0xd800 && cp < 0xdc00 && i + 6 < raw.size() + 1 && raw.substr(i + 1, 2) == "\\u") {
+        const uint32_t lo = hex4(i + 3);
+        if (lo >= 0xdc00 && lo < 0xe000) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          i += 6;
+        }
+      }
+      if (cp >= 0xd800 && cp < 0xe000) cp = 0xfffd;
+      if (cp < 0x80) {
+        out += static_cast<char>(cp);
+      } else if (cp < 0x800) {
+        out += static_cast<char>(0xc0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+      } else if (cp < 0x10000) {
+        out += static_cast<char>(0xe0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+      } else {
+        out += static_cast<char>(0xf0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+      }
+    }
+    return out;
+  }
+
+  // A number's text at p_ (JSON grammar).
+  bool number(std::string_view& text) {
+    const char* s = p_;
+    if (p_ != end_ && *p_ == '-') ++p_;
+    if (p_ == end_ || !std::isdigit(static_cast<unsigned char>(*p_))) return syntax("a bad number");
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && std::isdigit(static_cast<unsigned char>(*p_))) ++p_;
+    }
+    if (p_ != end_ && *p_ == '.') {
+      ++p_;
+      if (p_ == end_ || !std::isdigit(static_cast<unsigned char>(*p_)))
+        return syntax("a bad number");
+      while (p_ != end_ && std::isdigit(static_cast<unsigned char>(*p_))) ++p_;
+    }
+    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
+      ++p_;
+      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || !std::isdigit(static_cast<unsigned char>(*p_)))
+        return syntax("a bad number");
+      while (p_ != end_ && std::isdigit(static_cast<unsigned char>(*p_))) ++p_;
+    }
+    text = std::string_view(s, static_cast<size_t>(p_ - s));
+    return true;
+  }
+
+  bool literal(std::string_view word) {
+    if (static_cast<size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) {
+      return syntax("a bad literal");
+    }
+    p_ += word.size();
+    return true;
+  }
+
+  // Any JSON value (an unknown field kept, a well-known type read leniently).
+  bool skip(int depth) {
+    if (depth > kMaxDepth) return fail("too_deep", "nested deeper than 64 levels");
+    ws();
+    if (p_ == end_) return syntax("a value is missing");
+    std::string_view raw;
+    bool escaped;
+    switch (*p_) {
+      case '"':
+        return string(raw, escaped);
+      case '{': {
+        ++p_;
+        if (eat('}')) return true;
+        do {
+          ws();
+          if (!string(raw, escaped)) return false;
+          if (!eat(':')) return syntax("a ':' is missing");
+          if (!skip(depth + 1)) return false;
+        } while (eat(','));
+        return eat('}') || syntax("a '}' is missing");
+      }
+      case '[': {
+        ++p_;
+        if (eat(']')) return true;
+        do {
+          if (!skip(depth + 1)) return false;
+        } while (eat(','));
+        return eat(']') || syntax("a ']' is missing");
+      }
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number(raw);
+    }
+  }
+
+  bool integer(const FieldRule& f, std::string_view text) {
+    const bool is_unsigned = f.type == FD::TYPE_UINT32 || f.type == FD::TYPE_FIXED32 ||
+                             f.type == FD::TYPE_UINT64 || f.type == FD::TYPE_FIXED64;
+    const bool is32 = f.type == FD::TYPE_INT32 || f.type == FD::TYPE_SINT32 ||
+                      f.type == FD::TYPE_SFIXED32 || f.type == FD::TYPE_UINT32 ||
+                      f.type == FD::TYPE_FIXED32;
+    auto range = [&] {
+      return fail("out_of_range", std::string(text) + " is not " + type_name(f.type));
+    };
+    if (text.find_first_of(".eE") == std::string_view::npos) {
+      if (is_unsigned) {
+        uint64_t v = 0;
+        auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (r.ec != std::errc() || r.ptr != text.data() + text.size()) return range();
+        if (is32 && v > std::numeric_limits<uint32_t>::max()) return range();
+      } else {
+        int64_t v = 0;
+        auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (r.ec != std::errc() || r.ptr != text.data() + text.size()) return range();
+        if (is32 &&
+            (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())) {
+          return range();
+        }
+      }
+      return true;
+    }
+    // 1.0 and 1e3 are integers too, as protobuf reads them.
+    const double d = std::strtod(std::string(text).c_str(), nullptr);
+    if (!std::isfinite(d) || d != std::floor(d)) return range();
+    const double lo = is_unsigned ? 0 : is32 ? -2147483648.0 : -9223372036854775808.0;
+    const double hi = is32 ? (is_unsigned ? 4294967295.0 : 2147483647.0)
+                           : (is_unsigned ? 18446744073709551615.0 : 9223372036854775807.0);
+    if (d < lo || d > hi) return range();
+    return true;
+  }
+
+  bool floating(const FieldRule& f, std::string_view text) {
+    const double d = std::strtod(std::string(text).c_str(), nullptr);
+    if (!std::isfinite(d)) return fail("out_of_range", std::string(text) + " is out of range");
+    if (f.type == FD::TYPE_FLOAT && std::fabs(d) > std::numeric_limits<float>::max())
+      return fail("out_of_range", std::string(text) + " is out of range for a float");
+    return true;
+  }
+
+  static bool base64(std::string_view s) {
+    size_t n = s.size();
+    while (n > 0 && s[n - 1] == '=') --n;
+    if (s.size() - n > 2) return false;
+    for (size_t i = 0; i < n; ++i) {
+      const char c = s[i];
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '-' ||
+            c == '_')) {
+        return false;
+      }
+    }
+    return n % 4 != 1;
+  }
+
+  // One value of field `f` (an element, for a repeated field). `raw_string` receives a
+  // string's raw inside, for the sensitive-field actions.
+  bool scalar(const FieldRule& f, int depth, std::string* out, std::string_view* raw_string) {
+    ws();
+    if (p_ == end_) return syntax("a value is missing");
+    const char c = *p_;
+    auto wrong = [&](const char* got) {
+      return fail("wrong_type", std::string("expected ") + type_name(f.type) + ", got " + got);
+    };
+    auto got = [&]() -> const char* {
+      switch (c) {
+        case '"':
+          return "a string";
+        case '{':
+          return "an object";
+        case '[':
+          return "an array";
+        case 't':
+        case 'f':
+          return "a boolean";
+        case 'n':
+          return "null";
+        default:
+          return "a number";
+      }
+    };
+    std::string_view raw;
+    bool escaped = false;
+    switch (f.type) {
+      case FD::TYPE_MESSAGE:
+      case FD::TYPE_GROUP:
+        if (f.message->well_known) return skip(depth);
+        if (c != '{') return wrong(got());
+        return message(*f.message, out, depth + 1);
+      case FD::TYPE_STRING:
+        if (c != '"') return wrong(got());
+        if (!string(raw, escaped)) return false;
+        if (raw_string != nullptr) *raw_string = raw;
+        return true;
+      case FD::TYPE_BYTES:
+        if (c != '"') return wrong(got());
+        if (!string(raw, escaped)) return false;
+        if (!base64(escaped ? decode(raw) : raw)) return fail("wrong_type", "not base64");
+        return true;
+      case FD::TYPE_BOOL:
+        if (c != 't' && c != 'f') return wrong(got());
+        return literal(c == 't' ? "true" : "false");
+      case FD::TYPE_ENUM:
+        if (c == '"') {
+          if (!string(raw, escaped)) return false;
+          const std::string name = escaped ? decode(raw) : std::string(raw);
+          if (f.fd->enum_type()->FindValueByName(name) == nullptr) {
+            return fail("unknown_enum",
+                        "\"" + name + "\" is not a value of " + f.fd->enum_type()->full_name());
+          }
+          return true;
+        }
+        if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) {
+          if (!number(raw)) return false;
+          FieldRule as_int = f;
+          as_int.type = FD::TYPE_INT32;
+          return integer(as_int, raw);
+        }
+        return wrong(got());
+      case FD::TYPE_DOUBLE:
+      case FD::TYPE_FLOAT:
+        if (c == '"') {
+          if (!string(raw, escaped)) return false;
+          if (raw == "NaN" || raw == "Infinity" || raw == "-Infinity") return true;
+          std::string_view text = raw;
+          JsonCheck inner(text, c_, key_);
+          if (!inner.number(text) || inner.p_ != inner.end_) return wrong("a non-numeric string");
+          return floating(f, text);
+        }
+        if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) return wrong(got());
+        return number(raw) && floating(f, raw);
+      default:  // the integers
+        if (c == '"') {
+          if (!string(raw, escaped)) return false;
+          std::string_view text = raw;
+          JsonCheck inner(text, c_, key_);
+          if (!inner.number(text) || inner.p_ != inner.end_) return wrong("a non-numeric string");
+          return integer(f, text);
+        }
+        if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) return wrong(got());
+        return number(raw) && integer(f, raw);
+    }
+  }
+
+  // A map's key, as protobuf reads it from a JSON member name.
+  bool map_key(const FieldRule& key, std::string_view raw, bool escaped) {
+    const std::string k = escaped ? decode(raw) : std::string(raw);
+    switch (key.type) {
+      case FD::TYPE_STRING:
+        return true;
+      case FD::TYPE_BOOL:
+        return k == "true" || k == "false" ? true : fail("wrong_type", "a map key is not a bool");
+      default: {
+        std::string_view text = k;
+        JsonCheck inner(text, c_, key_);
+        if (!inner.number(text) || inner.p_ != inner.end_)
+          return fail("wrong_type", "map key \"" + k + "\" is not " + type_name(key.type));
+        return integer(key, text);
+      }
+    }
+  }
+
+  // Writes "key":"<action applied>" for a sensitive string value.
+  void put_sensitive(std::string& out, std::string_view member_key, Action a, std::string_view raw,
+                     bool first) {
+    if (!first) out += ',';
+    out += '"';
+    out += member_key;
+    out += "\":";
+    put_json_string(out, apply(a, JsonCheck::decode(raw), key_));
+  }
+  static void put_json_string(std::string& out, std::string_view s) {
+    out += '"';
+    for (char ch : s) {
+      if (ch == '"' || ch == '\\') {
+        out += '\\';
+        out += ch;
+      } else if (static_cast<unsigned char>(ch) < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+        out += buf;
+      } else {
+        out += ch;
+      }
+    }
+    out += '"';
+  }
+
+  // A field's whole value (array, map object or one value), at p_.
+  bool field_value(const FieldRule& f, int depth, std::string* out, bool first,
+                   std::string_view member_key) {
+    ws();
+    if (p_ != end_ && *p_ == 'n') {  // null: the field's default
+      if (!literal("null")) return false;
+      if (out != nullptr && f.action != Action::drop) {
+        if (!first) *out += ',';
+        *out += '"';
+        *out += member_key;
+        *out += "\":null";
+      }
+      return true;
+    }
+    const bool rewrite = out != nullptr && f.action != Action::none;
+    if (rewrite) changed_ = true;
+    if (f.map) {
+      if (p_ == end_ || *p_ != '{')
+        return fail("wrong_type", "expected an object (a map), got something else");
+      ++p_;
+      const FieldRule& k = f.message->fields[0];
+      const FieldRule& v = f.message->fields[1];
+      if (!eat('}')) {
+        do {
+          ws();
+          std::string_view raw;
+          bool escaped;
+          if (!string(raw, escaped)) return false;
+          if (!map_key(k, raw, escaped)) return false;
+          if (!eat(':')) return syntax("a ':' is missing");
+          path_.emplace_back(raw, -1);
+          ws();
+          if (p_ != end_ && *p_ == 'n') return fail("wrong_type", "null in a map");
+          if (!scalar(v, depth, nullptr, nullptr)) return false;
+          path_.pop_back();
+        } while (eat(','));
+        if (!eat('}')) return syntax("a '}' is missing");
+      }
+      return true;
+    }
+    if (f.repeated) {
+      if (p_ == end_ || *p_ != '[')
+        return fail("wrong_type", std::string("expected an array of ") + type_name(f.type));
+      ++p_;
+      // Elements rewritten: sensitive strings, or messages with sensitive fields inside.
+      const bool nested = out != nullptr && f.message != nullptr && f.message->has_sensitive;
+      std::string rewritten;
+      if (rewrite || nested) rewritten = "[";
+      int64_t i = 0;
+      if (!eat(']')) {
+        do {
+          path_.emplace_back("", i);
+          ws();
+          if (p_ != end_ && *p_ == 'n') return fail("wrong_type", "null in an array");
+          if (i > 0 && (rewrite || nested)) rewritten += ',';
+          std::string_view raw;
+          if (nested) {
+            if (!scalar(f, depth, &rewritten, nullptr)) return false;
+          } else if (!scalar(f, depth, nullptr, rewrite ? &raw : nullptr)) {
+            return false;
+          }
+          if (rewrite) put_json_string(rewritten, apply(f.action, JsonCheck::decode(raw), key_));
+          path_.pop_back();
+          ++i;
+        } while (eat(','));
+        if (!eat(']')) return syntax("a ']' is missing");
+      }
+      if ((rewrite || nested) && f.action != Action::drop) {
+        if (!first) *out += ',';
+        *out += '"';
+        *out += member_key;
+        *out += "\":";
+        *out += rewritten + "]";
+      }
+      return true;
+    }
+    if (rewrite) {
+      std::string_view raw;
+      if (!scalar(f, depth, nullptr, &raw)) return false;
+      if (f.action != Action::drop) put_sensitive(*out, member_key, f.action, raw, first);
+      return true;
+    }
+    if (out != nullptr && f.message != nullptr && f.message->has_sensitive) {
+      if (!first) *out += ',';
+      *out += '"';
+      *out += member_key;
+      *out += "\":";
+      return scalar(f, depth, out, nullptr);
+    }
+    return scalar(f, depth, nullptr, nullptr);
+  }
+
+  bool message(const MessageRules& m, std::string* out, int depth) {
+    if (depth > kMaxDepth) return fail("too_deep", "nested deeper than 64 levels");
+    ++p_;  // '{'
+    uint64_t seen[4] = {0, 0, 0, 0};
+    std::vector<int> oneofs;
+    if (out != nullptr) *out += '{';
+    bool first = true;
+    if (eat('}')) {
+      if (out != nullptr) *out += '}';
+      return true;
+    }
+    do {
+      ws();
+      const char* member_start = p_;
+      std::string_view raw;
+      bool escaped;
+      if (!string(raw, escaped)) return false;
+      const std::string decoded = escaped ? decode(raw) : std::string();
+      const std::string_view name = escaped ? std::string_view(decoded) : raw;
+      if (!eat(':')) return syntax("a ':' is missing");
+      const FieldRule* f = m.by_json(name);
+      path_.emplace_back(name, -1);
+      if (f == nullptr && depth == 0 && name == "schema") {
+        // The envelope's schema as the HTTP source found it in the posted object (its
+        // schema_field), kept in the payload as posted: a string, not a contract field.
+        ws();
+        if (p_ == end_ || *p_ != '"')
+          return fail("wrong_type", "the schema member is not a string");
+        if (!string(raw, escaped)) return false;
+        if (out != nullptr) {
+          if (!first) *out += ',';
+          out->append(member_start, static_cast<size_t>(p_ - member_start));
+          first = false;
+        }
+        path_.pop_back();
+        continue;
+      }
+      if (f == nullptr) {
+        if (!c_.keep_unknown) {
+          return fail("unknown_field",
+                      "no field \"" + std::string(name) + "\" in " + m.d->full_name());
+        }
+        if (!skip(depth + 1)) return false;
+        if (out != nullptr) {
+          if (!first) *out += ',';
+          out->append(member_start, static_cast<size_t>(p_ - member_start));
+          first = false;
+        }
+        path_.pop_back();
+        continue;
+      }
+      const size_t index = static_cast<size_t>(f - m.fields.data());
+      if (index < 256) {
+        if (seen[index / 64] & (uint64_t{1} << (index % 64)))
+          return fail("duplicate_field", "the field is set twice");
+        seen[index / 64] |= uint64_t{1} << (index % 64);
+      }
+      if (f->oneof >= 0) {
+        for (int o : oneofs) {
+          if (o == f->oneof)
+            return fail("duplicate_field",
+                        "two members of oneof " + m.d->oneof_decl(f->oneof)->name() + " are set");
+        }
+        oneofs.push_back(f->oneof);
+      }
+      const bool changes =
+          out != nullptr && (f->action != Action::none ||
+                             (f->message != nullptr && !f->map && f->message->has_sensitive));
+      if (changes) {
+        const size_t before = out->size();
+        if (!field_value(*f, depth, out, first, raw)) return false;
+        if (out->size() != before) first = false;
+      } else {
+        if (!field_value(*f, depth, nullptr, first, raw)) return false;
+        if (out != nullptr) {
+          if (!first) *out += ',';
+          out->append(member_start, static_cast<size_t>(p_ - member_start));
+          first = false;
+        }
+      }
+      path_.pop_back();
+    } while (eat(','));
+    if (!eat('}')) return syntax("a '}' or ',' is missing");
+    if (out != nullptr) *out += '}';
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+  const Contract& c_;
+  std::string_view key_;
+  std::vector<std::pair<std::string_view, int64_t>> path_;
+  Fail fail_{nullptr, {}};
+  bool changed_ = false;  // an action was applied: the rewritten text differs
+};
+
+// ---- Protobuf bytes -------------------------------------------------------------------------
+
+class ProtoCheck {
+ public:
+  ProtoCheck(const Contract& c, std::string_view key) : c_(c), key_(key) {}
+
+  bool message(const MessageRules& m, std::string_view bytes, std::string* out, int depth,
+               const std::string& path) {
+    if (depth > kMaxDepth) return fail("too_deep", path, "nested deeper than 64 levels");
+    FieldReader r(bytes);
+    Field f;
+    size_t start = 0;
+    while (r.next(f)) {
+      const size_t end = r.position();
+      auto copy = [&] {
+        if (out != nullptr) out->append(bytes.substr(start, end - start));
+      };
+      const FieldRule* rule = m.number(f.number);
+      if (rule == nullptr) {
+        if (!c_.keep_unknown) {
+          return fail("unknown_field", path,
+                      "no field number " + std::to_string(f.number) + " in " + m.d->full_name());
+        }
+        copy();
+        start = end;
+        continue;
+      }
+      const std::string here = path + "." + rule->name;
+      const uint8_t expected = wire_type_of(rule->type);
+      const bool packed =
+          rule->repeated && f.type == kLengthDelimited && expected != kLengthDelimited;
+      if (f.type != expected && !packed) {
+        return fail("wrong_type", here,
+                    std::string("expected ") + type_name(rule->type) + " (wire type " +
+                        std::to_string(expected) + "), got wire type " + std::to_string(f.type));
+      }
+      if (rule->type == FD::TYPE_STRING && !utf8::valid(f.bytes))
+        return fail("wrong_type", here, "a string is not valid UTF-8");
+      if (rule->type == FD::TYPE_MESSAGE) {
+        const bool nested_changes = out != nullptr && rule->message->has_sensitive;
+        if (rule->message->well_known) {
+          copy();
+        } else if (nested_changes) {
+          std::string inner;
+          if (!message(*rule->message, f.bytes, &inner, depth + 1, here)) return false;
+          put_varint(*out, (uint64_t{f.number} << 3) | kLengthDelimited);
+          put_varint(*out, inner.size());
+          out->append(inner);
+        } else {
+          if (!message(*rule->message, f.bytes, nullptr, depth + 1, here)) return false;
+          copy();
+        }
+      } else if (out != nullptr && rule->action != Action::none) {
+        changed_ = true;
+        if (rule->action != Action::drop) {
+          const std::string v = apply(rule->action, f.bytes, key_);
+          put_varint(*out, (uint64_t{f.number} << 3) | kLengthDelimited);
+          put_varint(*out, v.size());
+          out->append(v);
+        }
+      } else {
+        copy();
+      }
+      start = end;
+    }
+    if (r.error() != nullptr) return fail("wrong_type", path, r.error());
+    return true;
+  }
+  const Fail& failure() const { return fail_; }
+  bool changed() const { return changed_; }
+
+ private:
+  bool fail(const char* code, const std::string& path, std::string what) {
+    fail_ = Fail{code, path + ": " + std::move(what)};
+    return false;
+  }
+  const Contract& c_;
+  std::string_view key_;
+  Fail fail_{nullptr, {}};
+  bool changed_ = false;
+};
+
+Action action_of(const FD* f) {
+  switch (f->options().GetExtension(v1::field).sensitivity()) {
+    case v1::HASH:
+      return Action::hash;
+    case v1::REDACT:
+      return Action::redact;
+    case v1::DROP:
+      return Action::drop;
+    case v1::TRUNCATE_IP:
+      return Action::truncate_ip;
+    default:
+      return Action::none;
+  }
+}
+
+}  // namespace
+
+struct Validator::Impl {
+  std::deque<MessageRules> rules;
+  std::unordered_map<const pb::Descriptor*, MessageRules*> by_descriptor;
+  std::map<std::string, Contract, std::less<>> contracts;
+  ValidatorOptions options;
+
+  Result<MessageRules*> compile(const pb::Descriptor* d, bool& needs_key) {
+    if (auto it = by_descriptor.find(d); it != by_descriptor.end()) return it->second;
+    MessageRules& m = rules.emplace_back();
+    by_descriptor[d] = &m;
+    m.d = d;
+    m.well_known = d->file()->package() == "google.protobuf";
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FD* fd = d->field(i);
+      FieldRule f;
+      f.fd = fd;
+      f.name = fd->name();
+      f.json_name = fd->json_name();
+      f.type = fd->type();
+      f.repeated = fd->is_repeated();
+      f.map = fd->is_map();
+      f.action = action_of(fd);
+      f.oneof = fd->real_containing_oneof() ? fd->real_containing_oneof()->index() : -1;
+      if (f.action != Action::none && f.action != Action::drop &&
+          (fd->type() != FD::TYPE_STRING || f.map)) {
+        return make_error(common_errc::config_invalid,
+                          "contracts: " + fd->full_name() +
+                              ": a HASH, REDACT or TRUNCATE_IP field must be a string (or "
+                              "repeated string); use DROP for other types");
+      }
+      if (f.action == Action::hash) needs_key = true;
+      if (f.action != Action::none) m.has_sensitive = true;
+      if (fd->message_type() != nullptr) {
+        auto nested = compile(fd->message_type(), needs_key);
+        if (!nested) return nested.error();
+        f.message = *nested;
+      }
+      m.by_number[static_cast<uint32_t>(fd->number())] = m.fields.size();
+      m.fields.push_back(std::move(f));
+    }
+    return &m;
+  }
+
+  // has_sensitive includes nested messages (a fixed point: types may nest recursively).
+  void propagate() {
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (MessageRules& m : rules) {
+        if (m.has_sensitive) continue;
+        for (const FieldRule& f : m.fields) {
+          if (f.message != nullptr && !f.map && f.message->has_sensitive) {
+            m.has_sensitive = changed = true;
+            break;
+          }
+        }
+      }
+    }
+  }
+};
+
+Validator::Validator() : impl_(std::make_unique<Impl>()) {}
+Validator::~Validator() = default;
+
+Result<std::shared_ptr<const Validator>> Validator::make(
+    std::shared_ptr<const ContractRegistry> registry, ValidatorOptions options) {
+  std::shared_ptr<Validator> v(new Validator());
+  v->registry_ = std::move(registry);
+  v->impl_->options = std::move(options);
+  bool needs_key = false;
+  std::string needs_key_schema;
+  for (const auto& [schema, full_name] : v->registry_->schemas()) {
+    const pb::Descriptor* d = v->registry_->find(schema);
+    bool this_needs_key = false;
+    auto rules = v->impl_->compile(d, this_needs_key);
+    if (!rules) return rules.error();
+    if (this_needs_key && needs_key_schema.empty()) needs_key_schema = schema;
+    needs_key = needs_key || this_needs_key;
+    pb::FileDescriptorProto file;
+    d->file()->CopyTo(&file);
+    Contract c;
+    c.schema = schema;
+    c.fingerprint = tls::sha256_hex(file.SerializeAsString()).substr(0, 16);
+    c.rules = *rules;
+    auto policy = v->impl_->options.keep_unknown_fields_by_schema.find(schema);
+    c.keep_unknown = policy != v->impl_->options.keep_unknown_fields_by_schema.end()
+                         ? policy->second
+                         : v->impl_->options.keep_unknown_fields;
+    v->impl_->contracts.emplace(schema, std::move(c));
+  }
+  v->impl_->propagate();
+  for (const MessageRules& m : v->impl_->rules) {
+    for (const FieldRule& f : m.fields) {
+      if (f.map && f.message->has_sensitive) {
+        return make_error(common_errc::config_invalid,
+                          "contracts: " + f.fd->full_name() +
+                              ": sensitive fields inside a map's values are not supported; "
+                              "make it a repeated message");
+      }
+    }
+  }
+  for (const auto& [schema, policy] : v->impl_->options.keep_unknown_fields_by_schema) {
+    if (v->impl_->contracts.count(schema) == 0) {
+      return make_error(common_errc::config_invalid,
+                        "contracts.schemas.\"" + schema + "\": the descriptor set " +
+                            v->registry_->path() + " has no such schema");
+    }
+  }
+  if (needs_key && v->impl_->options.hash_key.empty()) {
+    return make_error(common_errc::config_invalid,
+                      "contracts: schema " + needs_key_schema +
+                          " has a HASH field: set contracts.hash_key_file to a file with the "
+                          "secret key (e.g. head -c 32 /dev/urandom > hash.key)");
+  }
+  return std::shared_ptr<const Validator>(std::move(v));
+}
+
+bool Validator::knows(std::string_view schema) const {
+  return impl_->contracts.find(schema) != impl_->contracts.end();
+}
+
+Verdict Validator::check(std::string_view event, std::string_view schema) const {
+  Verdict v;
+  auto it = impl_->contracts.find(schema);
+  if (it == impl_->contracts.end()) {
+    if (!impl_->options.unknown_schema_pass) {
+      v.bad =
+          Rejection{"unknown_schema", "schema \"" + std::string(schema) +
+                                          "\" is not in the descriptor set " + registry_->path()};
+    }
+    return v;
+  }
+  const Contract& c = it->second;
+  v.contract = c.schema;
+  v.fingerprint = c.fingerprint;
+  // The payload: the last member of the oneof wins; a message member that appears more
+  // than once is merged (its chunks concatenated), as protobuf's parser does.
+  uint32_t field = 0;
+  std::string_view payload;
+  std::string joined;
+  int chunks = 0;
+  FieldReader r(event);
+  Field f;
+  while (r.next(f)) {
+    if (f.type != kLengthDelimited || f.number < 10 || f.number > 12) continue;
+    if (f.number != field || f.number == 12) {
+      chunks = 0;
+      joined.clear();
+    }
+    field = f.number;
+    if (++chunks == 2) joined.assign(payload);
+    if (chunks >= 2) joined.append(f.bytes);
+    payload = f.bytes;
+  }
+  if (chunks >= 2) payload = joined;
+  auto bad = [&](const char* code, std::string what) {
+    v.bad = Rejection{code, c.schema + ": " + std::move(what)};
+    return v;
+  };
+  if (field == 0) return bad("missing_payload", "the event has no payload");
+  std::string out;
+  const bool rewrite = c.rules->has_sensitive;
+  bool changed = false;
+  if (field == 12) {
+    JsonCheck check(payload, c, impl_->options.hash_key);
+    if (!check.payload(rewrite ? &out : nullptr)) {
+      return bad(check.failure().code, check.failure().what);
+    }
+    changed = check.changed();
+  } else {
+    const char* expected = field == 10 ? "outpost.v1.PixelHit" : "outpost.v1.SensorReading";
+    if (c.rules->d->full_name() != expected) {
+      return bad("wrong_payload", std::string("a ") + (field == 10 ? "pixel" : "sensor") +
+                                      " payload (" + expected + ") where the contract is " +
+                                      c.rules->d->full_name());
+    }
+    ProtoCheck check(c, impl_->options.hash_key);
+    if (!check.message(*c.rules, payload, rewrite ? &out : nullptr, 0, "$")) {
+      return bad(check.failure().code, check.failure().what);
+    }
+    changed = check.changed();
+  }
+  if (changed) {
+    v.payload_field = field;
+    v.payload = std::move(out);
+  } else if (chunks >= 2) {
+    v.payload_field = field;
+    v.payload = std::move(joined);
+  }
+  return v;
+}
+
+std::string apply_sensitivity(std::string_view action, std::string_view value,
+                              std::string_view key) {
+  const Action a = action == "hash"          ? Action::hash
+                   : action == "truncate_ip" ? Action::truncate_ip
+                                             : Action::redact;
+  return apply(a, value, key);
+}
+
+}  // namespace outpost::proto
