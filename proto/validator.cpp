@@ -967,6 +967,11 @@ bool Validator::knows(std::string_view schema) const {
   return impl_->contracts.find(schema) != impl_->contracts.end();
 }
 
+bool Validator::sensitive(std::string_view schema) const {
+  auto it = impl_->contracts.find(schema);
+  return it != impl_->contracts.end() && it->second.rules->has_sensitive;
+}
+
 Verdict Validator::check(std::string_view event, std::string_view schema) const {
   Verdict v;
   auto it = impl_->contracts.find(schema);

@@ -76,6 +76,9 @@ class Validator {
   const ContractRegistry& registry() const { return *registry_; }
   // Whether the schema is one of the set's (its metrics label; others are "unknown").
   bool knows(std::string_view schema) const;
+  // Whether the schema's contract marks any field sensitive (a bad event's dead letter then
+  // withholds its payload: one that does not parse cannot be cleaned reliably).
+  bool sensitive(std::string_view schema) const;
 
   struct Impl;
 

@@ -15,8 +15,10 @@ namespace {
 
 constexpr std::string_view kUnknownLabel = "unknown";
 
+// A bad event's record (docs/gateway.md, "Dead letters"). `withhold`: its contract has
+// sensitive fields, so the original bytes stay out and only their digest goes in.
 std::string dead_letter(const SinkBatch& b, const wire::EventView& e, const proto::Rejection& why,
-                        std::string_view gateway_id, int64_t received_at) {
+                        std::string_view gateway_id, int64_t received_at, bool withhold) {
   std::string out;
   {
     JsonWriter w(out);
@@ -29,10 +31,17 @@ std::string dead_letter(const SinkBatch& b, const wire::EventView& e, const prot
     w.known_key("gateway_id").value(gateway_id);
     w.known_key("received_at").quoted(received_at);
     w.known_key("collected_at").quoted(e.collected_at);
-    w.known_key("event_b64").value(proto::base64(e.bytes));
-    std::string rendered;
-    proto::append_event_json(rendered, e.bytes, b.agent_id);
-    w.known_key("event").raw(rendered);
+    if (withhold) {
+      std::string scratch;
+      w.known_key("payload_withheld").value(true);
+      w.known_key("payload_sha256")
+          .value(tls::sha256_hex(proto::payload_bytes(e.bytes, scratch, nullptr)));
+    } else {
+      w.known_key("event_b64").value(proto::base64(e.bytes));
+      std::string rendered;
+      proto::append_event_json(rendered, e.bytes, b.agent_id);
+      w.known_key("event").raw(rendered);
+    }
     w.end_object();
   }
   return out;
@@ -128,7 +137,8 @@ void ValidationStage::apply(SinkBatch& batch) const {
     const size_t offset = chunk.size();
     if (v.bad) {
       if (batch.dead_letters.empty()) batch.dead_letters.resize(batch.events.size());
-      batch.dead_letters[e.index] = dead_letter(batch, e, *v.bad, gateway_id_, received_at);
+      batch.dead_letters[e.index] =
+          dead_letter(batch, e, *v.bad, gateway_id_, received_at, validator->sensitive(e.schema));
       c.bytes += e.bytes.size();
       chunk.append(e.bytes);
       const size_t schema_at = static_cast<size_t>(e.schema.data() - e.bytes.data());
