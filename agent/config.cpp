@@ -315,6 +315,16 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
 
+  std::string validate;
+  OUTPOST_TRY_ASSIGN(validate, doc.choice("contracts.validate", "gateway", {"gateway", "edge"}));
+  c.validate_at_edge = validate == "edge";
+  OUTPOST_TRY_ASSIGN(c.contracts, proto::read_contracts_config(doc));
+  if (c.validate_at_edge && c.contracts.descriptor_set.empty()) {
+    return make_error(common_errc::config_invalid,
+                      "contracts.validate = \"edge\" needs contracts.descriptor_set (the "
+                      "descriptor set the gateway uses, e.g. /usr/share/outpost/outpost-v1.desc)");
+  }
+
   if (auto r = doc.check_no_unknown_keys(); !r) return r.error();
   return c;
 }

@@ -13,6 +13,7 @@
 #include "agent/sources/http/http_source.hpp"
 #include "agent/sources/mqtt/mqtt_source.hpp"
 #include "common/config.hpp"
+#include "proto/contracts_config.hpp"
 
 namespace outpost::agent {
 
@@ -49,6 +50,9 @@ struct AgentConfig {
   UplinkConfig uplink;
   HttpSourceConfig http;
   MqttSourceConfig mqtt;
+  // [contracts]: validate = "edge" checks events on the device (agent/contracts/).
+  bool validate_at_edge = false;
+  proto::ContractsConfig contracts;
 };
 
 // Reads every key (applying defaults) and rejects unknown ones.

@@ -5,6 +5,7 @@
 #include <climits>
 
 #include "common/errc.hpp"
+#include "proto/contracts_config.hpp"
 
 namespace outpost::gateway {
 namespace {
@@ -42,24 +43,7 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(identity, doc.choice("tls.identity", "cn", {"cn", "uri_san"}));
   c.identity_from_uri_san = identity == "uri_san";
 
-  ValidationConfig& v = c.contracts;
-  OUTPOST_TRY_ASSIGN(v.descriptor_set, doc.string("contracts.descriptor_set", ""));
-  std::string policy;
-  OUTPOST_TRY_ASSIGN(policy, doc.choice("contracts.unknown_schema", "reject", {"reject", "pass"}));
-  v.unknown_schema_pass = policy == "pass";
-  OUTPOST_TRY_ASSIGN(policy, doc.choice("contracts.unknown_fields", "reject", {"reject", "keep"}));
-  v.keep_unknown_fields = policy == "keep";
-  auto by_schema = doc.passthrough("contracts.unknown_fields_by_schema");
-  if (!by_schema) return by_schema.error();
-  for (const auto& [schema, value] : *by_schema) {
-    if (value != "reject" && value != "keep") {
-      return make_error(common_errc::config_invalid, "contracts.unknown_fields_by_schema.\"" +
-                                                         schema + "\" = \"" + value +
-                                                         "\": must be \"reject\" or \"keep\"");
-    }
-    v.keep_unknown_fields_by_schema[schema] = value == "keep";
-  }
-  OUTPOST_TRY_ASSIGN(v.hash_key_file, doc.string("contracts.hash_key_file", ""));
+  OUTPOST_TRY_ASSIGN(c.contracts, proto::read_contracts_config(doc));
 
   Limits& l = c.limits;
   OUTPOST_TRY_ASSIGN(n, doc.integer("limits.max_connections", 10'000, 1, 1'000'000));

@@ -480,9 +480,11 @@ std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_v
   put(3, p.contract);
   put(4, p.contract_fingerprint);
   put(5, p.payload_sha256);
-  put_varint(out, (13 << 3) | kLengthDelimited);
-  put_varint(out, prov.size());
-  out.append(prov);
+  if (!prov.empty()) {  // empty: only the payload replaced (the agent's edge validation)
+    put_varint(out, (13 << 3) | kLengthDelimited);
+    put_varint(out, prov.size());
+    out.append(prov);
+  }
   return schema;
 }
 

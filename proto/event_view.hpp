@@ -56,8 +56,8 @@ std::string_view payload_bytes(std::string_view bytes, std::string& scratch, uin
 
 // The event as the gateway writes it: any provenance the agent put in left out, the payload
 // replaced by `payload` when `payload_field` is non-zero (10, 11, 12), the provenance
-// appended. Appends to `out` and returns where the schema's bytes are in what it appended
-// (offset from the start of the appended event, size).
+// appended (none when every field of `p` is empty). Appends to `out` and returns where the schema's
+// bytes are in what it appended (offset from the start of the appended event, size).
 std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_view bytes,
                                                  uint32_t payload_field, std::string_view payload,
                                                  const ProvenanceFields& p);

@@ -136,10 +136,22 @@ std::string truncate_ip(std::string_view value) {
   return std::string(kRedacted);
 }
 
+// A HASH token: 64 lower-case hex digits.
+bool is_token(std::string_view v) {
+  if (v.size() != 64) return false;
+  for (char c : v) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// Every action is idempotent, so that an event validated at the edge and again at the
+// gateway is changed once: REDACT, DROP and TRUNCATE_IP are by nature, and HASH keeps a value
+// that is already a token (docs/contracts.md, "Sensitive fields").
 std::string apply(Action a, std::string_view value, std::string_view key) {
   switch (a) {
     case Action::hash:
-      return tls::hmac_sha256_hex(key, value);
+      return is_token(value) ? std::string(value) : tls::hmac_sha256_hex(key, value);
     case Action::truncate_ip:
       return truncate_ip(value);
     default:

@@ -11,6 +11,7 @@
 #include "agent/cli/cli.hpp"
 #include "agent/cli/commands.hpp"
 #include "agent/config.hpp"
+#include "agent/contracts/edge_validation.hpp"
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
 #include "agent/sources/http/http_source.hpp"
@@ -62,9 +63,24 @@ int run_agent(const RunOptions& o) {
   log->info("agent {} started; buffer {} (cap {})", config->agent_id, config->buffer.path,
             format_bytes(config->buffer.max_bytes));
 
+  // What the sources append to: the buffer, or edge validation in front of it.
+  Buffer* sources_buffer = buffer->get();
+  std::unique_ptr<EdgeValidatingBuffer> edge;
+  if (config->validate_at_edge) {
+    auto validator = proto::load_validator(config->contracts);
+    if (!validator) {
+      log->critical("{}", validator.error().describe());
+      return kExitUsage;
+    }
+    edge = std::make_unique<EdgeValidatingBuffer>(**buffer, *validator);
+    sources_buffer = edge.get();
+    log->info("contracts: edge validation against {} (sha256 {})", (*validator)->registry().path(),
+              (*validator)->registry().fingerprint().substr(0, 16));
+  }
+
   std::unique_ptr<SyntheticGenerator> generator;
   if (config->generator.enabled) {
-    generator = std::make_unique<SyntheticGenerator>(**buffer, clock, config->generator);
+    generator = std::make_unique<SyntheticGenerator>(*sources_buffer, clock, config->generator);
     generator->start();
     log->info("synthetic generator: {} events at {}/s",
               config->generator.events == 0 ? std::string("unlimited")
@@ -74,7 +90,7 @@ int run_agent(const RunOptions& o) {
 
   std::unique_ptr<HttpSource> http_source;
   if (config->http.enabled) {
-    auto started = HttpSource::start(config->http.options, **buffer, clock);
+    auto started = HttpSource::start(config->http.options, *sources_buffer, clock);
     if (!started) {
       log->critical("{}", started.error().describe());
       return kExitUsage;
@@ -87,7 +103,7 @@ int run_agent(const RunOptions& o) {
 
   std::unique_ptr<MqttSource> mqtt_source;
   if (config->mqtt.enabled) {
-    auto started = MqttSource::start(config->mqtt.options, **buffer, clock);
+    auto started = MqttSource::start(config->mqtt.options, *sources_buffer, clock);
     if (!started) {
       log->critical("{}", started.error().describe());
       return kExitUsage;
@@ -108,8 +124,10 @@ int run_agent(const RunOptions& o) {
 
   std::unique_ptr<StatusServer> status;
   if (config->http_enabled) {
-    auto started =
-        StatusServer::start(config->http_host, config->http_port, **buffer, forwarder.get(), clock);
+    auto started = StatusServer::start(config->http_host, config->http_port, **buffer,
+                                       forwarder.get(), clock, [e = edge.get()](std::string& out) {
+                                         if (e != nullptr) e->append_metrics(out);
+                                       });
     if (started) {
       status = std::move(*started);
       log->info("/healthz and /metrics on http://{}:{}", config->http_host, status->port());

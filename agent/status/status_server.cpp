@@ -24,6 +24,7 @@ using tcp = asio::ip::tcp;
 struct StatusServer::Impl {
   Buffer& buffer;
   const Forwarder* forwarder;
+  std::function<void(std::string&)> more_metrics;
   const Clock& clock;
   asio::io_context io;
   tcp::acceptor acceptor{io};
@@ -133,7 +134,9 @@ struct StatusServer::Impl {
       for (char c : s.last_error) o << (c == '"' || c == '\\' || c == '\n' ? ' ' : c);
       o << "\"} 1\n";
     }
-    return o.str();
+    std::string text = o.str();
+    if (more_metrics) more_metrics(text);
+    return text;
   }
 
   // One request per connection, asynchronous on this thread, with a deadline: a client that
@@ -189,11 +192,11 @@ struct StatusServer::Impl {
   }
 };
 
-Result<std::unique_ptr<StatusServer>> StatusServer::start(const std::string& host, uint16_t port,
-                                                          Buffer& buffer,
-                                                          const Forwarder* forwarder,
-                                                          const Clock& clock) {
+Result<std::unique_ptr<StatusServer>> StatusServer::start(
+    const std::string& host, uint16_t port, Buffer& buffer, const Forwarder* forwarder,
+    const Clock& clock, std::function<void(std::string&)> more_metrics) {
   auto impl = std::make_unique<Impl>(buffer, forwarder, clock);
+  impl->more_metrics = std::move(more_metrics);
   if (auto r = net::open_listener(impl->acceptor, host, port, "agent.http_listen"); !r) {
     return r.error();
   }

@@ -11,6 +11,7 @@
 // and the Clock outlive the StatusServer.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -24,9 +25,10 @@ namespace outpost::agent {
 class StatusServer {
  public:
   // Binds HOST:PORT (port 0: a free port) and starts serving.
-  static Result<std::unique_ptr<StatusServer>> start(const std::string& host, uint16_t port,
-                                                     Buffer& buffer, const Forwarder* forwarder,
-                                                     const Clock& clock);
+  // `more_metrics`, when set, appends more Prometheus text to /metrics (edge validation's).
+  static Result<std::unique_ptr<StatusServer>> start(
+      const std::string& host, uint16_t port, Buffer& buffer, const Forwarder* forwarder,
+      const Clock& clock, std::function<void(std::string&)> more_metrics = {});
   ~StatusServer();
   uint16_t port() const;
 

@@ -1,6 +1,5 @@
 #include "gateway/pipeline/validation.hpp"
 
-#include <fstream>
 #include <sstream>
 
 #include "common/errc.hpp"
@@ -66,25 +65,7 @@ Result<std::unique_ptr<ValidationStage>> ValidationStage::start(std::string gate
 }
 
 Result<std::shared_ptr<const proto::Validator>> ValidationStage::load() const {
-  if (config_.descriptor_set.empty()) return std::shared_ptr<const proto::Validator>();
-  auto registry = proto::ContractRegistry::load(config_.descriptor_set);
-  if (!registry) return registry.error();
-  proto::ValidatorOptions o;
-  o.unknown_schema_pass = config_.unknown_schema_pass;
-  o.keep_unknown_fields = config_.keep_unknown_fields;
-  o.keep_unknown_fields_by_schema = config_.keep_unknown_fields_by_schema;
-  if (!config_.hash_key_file.empty()) {
-    std::ifstream in(config_.hash_key_file, std::ios::binary);
-    std::stringstream key;
-    key << in.rdbuf();
-    if (!in || key.str().empty()) {
-      return make_error(
-          common_errc::config_invalid,
-          "contracts.hash_key_file " + config_.hash_key_file + " cannot be read or is empty");
-    }
-    o.hash_key = key.str();
-  }
-  return proto::Validator::make(std::move(*registry), std::move(o));
+  return proto::load_validator(config_);
 }
 
 std::shared_ptr<const proto::Validator> ValidationStage::current() const {

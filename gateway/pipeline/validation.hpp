@@ -20,20 +20,12 @@
 #include "common/clock.hpp"
 #include "common/result.hpp"
 #include "gateway/sinks/sink.hpp"
-
-namespace outpost::proto {
-class Validator;
-}
+#include "proto/contracts_config.hpp"
 
 namespace outpost::gateway {
 
-struct ValidationConfig {
-  std::string descriptor_set;  // "" : no contracts; events are stamped but not validated
-  bool unknown_schema_pass = false;
-  bool keep_unknown_fields = false;
-  std::map<std::string, bool> keep_unknown_fields_by_schema;
-  std::string hash_key_file;
-};
+// No descriptor set: events are stamped but not validated.
+using ValidationConfig = proto::ContractsConfig;
 
 class ValidationStage {
  public:
