@@ -41,8 +41,12 @@ foreach(component IN LISTS outpost_components)
   install(FILES "deploy/${component}.toml" DESTINATION etc/outpost COMPONENT ${component})
   install(FILES "deploy/systemd/outpost-${component}.service"
           DESTINATION lib/systemd/system COMPONENT ${component})
-  install(FILES docs/install.md docs/configuration.md
+  install(FILES docs/install.md docs/configuration.md docs/contracts.md
           DESTINATION usr/share/doc/outpost-${component} COMPONENT ${component})
+  # The default payload contracts (docs/contracts.md): the gateway validates against them, the
+  # agent with edge validation. One copy per package, so that both can be installed.
+  install(FILES "${OUTPOST_DESCRIPTOR_SET}" DESTINATION usr/share/outpost-${component}/contracts
+          COMPONENT ${component})
 
   string(TOUPPER ${component} C)
   set(CPACK_DEBIAN_${C}_PACKAGE_NAME outpost-${component})

@@ -110,6 +110,9 @@ check "the gateway's unit is installed" test -f "$root/lib/systemd/system/outpos
 rc=0
 in_root /usr/bin/outpost-gateway --config /etc/outpost/gateway.toml > "$work/gw-nocerts.log" 2>&1 || rc=$?
 check "without certificates the packaged gateway exits 2, naming the file" test "$rc" = 2 -a -n "$(grep /etc/outpost/certs/ca.crt "$work/gw-nocerts.log")"
+desc=/usr/share/outpost-gateway/contracts/outpost-v1.desc
+check "the default contracts ship with the gateway" test -s "$root$desc"
+check "the shipped contracts pass the evolution check" in_root /usr/bin/outpost-gateway contracts check --old "$desc" --new "$desc"
 in_root dpkg -P outpost-gateway
 
 echo "== 2. the tarball's install.sh"
