@@ -391,6 +391,7 @@ class JsonCheck {
       return fail("out_of_range", std::string(text) + " is not " + type_name(f.type));
     };
     if (text.find_first_of(".eE") == std::string_view::npos) {
+      if (is_unsigned && text == "-0") return true;  // zero, as protobuf reads it
       if (is_unsigned) {
         uint64_t v = 0;
         auto r = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -521,6 +522,9 @@ class JsonCheck {
           std::string_view text = raw;
           JsonCheck inner(text, c_, key_);
           if (!inner.number(text) || inner.p_ != inner.end_) return wrong("a non-numeric string");
+          // In a string protobuf takes digits only: "12", not "12.0" or "1e3".
+          if (text.find_first_of(".eE") != std::string_view::npos)
+            return wrong("a string that is not an integer");
           return integer(f, text);
         }
         if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) return wrong(got());
@@ -667,8 +671,7 @@ class JsonCheck {
   bool message(const MessageRules& m, std::string* out, int depth) {
     if (depth > kMaxDepth) return fail("too_deep", "nested deeper than 64 levels");
     ++p_;  // '{'
-    uint64_t seen[4] = {0, 0, 0, 0};
-    std::vector<int> oneofs;
+    std::vector<std::pair<int, const FieldRule*>> oneofs;
     if (out != nullptr) *out += '{';
     bool first = true;
     if (eat('}')) {
@@ -715,19 +718,15 @@ class JsonCheck {
         path_.pop_back();
         continue;
       }
-      const size_t index = static_cast<size_t>(f - m.fields.data());
-      if (index < 256) {
-        if (seen[index / 64] & (uint64_t{1} << (index % 64)))
-          return fail("duplicate_field", "the field is set twice");
-        seen[index / 64] |= uint64_t{1} << (index % 64);
-      }
+      // A field named twice is taken, the last value winning, as protobuf's parser does; two
+      // different members of one oneof are not.
       if (f->oneof >= 0) {
-        for (int o : oneofs) {
-          if (o == f->oneof)
+        for (const auto& [o, member] : oneofs) {
+          if (o == f->oneof && member != f)
             return fail("duplicate_field",
                         "two members of oneof " + m.d->oneof_decl(f->oneof)->name() + " are set");
         }
-        oneofs.push_back(f->oneof);
+        oneofs.emplace_back(f->oneof, f);
       }
       const bool changes =
           out != nullptr && (f->action != Action::none ||

@@ -16,7 +16,8 @@
 //   out_of_range     a number outside its field's type, or not an integer where one must be
 //   unknown_field    a field the contract has not, under the schema's `reject` policy
 //   unknown_enum     an enum name the contract has not
-//   duplicate_field  a member named twice, or two members of one oneof
+//   duplicate_field  two members of one oneof (a field named twice is taken, the last value
+//                    winning, as protobuf's parser does)
 //   too_deep         nesting deeper than 64 levels
 // A Rejection's message names the schema, the field path ($.items[2].quantity) and what was
 // wrong.
