@@ -3,7 +3,12 @@
 // events/s end to end, compressed bytes per event, compression ratio, CPU seconds per
 // million events and peak RSS of each process.
 //
-// Usage: forward_bench [--events N] [--runs R] [--dir DIR]   (default 1,000,000 events, 3 runs)
+// Usage: forward_bench [--events N] [--runs R] [--dir DIR] [--sink-format ndjson|protobuf]
+//                      [--payloads mixed|json] [--contracts off|on|ab]
+// (default 1,000,000 events, 3 runs, the generator's mix of pixel, sensor and order.v1 JSON
+// events, no contracts). --payloads json: every event an order.v1 JSON payload. --contracts
+// ab: each run twice, the gateway without and with payload validation against the build's
+// descriptor set, to compare the rates in the same run (docs/BENCHMARKS.md).
 // Each figure is the median over the runs; the last lines are the figures.
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -14,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +56,7 @@ struct Run {
 };
 
 Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
-            const std::string& sink_format) {
+            const std::string& sink_format, bool json_only, bool contracts) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string buffer = dir + "/buffer.db";
@@ -65,18 +71,24 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
     for (uint64_t i = 0; i < events; i += 1000) {
       std::vector<NewEvent> batch;
       for (uint64_t k = i; k < std::min(events, i + 1000); ++k) {
-        batch.push_back(agent::synthetic_event(k, clock.now_ns()));
+        // The generator's k % 3 == 2 events are order.v1 JSON payloads.
+        batch.push_back(agent::synthetic_event(json_only ? k * 3 + 2 : k, clock.now_ns()));
       }
       if (!(*b)->append(std::move(batch)).get()) std::exit(1);
     }
   }
   const uint16_t port = test::free_port();
-  test::write_file(dir + "/gateway.toml",
-                   "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
-                       "\"\nhttp_listen = \"127.0.0.1:0\"\n[tls]\nca_file = \"" + pki +
-                       "/ca.crt\"\ncert_file = \"" + pki + "/gateway.crt\"\nkey_file = \"" + pki +
-                       "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\nformat = \"" +
-                       sink_format + "\"\n");
+  test::write_file(
+      dir + "/gateway.toml",
+      "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+          "\"\nhttp_listen = \"127.0.0.1:0\"\n[tls]\nca_file = \"" + pki +
+          "/ca.crt\"\ncert_file = \"" + pki + "/gateway.crt\"\nkey_file = \"" + pki +
+          "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\nformat = \"" + sink_format +
+          "\"\n" +
+          (contracts ? "[contracts]\ndescriptor_set = \"" + std::string(OUTPOST_DESCRIPTOR_SET) +
+                           "\"\nhash_key_file = \"" + dir + "/hash.key\"\n"
+                     : ""));
+  test::write_file(dir + "/hash.key", "a-benchmark-key-of-32-bytes-long");
   pid_t gw = spawn(
       std::string(OUTPOST_GATEWAY_BIN) + " -c " + dir + "/gateway.toml 2>" + dir + "/gateway.log",
       dir + "/gateway.out");
@@ -106,9 +118,11 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
                    "/dev/null");
   // Done when the gateway has written every event (a cheap HTTP poll: scanning the buffer
   // from here would take CPU from the two processes measured).
-  while (test::metric(test::http_get(http_port, "/metrics"),
-                      "outpost_gateway_events_total{result=\"written\"}") <
-         static_cast<double>(events)) {
+  auto done = [&](const std::string& m) {  // good and bad together
+    return test::metric(m, "outpost_gateway_events_total{result=\"written\"}") +
+           test::metric(m, "outpost_gateway_events_total{result=\"dead_letter\"}");
+  };
+  while (done(test::http_get(http_port, "/metrics")) < static_cast<double>(events)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const double seconds =
@@ -123,7 +137,7 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
   r.agent = stop_and_measure(ag);
   r.gateway = stop_and_measure(gw);
   const double written = test::metric(m, "outpost_gateway_events_total{result=\"written\"}");
-  if (written != static_cast<double>(events)) {
+  if (written != static_cast<double>(events)) {  // the synthetic events are all good
     std::fprintf(stderr, "the gateway wrote %.0f of %llu events\n", written,
                  static_cast<unsigned long long>(events));
     std::exit(1);
@@ -138,41 +152,61 @@ int main(int argc, char** argv) {
                            {{"events", "1000000"},
                             {"runs", "3"},
                             {"dir", fs::temp_directory_path().string()},
-                            {"sink-format", "ndjson"}});
+                            {"sink-format", "ndjson"},
+                            {"payloads", "mixed"},
+                            {"contracts", "off"}});
   const auto events = static_cast<uint64_t>(flags.number("events"));
   const auto runs = static_cast<int>(flags.number("runs"));
   const std::string base = flags.text("dir");
+  const std::string mode = flags.text("contracts");
+  const bool json_only = flags.text("payloads") == "json";
   const std::string pki = base + "/outpost-forward-bench-pki";
   const std::string make = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs " + pki +
                            " --devices 1 >/dev/null";
   if (std::system(make.c_str()) != 0) return 1;
-  std::vector<double> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss;
+  std::vector<bool> arms;  // per run: validation off, on
+  if (mode != "on") arms.push_back(false);
+  if (mode != "off") arms.push_back(true);
+  std::map<bool, std::vector<double>> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss;
   for (int r = 0; r < runs; ++r) {
-    Run run = one_run(base + "/outpost-forward-bench", pki, events, flags.text("sink-format"));
-    const double millions = static_cast<double>(events) / 1e6;
-    std::printf(
-        "run %d: %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent %.2f "
-        "gateway %.2f, peak RSS agent %.1f MiB gateway %.1f MiB\n",
-        r + 1, run.events_per_s, run.bytes_per_event, run.ratio, run.agent.cpu_seconds / millions,
-        run.gateway.cpu_seconds / millions, run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
-    rate.push_back(run.events_per_s);
-    bpe.push_back(run.bytes_per_event);
-    ratio.push_back(run.ratio);
-    agent_cpu.push_back(run.agent.cpu_seconds / millions);
-    gw_cpu.push_back(run.gateway.cpu_seconds / millions);
-    agent_rss.push_back(run.agent.peak_rss_mib);
-    gw_rss.push_back(run.gateway.peak_rss_mib);
+    for (bool contracts : arms) {
+      Run run = one_run(base + "/outpost-forward-bench", pki, events, flags.text("sink-format"),
+                        json_only, contracts);
+      const double millions = static_cast<double>(events) / 1e6;
+      std::printf(
+          "run %d%s: %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent "
+          "%.2f gateway %.2f, peak RSS agent %.1f MiB gateway %.1f MiB\n",
+          r + 1, contracts ? " (validation on)" : "", run.events_per_s, run.bytes_per_event,
+          run.ratio, run.agent.cpu_seconds / millions, run.gateway.cpu_seconds / millions,
+          run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
+      rate[contracts].push_back(run.events_per_s);
+      bpe[contracts].push_back(run.bytes_per_event);
+      ratio[contracts].push_back(run.ratio);
+      agent_cpu[contracts].push_back(run.agent.cpu_seconds / millions);
+      gw_cpu[contracts].push_back(run.gateway.cpu_seconds / millions);
+      agent_rss[contracts].push_back(run.agent.peak_rss_mib);
+      gw_rss[contracts].push_back(run.gateway.peak_rss_mib);
+    }
   }
   fs::remove_all(base + "/outpost-forward-bench");
   fs::remove_all(pki);
-  std::printf("events per run: %llu synthetic events; medians of %d runs\n",
-              static_cast<unsigned long long>(events), runs);
-  std::printf("end to end (agent buffer -> TLS -> gateway -> file sink, %s): %.0f events/s\n",
-              flags.text("sink-format").c_str(), median(rate));
-  std::printf("compressed bytes per event: %.1f (zstd level 1, ratio %.2f)\n", median(bpe),
-              median(ratio));
-  std::printf("CPU seconds per million events: agent %.2f, gateway %.2f\n", median(agent_cpu),
-              median(gw_cpu));
-  std::printf("peak RSS: agent %.1f MiB, gateway %.1f MiB\n", median(agent_rss), median(gw_rss));
+  std::printf("events per run: %llu synthetic events (%s); medians of %d runs\n",
+              static_cast<unsigned long long>(events),
+              json_only ? "all order.v1 JSON" : "pixel, sensor and order.v1 JSON", runs);
+  for (bool contracts : arms) {
+    const char* arm = contracts ? "validation on" : "validation off";
+    std::printf("end to end (agent buffer -> TLS -> gateway -> file sink, %s, %s): %.0f events/s\n",
+                flags.text("sink-format").c_str(), arm, median(rate[contracts]));
+    std::printf("compressed bytes per event (%s): %.1f (zstd level 1, ratio %.2f)\n", arm,
+                median(bpe[contracts]), median(ratio[contracts]));
+    std::printf("CPU seconds per million events (%s): agent %.2f, gateway %.2f\n", arm,
+                median(agent_cpu[contracts]), median(gw_cpu[contracts]));
+    std::printf("peak RSS (%s): agent %.1f MiB, gateway %.1f MiB\n", arm,
+                median(agent_rss[contracts]), median(gw_rss[contracts]));
+  }
+  if (arms.size() == 2) {
+    std::printf("validation on keeps %.1f %% of the rate with validation off (medians)\n",
+                100.0 * median(rate[true]) / median(rate[false]));
+  }
   return 0;
 }

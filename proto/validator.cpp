@@ -4,9 +4,11 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <unordered_map>
@@ -159,6 +161,41 @@ std::string apply(Action a, std::string_view value, std::string_view key) {
   }
 }
 
+// Where the check is, as "$.items[2].quantity" (built only for a message): a fixed stack, so
+// that checking an event allocates nothing for it.
+class PathStack {
+ public:
+  void push(std::string_view name, int64_t index) {
+    if (depth_ < kCapacity) {
+      names_[depth_] = name.data();
+      sizes_[depth_] = name.size();
+      indexes_[depth_] = index;
+    }
+    ++depth_;
+  }
+  void pop() { --depth_; }
+  std::string str() const {
+    std::string s = "$";
+    for (size_t i = 0; i < std::min(depth_, kCapacity); ++i) {
+      if (indexes_[i] >= 0) {
+        s += "[" + std::to_string(indexes_[i]) + "]";
+      } else {
+        s += ".";
+        s.append(names_[i], sizes_[i]);
+      }
+    }
+    return s;
+  }
+
+ private:
+  static constexpr size_t kCapacity = kMaxDepth + 8;
+  // Left uninitialized: an entry is written before it is read (below depth_).
+  const char* names_[kCapacity];
+  size_t sizes_[kCapacity];
+  int64_t indexes_[kCapacity];
+  size_t depth_ = 0;
+};
+
 // ---- JSON -----------------------------------------------------------------------------------
 
 struct Fail {
@@ -184,18 +221,8 @@ class JsonCheck {
   }
   const Fail& failure() const { return fail_; }
   bool changed() const { return changed_; }
-  std::string path() const {
-    std::string s = "$";
-    for (const auto& [name, index] : path_) {
-      if (index >= 0) {
-        s += "[" + std::to_string(index) + "]";
-      } else {
-        s += ".";
-        s += name;
-      }
-    }
-    return s;
-  }
+  bool saw_sensitive() const { return saw_sensitive_; }
+  std::string path() const { return path_.str(); }
 
  private:
   bool fail(const char* code, std::string what) {
@@ -221,6 +248,23 @@ class JsonCheck {
     const char* start = ++p_;
     escaped = false;
     while (true) {
+      // Eight plain ASCII characters at a time: none a quote, a backslash, a control
+      // character or a byte of a multi-byte sequence (SWAR: a byte's high bit is set in the
+      // mask where one is).
+      while (end_ - p_ >= 8) {
+        uint64_t v;
+        std::memcpy(&v, p_, 8);
+        constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+        const uint64_t quote = v ^ (kOnes * '"'), slash = v ^ (kOnes * '\\');
+        const uint64_t special =
+            ((quote - kOnes) & ~quote) | ((slash - kOnes) & ~slash) | ((v - kOnes * 0x20) & ~v) | v;
+        if ((special & kHigh) != 0) {
+          // The lowest flagged byte is exact (a borrow only runs upward): go to it.
+          p_ += __builtin_ctzll(special & kHigh) / 8;
+          break;
+        }
+        p_ += 8;
+      }
       if (p_ == end_) return syntax("a string is not closed");
       const auto c = static_cast<unsigned char>(*p_);
       if (c == '"') break;
@@ -606,11 +650,11 @@ class JsonCheck {
           if (!string(raw, escaped)) return false;
           if (!map_key(k, raw, escaped)) return false;
           if (!eat(':')) return syntax("a ':' is missing");
-          path_.emplace_back(raw, -1);
+          path_.push(raw, -1);
           ws();
           if (p_ != end_ && *p_ == 'n') return fail("wrong_type", "null in a map");
           if (!scalar(v, depth, nullptr, nullptr)) return false;
-          path_.pop_back();
+          path_.pop();
         } while (eat(','));
         if (!eat('}')) return syntax("a '}' is missing");
       }
@@ -627,7 +671,7 @@ class JsonCheck {
       int64_t i = 0;
       if (!eat(']')) {
         do {
-          path_.emplace_back("", i);
+          path_.push("", i);
           ws();
           if (p_ != end_ && *p_ == 'n') return fail("wrong_type", "null in an array");
           if (i > 0 && (rewrite || nested)) rewritten += ',';
@@ -638,7 +682,7 @@ class JsonCheck {
             return false;
           }
           if (rewrite) put_json_string(rewritten, apply(f.action, JsonCheck::decode(raw), key_));
-          path_.pop_back();
+          path_.pop();
           ++i;
         } while (eat(','));
         if (!eat(']')) return syntax("a ']' is missing");
@@ -688,7 +732,7 @@ class JsonCheck {
       const std::string_view name = escaped ? std::string_view(decoded) : raw;
       if (!eat(':')) return syntax("a ':' is missing");
       const FieldRule* f = m.by_json(name);
-      path_.emplace_back(name, -1);
+      path_.push(name, -1);
       if (f == nullptr && depth == 0 && name == "schema") {
         // The envelope's schema as the HTTP source found it in the posted object (its
         // schema_field), kept in the payload as posted: a string, not a contract field.
@@ -701,7 +745,7 @@ class JsonCheck {
           out->append(member_start, static_cast<size_t>(p_ - member_start));
           first = false;
         }
-        path_.pop_back();
+        path_.pop();
         continue;
       }
       if (f == nullptr) {
@@ -715,7 +759,7 @@ class JsonCheck {
           out->append(member_start, static_cast<size_t>(p_ - member_start));
           first = false;
         }
-        path_.pop_back();
+        path_.pop();
         continue;
       }
       // A field named twice is taken, the last value winning, as protobuf's parser does; two
@@ -728,9 +772,10 @@ class JsonCheck {
         }
         oneofs.emplace_back(f->oneof, f);
       }
-      const bool changes =
-          out != nullptr && (f->action != Action::none ||
-                             (f->message != nullptr && !f->map && f->message->has_sensitive));
+      const bool sensitive = f->action != Action::none ||
+                             (f->message != nullptr && !f->map && f->message->has_sensitive);
+      saw_sensitive_ = saw_sensitive_ || sensitive;
+      const bool changes = out != nullptr && sensitive;
       if (changes) {
         const size_t before = out->size();
         if (!field_value(*f, depth, out, first, raw)) return false;
@@ -743,7 +788,7 @@ class JsonCheck {
           first = false;
         }
       }
-      path_.pop_back();
+      path_.pop();
     } while (eat(','));
     if (!eat('}')) return syntax("a '}' or ',' is missing");
     if (out != nullptr) *out += '}';
@@ -754,9 +799,10 @@ class JsonCheck {
   const char* end_;
   const Contract& c_;
   std::string_view key_;
-  std::vector<std::pair<std::string_view, int64_t>> path_;
+  PathStack path_;
   Fail fail_{nullptr, {}};
-  bool changed_ = false;  // an action was applied: the rewritten text differs
+  bool changed_ = false;        // an action was applied: the rewritten text differs
+  bool saw_sensitive_ = false;  // a member that an action applies to (here or nested) is set
 };
 
 // ---- Protobuf bytes -------------------------------------------------------------------------
@@ -765,9 +811,8 @@ class ProtoCheck {
  public:
   ProtoCheck(const Contract& c, std::string_view key) : c_(c), key_(key) {}
 
-  bool message(const MessageRules& m, std::string_view bytes, std::string* out, int depth,
-               const std::string& path) {
-    if (depth > kMaxDepth) return fail("too_deep", path, "nested deeper than 64 levels");
+  bool message(const MessageRules& m, std::string_view bytes, std::string* out, int depth) {
+    if (depth > kMaxDepth) return fail("too_deep", "nested deeper than 64 levels");
     FieldReader r(bytes);
     Field f;
     size_t start = 0;
@@ -779,42 +824,43 @@ class ProtoCheck {
       const FieldRule* rule = m.number(f.number);
       if (rule == nullptr) {
         if (!c_.keep_unknown) {
-          return fail("unknown_field", path,
+          return fail("unknown_field",
                       "no field number " + std::to_string(f.number) + " in " + m.d->full_name());
         }
         copy();
         start = end;
         continue;
       }
-      const std::string here = path + "." + rule->name;
+      path_.push(rule->name, -1);
       const uint8_t expected = wire_type_of(rule->type);
       const bool packed =
           rule->repeated && f.type == kLengthDelimited && expected != kLengthDelimited;
       if (f.type != expected && !packed) {
-        return fail("wrong_type", here,
-                    std::string("expected ") + type_name(rule->type) + " (wire type " +
-                        std::to_string(expected) + "), got wire type " + std::to_string(f.type));
+        return fail("wrong_type", std::string("expected ") + type_name(rule->type) +
+                                      " (wire type " + std::to_string(expected) +
+                                      "), got wire type " + std::to_string(f.type));
       }
       if (rule->type == FD::TYPE_STRING && !utf8::valid(f.bytes))
-        return fail("wrong_type", here, "a string is not valid UTF-8");
+        return fail("wrong_type", "a string is not valid UTF-8");
       if (rule->type == FD::TYPE_MESSAGE) {
         const bool nested_changes = out != nullptr && rule->message->has_sensitive;
         if (rule->message->well_known) {
           copy();
         } else if (nested_changes) {
           std::string inner;
-          if (!message(*rule->message, f.bytes, &inner, depth + 1, here)) return false;
+          if (!message(*rule->message, f.bytes, &inner, depth + 1)) return false;
           put_varint(*out, (uint64_t{f.number} << 3) | kLengthDelimited);
           put_varint(*out, inner.size());
           out->append(inner);
         } else {
-          if (!message(*rule->message, f.bytes, nullptr, depth + 1, here)) return false;
+          if (!message(*rule->message, f.bytes, nullptr, depth + 1)) return false;
           copy();
         }
       } else if (out != nullptr && rule->action != Action::none) {
-        changed_ = true;
+        if (rule->action == Action::drop) changed_ = true;
         if (rule->action != Action::drop) {
           const std::string v = apply(rule->action, f.bytes, key_);
+          if (v != f.bytes) changed_ = true;  // an IP the source truncated already stays
           put_varint(*out, (uint64_t{f.number} << 3) | kLengthDelimited);
           put_varint(*out, v.size());
           out->append(v);
@@ -822,21 +868,23 @@ class ProtoCheck {
       } else {
         copy();
       }
+      path_.pop();
       start = end;
     }
-    if (r.error() != nullptr) return fail("wrong_type", path, r.error());
+    if (r.error() != nullptr) return fail("wrong_type", r.error());
     return true;
   }
   const Fail& failure() const { return fail_; }
   bool changed() const { return changed_; }
 
  private:
-  bool fail(const char* code, const std::string& path, std::string what) {
-    fail_ = Fail{code, path + ": " + std::move(what)};
+  bool fail(const char* code, std::string what) {
+    fail_ = Fail{code, path_.str() + ": " + std::move(what)};
     return false;
   }
   const Contract& c_;
   std::string_view key_;
+  PathStack path_;
   Fail fail_{nullptr, {}};
   bool changed_ = false;
 };
@@ -1026,11 +1074,15 @@ Verdict Validator::check(std::string_view event, std::string_view schema) const 
   const bool rewrite = c.rules->has_sensitive;
   bool changed = false;
   if (field == 12) {
+    // Checked without writing first; written again only when a member that an action applies
+    // to is there (most events of most contracts have none).
     JsonCheck check(payload, c, impl_->options.hash_key);
-    if (!check.payload(rewrite ? &out : nullptr)) {
-      return bad(check.failure().code, check.failure().what);
+    if (!check.payload(nullptr)) return bad(check.failure().code, check.failure().what);
+    if (rewrite && check.saw_sensitive()) {
+      JsonCheck again(payload, c, impl_->options.hash_key);
+      if (!again.payload(&out)) return bad(again.failure().code, again.failure().what);
+      changed = again.changed();
     }
-    changed = check.changed();
   } else {
     const char* expected = field == 10 ? "outpost.v1.PixelHit" : "outpost.v1.SensorReading";
     if (c.rules->d->full_name() != expected) {
@@ -1039,7 +1091,7 @@ Verdict Validator::check(std::string_view event, std::string_view schema) const 
                                       c.rules->d->full_name());
     }
     ProtoCheck check(c, impl_->options.hash_key);
-    if (!check.message(*c.rules, payload, rewrite ? &out : nullptr, 0, "$")) {
+    if (!check.message(*c.rules, payload, rewrite ? &out : nullptr, 0)) {
       return bad(check.failure().code, check.failure().what);
     }
     changed = check.changed();

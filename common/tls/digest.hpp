@@ -10,8 +10,10 @@
 
 namespace outpost::tls {
 
-// Lower-case hex SHA-256 of `data`.
+// Lower-case hex SHA-256 of `data` (with the CPU's SHA extensions where it has them).
 std::string sha256_hex(std::string_view data);
+// The same with mbedTLS's portable code only (digest_test compares the two).
+std::string sha256_hex_portable(std::string_view data);
 // Lower-case hex HMAC-SHA-256 of `data` under `key` (the contracts' HASH action).
 std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 

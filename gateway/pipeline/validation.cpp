@@ -102,24 +102,38 @@ void ValidationStage::apply(SinkBatch& batch) const {
   const auto validator = current();
   const int64_t started = clock_.mono_ns();
   const int64_t received_at = clock_.now_ns();
-  std::map<std::pair<std::string, std::string>, Count> counts;
+  // This batch's counts, merged under the lock once: (schema label, reason) -> count. The
+  // labels are views into the validator's contracts; a batch has few distinct ones.
+  struct Tally {
+    std::string_view schema, reason;
+    Count count;
+  };
+  std::vector<Tally> tallies;
+  auto tally = [&](std::string_view schema, std::string_view reason) -> Count& {
+    for (Tally& t : tallies) {
+      if (t.schema == schema && t.reason == reason) return t.count;
+    }
+    return tallies.push_back({schema, reason, {}}), tallies.back().count;
+  };
+  std::vector<proto::Rejection> rejections;  // owns the reasons the tallies point at
+  rejections.reserve(batch.events.size());
   wire::EventList out;
   size_t total = 0;
-  for (const wire::EventView e : batch.events) total += e.bytes.size() + 128;
+  for (const wire::EventView e : batch.events) total += e.bytes.size() + 160;
   std::string& chunk = out.open_chunk(total);
   std::string scratch;
   for (const wire::EventView e : batch.events) {
     proto::Verdict v;
     if (validator) v = validator->check(e.bytes, e.schema);
-    const std::string label = validator && validator->knows(e.schema) ? std::string(e.schema)
-                                                                      : std::string(kUnknownLabel);
-    Count& c = counts[{label, v.bad ? v.bad->code : std::string()}];
-    ++c.events;
+    const std::string_view label = v.contract.empty() ? kUnknownLabel : v.contract;
     const size_t offset = chunk.size();
     if (v.bad) {
       if (batch.dead_letters.empty()) batch.dead_letters.resize(batch.events.size());
       batch.dead_letters[e.index] =
           dead_letter(batch, e, *v.bad, gateway_id_, received_at, validator->sensitive(e.schema));
+      rejections.push_back(std::move(*v.bad));
+      Count& c = tally(label, rejections.back().code);
+      ++c.events;
       c.bytes += e.bytes.size();
       chunk.append(e.bytes);
       const size_t schema_at = static_cast<size_t>(e.schema.data() - e.bytes.data());
@@ -129,6 +143,8 @@ void ValidationStage::apply(SinkBatch& batch) const {
     uint32_t field = v.payload_field;
     std::string_view payload = v.payload;
     if (field == 0) payload = proto::payload_bytes(e.bytes, scratch, nullptr);
+    Count& c = tally(label, {});
+    ++c.events;
     c.bytes += payload.size();
     const std::string digest = tls::sha256_hex(payload);
     proto::ProvenanceFields p;
@@ -143,10 +159,10 @@ void ValidationStage::apply(SinkBatch& batch) const {
   batch.events = std::move(out);
   const double seconds = static_cast<double>(clock_.mono_ns() - started) / 1e9;
   std::lock_guard lock(mu_);
-  for (auto& [key, c] : counts) {
-    Count& total_count = counts_[key];
-    total_count.events += c.events;
-    total_count.bytes += c.bytes;
+  for (const Tally& t : tallies) {
+    Count& sum = counts_[{std::string(t.schema), std::string(t.reason)}];
+    sum.events += t.count.events;
+    sum.bytes += t.count.bytes;
   }
   for (size_t i = 0; i < kBuckets.size(); ++i) {
     if (seconds <= kBuckets[i]) ++bucket_counts_[i];
