@@ -53,7 +53,12 @@ struct MessageRules {
 
   const FieldRule* by_json(std::string_view key) const {
     for (const FieldRule& f : fields) {
-      if (f.json_name == key || f.name == key) return &f;
+      if ((f.json_name.size() == key.size() &&
+           std::memcmp(f.json_name.data(), key.data(), key.size()) == 0) ||
+          (f.name.size() == key.size() &&
+           std::memcmp(f.name.data(), key.data(), key.size()) == 0)) {
+        return &f;
+      }
     }
     return nullptr;
   }
@@ -1102,6 +1107,8 @@ Verdict Validator::check(std::string_view event, std::string_view schema) const 
   } else if (chunks >= 2) {
     v.payload_field = field;
     v.payload = std::move(joined);
+  } else {
+    v.original = payload;
   }
   return v;
 }

@@ -61,6 +61,8 @@ struct Verdict {
   // place of the event's own (sensitive fields applied, merged message chunks joined).
   uint32_t payload_field = 0;
   std::string payload;
+  // Otherwise (payload_field 0, a known schema): the payload as it is in the event's bytes.
+  std::string_view original;
 };
 
 class Validator {

@@ -16,9 +16,9 @@ void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback d
     auto head = proto::check_event(e.body);
     std::string schema = head ? std::string(head->schema) : std::string();
     proto::Verdict v =
-        head
-            ? validator_->check(e.body, schema)
-            : proto::Verdict{proto::Rejection{"not_an_event", head.error().message}, {}, {}, 0, {}};
+        head ? validator_->check(e.body, schema)
+             : proto::Verdict{
+                   proto::Rejection{"not_an_event", head.error().message}, {}, {}, 0, {}, {}};
     if (v.bad) {
       std::string scratch;
       const std::string_view payload = proto::payload_bytes(e.body, scratch, nullptr);

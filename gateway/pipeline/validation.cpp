@@ -142,7 +142,9 @@ void ValidationStage::apply(SinkBatch& batch) const {
     }
     uint32_t field = v.payload_field;
     std::string_view payload = v.payload;
-    if (field == 0) payload = proto::payload_bytes(e.bytes, scratch, nullptr);
+    if (field == 0) {
+      payload = !v.contract.empty() ? v.original : proto::payload_bytes(e.bytes, scratch, nullptr);
+    }
     Count& c = tally(label, {});
     ++c.events;
     c.bytes += payload.size();
