@@ -49,6 +49,8 @@ format-check: deps
 bench: build
 	build/dev/bench/buffer_bench
 	build/dev/bench/forward_bench
+	build/dev/bench/forward_bench --payloads json --contracts ab
+	build/dev/bench/validator_bench
 	build/dev/bench/pixel_bench
 	build/dev/bench/mqtt_bench
 	tests/kafka/broker fetch

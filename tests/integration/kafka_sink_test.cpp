@@ -38,6 +38,7 @@ KafkaSinkOptions options_for(const std::string& prefix, const std::string& trans
   o.brokers = broker().bootstrap();
   o.topics = {prefix + ".pixel", prefix + ".sensor", prefix + ".events"};
   o.offsets_topic = prefix + ".offsets";
+  o.dead_letter_topic = prefix + ".bad";
   o.transactional_id = transactional_id;
   o.create_topics = true;
   o.partitions = 2;

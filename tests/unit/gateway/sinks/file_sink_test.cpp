@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <set>
 
 #include "tests/support/event_list.hpp"
@@ -255,4 +256,50 @@ TEST_CASE("a sink directory that cannot be created is a clear error") {
   auto s = FileSink::open(o, clock);
   REQUIRE_FALSE(s);
   CHECK(s.error().message.find("/proc/outpost-cannot-be-here") != std::string::npos);
+}
+
+TEST_CASE("dead letters go to bad/ in the same commit as the mark, once, whatever the format") {
+  for (bool protobuf : {false, true}) {
+    CAPTURE(protobuf);
+    test::TempDir dir;
+    ManualClock clock(1'790'000'000'000'000'000);
+    FileSinkOptions o;
+    o.dir = dir.file("sink");
+    o.protobuf = protobuf;
+    auto sink = open_ok(o, clock);
+    auto make = [] {
+      SinkBatch b = batch("dev-1", 1, 6);
+      b.dead_letters.resize(6);
+      b.dead_letters[1] = R"({"agent_id":"dev-1","seq":"2","reason":"wrong_type"})";
+      b.dead_letters[4] = R"({"agent_id":"dev-1","seq":"5","reason":"unknown_schema"})";
+      return b;
+    };
+    auto r = write_sync(*sink, make());
+    REQUIRE(r);
+    CHECK(r->written == 4);
+    CHECK(r->dead_lettered == 2);
+    auto again = write_sync(*sink, make());  // resent: duplicates, bad ones too
+    REQUIRE(again);
+    CHECK(again->duplicates == 6);
+    CHECK(again->dead_lettered == 0);
+    sink.reset();
+    std::map<std::string, std::set<uint64_t>> by_dir;
+    size_t bad_files = 0;
+    for (auto& entry : fs::recursive_directory_iterator(o.dir)) {
+      const std::string rel = fs::relative(entry.path(), o.dir).string();
+      if (rel.rfind("bad/", 0) == 0 && entry.is_regular_file()) {
+        ++bad_files;
+        CHECK(entry.path().string().find(".ndjson.zst") != std::string::npos);
+      }
+    }
+    CHECK(bad_files == 1);
+    bool frames_ok = true;
+    // The bad/ file is NDJSON; read it as such whatever the format of the others.
+    for (const test::SinkLine& l : test::read_sink(o.dir + "/bad", &frames_ok)) {
+      by_dir["bad"].insert(l.seq);
+      CHECK(!test::json_field(l.json, "reason").empty());
+    }
+    CHECK(frames_ok);
+    CHECK(by_dir["bad"] == std::set<uint64_t>{2, 5});
+  }
 }
