@@ -309,8 +309,18 @@ struct Render {
     write_string(w, "gateway_id", p.gateway_id);
     if (p.received_at != 0) w.known_key("received_at").quoted(p.received_at);
     write_string(w, "contract", p.contract);
-    write_string(w, "contract_fingerprint", p.contract_fingerprint);
-    write_string(w, "payload_sha256", p.payload_sha256);
+    // The gateway writes both as hex digits; anything else (an event not from a gateway) is
+    // escaped as any string.
+    auto hex = [&](std::string_view key, std::string_view v) {
+      if (v.empty()) return;
+      const bool digits = std::all_of(v.begin(), v.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      });
+      w.known_key(key);
+      digits ? (void)w.plain(v) : (void)w.value(v);
+    };
+    hex("contract_fingerprint", p.contract_fingerprint);
+    hex("payload_sha256", p.payload_sha256);
     w.end_object();
   }
 };
@@ -465,25 +475,31 @@ std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_v
     put_varint(out, payload.size());
     out.append(payload);
   }
-  std::string prov;
-  auto put = [&](uint32_t n, std::string_view v) {
-    if (v.empty()) return;
-    put_varint(prov, (uint64_t{n} << 3) | kLengthDelimited);
-    put_varint(prov, v.size());
-    prov.append(v);
+  // The provenance message written in place: its size first, then its fields.
+  auto string_size = [](std::string_view v) {
+    return v.empty() ? 0 : 1 + varint_size(v.size()) + v.size();
   };
-  put(1, p.gateway_id);
-  if (p.received_at != 0) {
-    put_varint(prov, (2 << 3) | kVarint);
-    put_varint(prov, static_cast<uint64_t>(p.received_at));
-  }
-  put(3, p.contract);
-  put(4, p.contract_fingerprint);
-  put(5, p.payload_sha256);
-  if (!prov.empty()) {  // empty: only the payload replaced (the agent's edge validation)
+  const size_t size =
+      string_size(p.gateway_id) +
+      (p.received_at != 0 ? 1 + varint_size(static_cast<uint64_t>(p.received_at)) : 0) +
+      string_size(p.contract) + string_size(p.contract_fingerprint) + string_size(p.payload_sha256);
+  if (size != 0) {  // none: only the payload replaced (the agent's edge validation)
+    auto put = [&](uint32_t n, std::string_view v) {
+      if (v.empty()) return;
+      put_varint(out, (uint64_t{n} << 3) | kLengthDelimited);
+      put_varint(out, v.size());
+      out.append(v);
+    };
     put_varint(out, (13 << 3) | kLengthDelimited);
-    put_varint(out, prov.size());
-    out.append(prov);
+    put_varint(out, size);
+    put(1, p.gateway_id);
+    if (p.received_at != 0) {
+      put_varint(out, (2 << 3) | kVarint);
+      put_varint(out, static_cast<uint64_t>(p.received_at));
+    }
+    put(3, p.contract);
+    put(4, p.contract_fingerprint);
+    put(5, p.payload_sha256);
   }
   return schema;
 }

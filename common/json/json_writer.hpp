@@ -65,6 +65,16 @@ class JsonWriter {
   JsonWriter& quoted(uint64_t v) { return number(v, true); }
   JsonWriter& value(bool v) { return raw(v ? "true" : "false"); }
   JsonWriter& null() { return raw("null"); }
+  // A string known to need no escaping (hex digits, a number's text): quoted, not scanned.
+  JsonWriter& plain(std::string_view v) {
+    const char sep = separator();
+    char* p = grow((sep ? 1 : 0) + v.size() + 2);
+    if (sep) *p++ = sep;
+    *p++ = '"';
+    copy(p, v);
+    p[v.size()] = '"';
+    return *this;
+  }
   // Inserts text that is already JSON.
   JsonWriter& raw(std::string_view json) {
     if (const char sep = separator()) *grow(1) = sep;

@@ -108,13 +108,17 @@ bool sha256_ni(std::string_view data, unsigned char (&digest)[32]) {
 bool sha256_ni(std::string_view, unsigned char (&)[32]) { return false; }
 #endif
 
-std::string hex(const unsigned char (&digest)[32]) {
-  static const char* kHex = "0123456789abcdef";
-  char text[64];
+void hex(const unsigned char (&digest)[32], char (&text)[64]) {
+  static constexpr char kHex[] = "0123456789abcdef";
   for (size_t i = 0; i < 32; ++i) {
     text[2 * i] = kHex[digest[i] >> 4];
     text[2 * i + 1] = kHex[digest[i] & 15];
   }
+}
+
+std::string hex(const unsigned char (&digest)[32]) {
+  char text[64];
+  hex(digest, text);
   return std::string(text, sizeof text);
 }
 
@@ -126,6 +130,14 @@ std::string sha256_hex(std::string_view data) {
     mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, 0);
   }
   return hex(digest);
+}
+
+void sha256_hex(std::string_view data, char (&out)[64]) {
+  unsigned char digest[32];
+  if (!sha256_ni(data, digest)) {
+    mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, 0);
+  }
+  hex(digest, out);
 }
 
 std::string sha256_hex_portable(std::string_view data) {

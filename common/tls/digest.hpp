@@ -12,6 +12,8 @@ namespace outpost::tls {
 
 // Lower-case hex SHA-256 of `data` (with the CPU's SHA extensions where it has them).
 std::string sha256_hex(std::string_view data);
+// The same into a buffer, without allocating (the gateway takes one per event).
+void sha256_hex(std::string_view data, char (&out)[64]);
 // The same with mbedTLS's portable code only (digest_test compares the two).
 std::string sha256_hex_portable(std::string_view data);
 // Lower-case hex HMAC-SHA-256 of `data` under `key` (the contracts' HASH action).

@@ -148,13 +148,14 @@ void ValidationStage::apply(SinkBatch& batch) const {
     Count& c = tally(label, {});
     ++c.events;
     c.bytes += payload.size();
-    const std::string digest = tls::sha256_hex(payload);
+    char digest[64];
+    tls::sha256_hex(payload, digest);
     proto::ProvenanceFields p;
     p.gateway_id = gateway_id_;
     p.received_at = received_at;
     p.contract = v.contract;
     p.contract_fingerprint = v.fingerprint;
-    p.payload_sha256 = digest;
+    p.payload_sha256 = std::string_view(digest, sizeof digest);
     auto schema = proto::append_with_provenance(chunk, e.bytes, field, v.payload, p);
     out.add_rewritten(offset, chunk.size() - offset, schema, e);
   }

@@ -82,6 +82,7 @@ done
 $healthy || { podman logs "$name" >&2; fail "the HEALTHCHECK never passed"; }
 echo "ok: the HEALTHCHECK (/healthz) passes"
 check "the gateway in the container runs as uid 10001" test "$(podman exec "$name" id -u)" = 10001
+check "the image ships the default contracts" podman exec "$name" test -s /usr/share/outpost-gateway/contracts/outpost-v1.desc
 check "/readyz through the published port says ready" \
   bash -c "exec 3<>/dev/tcp/127.0.0.1/$http_port; printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3; grep -q '200 OK' <&3"
 

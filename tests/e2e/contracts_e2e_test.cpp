@@ -359,6 +359,15 @@ TEST_CASE(
     CHECK(e.json().find("@example.com") == std::string::npos);
     CHECK(e.json().find("4111-0000") == std::string::npos);
     CHECK(e.json().find("note-") == std::string::npos);
+    if ((seq - 1) % 5 == 0) {  // every sensitive action, as in the file sink
+      const std::string i = std::to_string(seq - 1);
+      CHECK(e.json().find(tls::hmac_sha256_hex("an-example-key-of-32-bytes-long!",
+                                               "secret-" + i + "@example.com")) !=
+            std::string::npos);
+      CHECK(e.json().find(R"("payment_card":"[REDACTED]")") != std::string::npos);
+      CHECK(e.json().find("internal_note") == std::string::npos);
+      CHECK(e.json().find(R"("client_ip":"198.51.100.0")") != std::string::npos);
+    }
     CHECK(e.provenance().gateway_id() == "gw-contracts");
     CHECK(e.provenance().contract() == "order.v1");
     CHECK(e.provenance().payload_sha256() == tls::sha256_hex(e.json()));
@@ -447,4 +456,41 @@ TEST_CASE(
   }
   CHECK_MESSAGE(wrong_type == kEvents / 5, shown.out.substr(0, 2000));
   CHECK(shown.out.find("unknown_schema: schema \"refund.v1\"") != std::string::npos);
+}
+
+TEST_CASE(
+    "unknown_schema = \"pass\": an event of a schema the set has not is written, marked "
+    "unvalidated") {
+  Setup s;
+  GatewayProc gateway(s.pki, s.gw_dir.path(), s.port,
+                      contracts_config(s.desc, s.key) + "unknown_schema = \"pass\"\n");
+  s.name_gateway();
+  gateway.start();
+  AgentProc agent(s.pki, s.agent_dir.path(), s.port);
+  agent.set_extra(agent_http_config(s.http_port));
+  agent.start(AgentSetup{});
+  for (int i = 0; i < 100 && post(s.http_port, "[]") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  post_range(s.http_port, 0, 10);  // 2 of each kind: 2 refund.v1, 4 bad order.v1, 4 good
+  std::vector<SinkLine> lines;
+  for (int i = 0; i < 200 && lines.size() < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    lines = read_sink(gateway.sink_dir());
+  }
+  REQUIRE(lines.size() == 10);
+  int passed = 0;
+  for (const SinkLine& l : lines) {
+    const Expected want = event(static_cast<int>(l.seq) - 1);
+    CAPTURE(l.json);
+    if (want.reason == "unknown_schema") {
+      ++passed;
+      CHECK(l.kind == "json");
+      CHECK(json_field(l.json, "contract").empty());  // written, and not validated
+      CHECK(json_field(l.json, "gateway_id") == "gw-contracts");
+    } else {
+      CHECK(l.kind == (want.reason.empty() ? "json" : "bad"));  // the others as before
+    }
+  }
+  CHECK(passed == 2);
 }
