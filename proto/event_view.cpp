@@ -162,6 +162,7 @@ struct Render {
   uint32_t payload = 0;                  // the oneof's field number, 0 when not set
   std::vector<std::string_view> chunks;  // the occurrences of the pixel or sensor message
   std::vector<Entry> attributes, query;
+  bool stamped = false;
 
   void reset() {
     agent_id = schema = json = provenance = {};
@@ -293,7 +294,9 @@ struct Render {
     if (payload == 10) write_pixel(w);
     if (payload == 11) write_sensor(w);
     if (payload == 12) {
-      if (json::json_object_or_array(json)) {
+      const bool validated =
+          stamped && !provenance.empty() && !read_provenance_fields(provenance).contract.empty();
+      if (validated || json::json_object_or_array(json)) {
         w.known_key("json").raw(json);
       } else {
         w.known_key("json").value(base64(json));
@@ -401,10 +404,11 @@ Result<EventHead> check_event(std::string_view bytes) {
 }
 
 void append_event_json(std::string& out, std::string_view bytes,
-                       std::optional<std::string_view> agent_id) {
+                       std::optional<std::string_view> agent_id, bool stamped) {
   // One scratch per thread: the vectors keep their capacity from event to event.
   thread_local Render r;
   r.reset();
+  r.stamped = stamped;
   r.read(bytes);
   if (agent_id) r.agent_id = *agent_id;
   r.write(out);

@@ -36,8 +36,12 @@ Result<EventHead> check_event(std::string_view bytes);
 // The event's JSON form (event_codec.hpp: protobuf's JSON mapping, `json` payloads inline),
 // one line without a newline, appended to `out`; `agent_id`, when given, in place of the
 // event's own. For bytes that check_event() accepted; others render as far as they read.
+// `stamped`: the bytes are the gateway's own (its validation stage stamped them and dropped
+// any provenance the agent sent), so a json payload whose provenance names a contract is a
+// JSON object already checked, and is not checked again before it is written inline.
 void append_event_json(std::string& out, std::string_view bytes,
-                       std::optional<std::string_view> agent_id = std::nullopt);
+                       std::optional<std::string_view> agent_id = std::nullopt,
+                       bool stamped = false);
 
 // Standard base64 with padding, as protobuf's JSON mapping writes bytes.
 std::string base64(std::string_view in);

@@ -312,7 +312,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       if (opt.protobuf) {
         proto::append_restamped_delimited(out, e.bytes, b.agent_id);
       } else {
-        proto::append_event_json(out, e.bytes, b.agent_id);
+        proto::append_event_json(out, e.bytes, b.agent_id, /*stamped=*/true);
         out += '\n';
       }
       return true;

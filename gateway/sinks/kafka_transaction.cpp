@@ -39,7 +39,7 @@ Result<void> KafkaSink::Impl::produce_event(const SinkBatch& b, const wire::Even
   const int k = kind_index(kind_from_number(e.kind).value_or(EventKind::json));
   std::string value;
   if (opt.json_values[k]) {
-    proto::append_event_json(value, e.bytes, b.agent_id);
+    proto::append_event_json(value, e.bytes, b.agent_id, /*stamped=*/true);
   } else {
     proto::append_restamped(value, e.bytes, b.agent_id);
   }
