@@ -25,29 +25,14 @@ namespace pb = google::protobuf;
 namespace {
 
 // POSTs `body` to the agent's events path, waiting until it is durable (sync=true); the
-// status code.
+// status code (0: no answer).
 int post(uint16_t port, const std::string& body) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{20, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  const std::string req =
-      "POST /v1/events?sync=true HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-      "application/json\r\nConnection: close\r\nContent-Length: " +
-      std::to_string(body.size()) + "\r\n\r\n" + body;
-  (void)!::write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
+  const std::string out =
+      http_exchange(port,
+                    "POST /v1/events?sync=true HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                    "application/json\r\nConnection: close\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body,
+                    20);
   return out.size() > 12 ? std::stoi(out.substr(9, 3)) : 0;
 }
 
@@ -92,6 +77,15 @@ void post_range(uint16_t port, int from, int to) {
 std::string agent_http_config(uint16_t http_port) {
   return "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:" + std::to_string(http_port) +
          "\"\n";
+}
+
+// Starts the agent with its HTTP source (and `more` configuration) and waits until it answers.
+void start_posting(AgentProc& agent, uint16_t http_port, const std::string& more = "") {
+  agent.set_extra(agent_http_config(http_port) + more);
+  agent.start(AgentSetup{});
+  for (int i = 0; i < 100 && post(http_port, "[]") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 std::string contracts_config(const std::string& desc, const std::string& key) {
@@ -178,11 +172,7 @@ TEST_CASE(
   s.name_gateway();
   gateway.start();
   AgentProc agent(s.pki, s.agent_dir.path(), s.port);
-  agent.set_extra(agent_http_config(s.http_port));
-  agent.start(AgentSetup{});
-  for (int i = 0; i < 100 && post(s.http_port, "[]") == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  start_posting(agent, s.http_port);
 
   constexpr int kEvents = 1000;
   post_range(s.http_port, 0, 300);
@@ -316,11 +306,7 @@ TEST_CASE(
   s.name_gateway();
   gateway.start();
   AgentProc agent(s.pki, s.agent_dir.path(), s.port);
-  agent.set_extra(agent_http_config(s.http_port));
-  agent.start(AgentSetup{});
-  for (int i = 0; i < 100 && post(s.http_port, "[]") == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  start_posting(agent, s.http_port);
   constexpr int kEvents = 500;
   post_range(s.http_port, 0, 250);
   gateway.kill9();
@@ -394,13 +380,9 @@ TEST_CASE(
   AgentProc agent(s.pki, s.agent_dir.path(), s.port);
   const uint16_t status_port = free_port();
   agent.set_agent_keys("http_listen = \"127.0.0.1:" + std::to_string(status_port) + "\"\n");
-  agent.set_extra(agent_http_config(s.http_port) +
-                  "[contracts]\nvalidate = \"edge\"\ndescriptor_set = \"" + s.desc +
-                  "\"\nhash_key_file = \"" + s.key + "\"\n");
-  agent.start(AgentSetup{});
-  for (int i = 0; i < 100 && post(s.http_port, "[]") == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  start_posting(agent, s.http_port,
+                "[contracts]\nvalidate = \"edge\"\ndescriptor_set = \"" + s.desc +
+                    "\"\nhash_key_file = \"" + s.key + "\"\n");
   constexpr int kEvents = 200;
   post_range(s.http_port, 0, kEvents);  // every request answered 2xx
 
@@ -467,11 +449,7 @@ TEST_CASE(
   s.name_gateway();
   gateway.start();
   AgentProc agent(s.pki, s.agent_dir.path(), s.port);
-  agent.set_extra(agent_http_config(s.http_port));
-  agent.start(AgentSetup{});
-  for (int i = 0; i < 100 && post(s.http_port, "[]") == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  start_posting(agent, s.http_port);
   post_range(s.http_port, 0, 10);  // 2 of each kind: 2 refund.v1, 4 bad order.v1, 4 good
   std::vector<SinkLine> lines;
   for (int i = 0; i < 200 && lines.size() < 10; ++i) {

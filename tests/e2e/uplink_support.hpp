@@ -42,10 +42,11 @@ inline void raise_fd_limit() {
   ::setrlimit(RLIMIT_NOFILE, &r);
 }
 
-// "GET path" on loopback: the status line and body; what came within 10 s.
-inline std::string http_get(uint16_t port, const std::string& path) {
+// One HTTP request on loopback (the connection closed after it): the whole answer, status
+// line, headers and body; what came within `timeout_s` seconds; "" if nothing listens.
+inline std::string http_exchange(uint16_t port, const std::string& request, int timeout_s = 10) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{10, 0};
+  timeval tv{timeout_s, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -55,14 +56,19 @@ inline std::string http_get(uint16_t port, const std::string& path) {
     ::close(fd);
     return "";
   }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  (void)!::write(fd, req.data(), req.size());
+  (void)!::write(fd, request.data(), request.size());
   std::string out;
   char buf[8192];
   ssize_t n;
   while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return out;
+}
+
+// "GET path" on loopback: the status line and body; what came within 10 s.
+inline std::string http_get(uint16_t port, const std::string& path) {
+  return http_exchange(port,
+                       "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
 }
 
 // A metric's value from Prometheus text ("name{labels} value"), 0 when absent.

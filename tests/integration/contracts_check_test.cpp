@@ -124,10 +124,11 @@ TEST_CASE("the gateway loads its contracts at start, and refuses a set it cannot
   TempDir dir;
   const uint16_t port = free_port();
   std::filesystem::create_directories(dir.file("good"));
+  write_file(dir.file("hash.key"), "a-test-key");  // order.v1 has a HASH field
   {
-    GatewayProc gateway(
-        pki, dir.file("good"), port,
-        "[contracts]\ndescriptor_set = \"" + std::string(OUTPOST_DESCRIPTOR_SET) + "\"\n");
+    GatewayProc gateway(pki, dir.file("good"), port,
+                        "[contracts]\ndescriptor_set = \"" + std::string(OUTPOST_DESCRIPTOR_SET) +
+                            "\"\nhash_key_file = \"" + dir.file("hash.key") + "\"\n");
     gateway.start();
     CHECK_MESSAGE(gateway.log().find("contracts: 3 schemas from " +
                                      std::string(OUTPOST_DESCRIPTOR_SET)) != std::string::npos,
