@@ -192,6 +192,9 @@ struct BufferStats {
   uint64_t quarantined_total = 0;  // messages ever quarantined
   uint64_t quarantine_rows = 0;    // of them, still in the quarantine table
   uint64_t file_bytes = 0;         // database + WAL on disk
+  // The file system holding the buffer: free bytes (for unprivileged writers) and its size.
+  uint64_t disk_free_bytes = 0;
+  uint64_t disk_size_bytes = 0;
 };
 
 // When an append is committed: with the next group (the writer waits up to commit_interval

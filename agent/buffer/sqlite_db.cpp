@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -440,6 +441,13 @@ Result<BufferStats> read_stats(Db& db) {
   s.corrupt_recoveries = read_state_file(db.path()).corrupt_recoveries;
   s.corrupt_lost = read_state_file(db.path()).corrupt_lost;
   s.file_bytes = file_size(db.path()) + file_size(db.path() + "-wal");
+  struct statvfs fs {};
+  const auto slash = db.path().find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : db.path().substr(0, slash + 1);
+  if (::statvfs(dir.c_str(), &fs) == 0) {
+    s.disk_free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    s.disk_size_bytes = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
+  }
   return s;
 }
 

@@ -92,6 +92,11 @@ struct StatusServer::Impl {
         << stats->corrupt_lost << "\n";
       gauge("outpost_agent_buffer_file_bytes", "Buffer file and WAL size.",
             static_cast<double>(stats->file_bytes));
+      gauge("outpost_agent_disk_free_bytes",
+            "Free bytes on the file system holding the buffer (for unprivileged writers).",
+            static_cast<double>(stats->disk_free_bytes));
+      gauge("outpost_agent_disk_size_bytes", "Size of the file system holding the buffer.",
+            static_cast<double>(stats->disk_size_bytes));
       o << "# HELP outpost_agent_quarantined_total Messages a source could not turn into events.\n"
         << "# TYPE outpost_agent_quarantined_total counter\n"
         << "outpost_agent_quarantined_total " << stats->quarantined_total << "\n"

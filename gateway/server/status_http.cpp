@@ -45,6 +45,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4");
       res->body() = s_.metrics.render_prometheus();
+      const bool ready = !s_.draining && !s_.sink.not_ready_reason();
+      res->body() +=
+          "# HELP outpost_gateway_ready 1 while the gateway takes batches (/readyz answers "
+          "200).\n# TYPE outpost_gateway_ready gauge\noutpost_gateway_ready " +
+          std::string(ready ? "1" : "0") + "\n";
       s_.validation.append_metrics(res->body());
       s_.sink.append_metrics(res->body());
     } else {
