@@ -311,6 +311,8 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(f.rate_limit_bytes_per_s, doc.bytes("uplink.rate_limit", "0", 0, 1ULL << 40));
   OUTPOST_TRY_ASSIGN(f.ping_interval_ns,
                      doc.duration_ns("uplink.ping_interval", "30s", 100 * kMs, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.certificate_warn_days", 30, 0, 3650));
+  c.uplink.certificate_warn_days = static_cast<int>(n);
 
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();

@@ -37,6 +37,8 @@ struct MqttSourceConfig {
 struct UplinkConfig {
   bool enabled = false;  // true when uplink.endpoints is set
   ForwarderOptions forwarder;
+  // The log warns at start when the device certificate expires within this many days.
+  int certificate_warn_days = 30;
 };
 
 struct AgentConfig {

@@ -18,6 +18,7 @@
 #include "agent/sources/mqtt/mqtt_source.hpp"
 #include "agent/status/status_server.hpp"
 #include "common/log.hpp"
+#include "common/tls/certificate.hpp"
 #include "common/units.hpp"
 
 namespace outpost::agent::cli {
@@ -122,12 +123,34 @@ int run_agent(const RunOptions& o) {
     log->warn("no uplink.endpoints configured: events stay in the buffer");
   }
 
+  // The device certificate's expiry (read at start): on /metrics, and a warning when near.
+  int64_t cert_not_after = 0;
+  if (config->uplink.enabled) {
+    if (auto t = tls::certificate_not_after(config->uplink.forwarder.cert_file); t) {
+      cert_not_after = *t;
+      const int64_t days = (cert_not_after - clock.now_ns() / 1'000'000'000) / 86'400;
+      if (days < config->uplink.certificate_warn_days) {
+        log->warn("the device certificate {} expires in {} days ({}): renew it (docs/install.md)",
+                  config->uplink.forwarder.cert_file, days,
+                  days < 0 ? "already expired" : "uplink.certificate_warn_days");
+      }
+    }
+  }
+  auto more_metrics = [e = edge.get(), cert_not_after](std::string& out) {
+    if (e != nullptr) e->append_metrics(out);
+    if (cert_not_after != 0) {
+      out +=
+          "# HELP outpost_agent_certificate_expiry_timestamp_seconds When the device "
+          "certificate expires (notAfter, Unix time).\n# TYPE "
+          "outpost_agent_certificate_expiry_timestamp_seconds gauge\n"
+          "outpost_agent_certificate_expiry_timestamp_seconds " +
+          std::to_string(cert_not_after) + "\n";
+    }
+  };
   std::unique_ptr<StatusServer> status;
   if (config->http_enabled) {
     auto started = StatusServer::start(config->http_host, config->http_port, **buffer,
-                                       forwarder.get(), clock, [e = edge.get()](std::string& out) {
-                                         if (e != nullptr) e->append_metrics(out);
-                                       });
+                                       forwarder.get(), clock, more_metrics);
     if (started) {
       status = std::move(*started);
       log->info("/healthz and /metrics on http://{}:{}", config->http_host, status->port());

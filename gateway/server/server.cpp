@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "common/net/listener.hpp"
+#include "common/tls/certificate.hpp"
 #include "gateway/server/session.hpp"
 
 namespace outpost::gateway {
@@ -17,6 +18,7 @@ Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config,
   auto ctx = tls::TlsContext::create(o);
   if (!ctx) return ctx.error();
   impl->tls = *ctx;
+  if (auto t = tls::certificate_not_after(config.cert_file); t) impl->cert_not_after = *t;
   if (auto r = net::open_listener(impl->acceptor, config.listen_address, config.listen_port,
                                   "gateway.listen");
       !r) {

@@ -40,6 +40,7 @@ struct Server::Impl final : uplink::RateGate {
   std::shared_ptr<spdlog::logger> log = log::get("gateway");
   std::shared_ptr<spdlog::logger> audit = log::get("audit");
   std::shared_ptr<tls::TlsContext> tls;
+  int64_t cert_not_after = 0;  // the gateway certificate's notAfter (Unix time), read at start
 
   asio::io_context io;
   tcp::acceptor acceptor{io};

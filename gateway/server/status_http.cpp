@@ -50,6 +50,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
           "# HELP outpost_gateway_ready 1 while the gateway takes batches (/readyz answers "
           "200).\n# TYPE outpost_gateway_ready gauge\noutpost_gateway_ready " +
           std::string(ready ? "1" : "0") + "\n";
+      if (s_.cert_not_after != 0) {
+        res->body() +=
+            "# HELP outpost_gateway_certificate_expiry_timestamp_seconds When the gateway's "
+            "certificate expires (notAfter, Unix time).\n# TYPE "
+            "outpost_gateway_certificate_expiry_timestamp_seconds gauge\n"
+            "outpost_gateway_certificate_expiry_timestamp_seconds " +
+            std::to_string(s_.cert_not_after) + "\n";
+      }
       s_.validation.append_metrics(res->body());
       s_.sink.append_metrics(res->body());
     } else {

@@ -108,3 +108,26 @@ TEST_CASE(
            all.find("# TYPE " + n + " ") != std::string::npos));
   }
 }
+
+TEST_CASE("an agent whose certificate has expired says so in its log and on /metrics") {
+  Pki pki;
+  TempDir agent_dir;
+  AgentProc agent(pki, agent_dir.path(), free_port());  // no gateway: the handshake would fail
+  const uint16_t status_port = free_port();
+  agent.set_agent_keys("http_listen = \"127.0.0.1:" + std::to_string(status_port) + "\"\n");
+  AgentSetup old;
+  old.device = "device-old";
+  agent.start(old);
+  const std::string text =
+      scrape_until(status_port, "outpost_agent_certificate_expiry_timestamp_seconds ");
+  const double expiry = metric(text, "outpost_agent_certificate_expiry_timestamp_seconds");
+  CHECK(expiry > 0);
+  CHECK(expiry < static_cast<double>(time(nullptr)));
+  std::string log;
+  for (int i = 0; i < 50 && log.find("already expired") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    log = agent.log();
+  }
+  CHECK_MESSAGE(log.find("device-old.crt expires in -") != std::string::npos, log);
+  CHECK(log.find("already expired") != std::string::npos);
+}
