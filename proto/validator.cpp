@@ -78,7 +78,29 @@ uint8_t wire_type_of(FD::Type t) {
   }
 }
 
+// Dotted-quad IPv4 in canonical form ("198.51.100.23": no leading zeros, each part 0..255):
+// the offset of its last part, or 0 when `v` is not one.
+size_t ipv4_last_part(std::string_view v) {
+  size_t parts = 0, digits = 0, last = 0;
+  unsigned value = 0;
+  for (size_t i = 0; i <= v.size(); ++i) {
+    if (i == v.size() || v[i] == '.') {
+      if (digits == 0 || value > 255 || (digits > 1 && v[i - digits] == '0')) return 0;
+      if (++parts == 4) last = i - digits;
+      digits = value = 0;
+      continue;
+    }
+    if (v[i] < '0' || v[i] > '9' || ++digits > 3) return 0;
+    value = value * 10 + static_cast<unsigned>(v[i] - '0');
+  }
+  return parts == 4 ? last : 0;
+}
+
 std::string truncate_ip(std::string_view value) {
+  // The common case without inet_pton/inet_ntop (which format through sprintf).
+  if (const size_t last = ipv4_last_part(value); last != 0) {
+    return std::string(value.substr(0, last)) + "0";
+  }
   const std::string text(value);
   unsigned char a[16];
   if (inet_pton(AF_INET, text.c_str(), a) == 1) {
@@ -101,6 +123,23 @@ bool is_token(std::string_view v) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+bool would_change(Action a, std::string_view value) {
+  switch (a) {
+    case Action::none:
+      return false;
+    case Action::hash:
+      return !is_token(value);
+    case Action::redact:
+      return value != kRedacted;
+    case Action::truncate_ip: {
+      const size_t last = ipv4_last_part(value);
+      return last == 0 ? truncate_ip(value) != value : value.substr(last) != "0";
+    }
+    default:
+      return true;  // drop
+  }
 }
 
 // Every action is idempotent, so that an event validated at the edge and again at the
@@ -310,10 +349,13 @@ Verdict Validator::check(std::string_view event, std::string_view schema) const 
                                       " payload (" + expected + ") where the contract is " +
                                       c.rules->d->full_name());
     }
-    if (!check_proto(payload, c, key, rewrite ? &out : nullptr, r)) {
-      return bad(r.fail.code, r.fail.what);
+    // As for JSON: written again only when an action would change a value (a pixel's
+    // client_ip that the source truncated already stays as it is).
+    if (!check_proto(payload, c, key, nullptr, r)) return bad(r.fail.code, r.fail.what);
+    if (rewrite && r.saw_sensitive) {
+      if (!check_proto(payload, c, key, &out, r)) return bad(r.fail.code, r.fail.what);
+      changed = r.changed;
     }
-    changed = r.changed;
   }
   if (changed) {
     v.payload_field = field;

@@ -57,6 +57,9 @@ class ProtoCheck {
           if (!message(*rule->message, f.bytes, nullptr, depth + 1)) return false;
           copy();
         }
+      } else if (out == nullptr && rule->action != Action::none) {
+        if (would_change(rule->action, f.bytes)) saw_sensitive_ = true;
+        copy();
       } else if (out != nullptr && rule->action != Action::none) {
         if (rule->action == Action::drop) changed_ = true;
         if (rule->action != Action::drop) {
@@ -77,6 +80,7 @@ class ProtoCheck {
   }
   const Fail& failure() const { return fail_; }
   bool changed() const { return changed_; }
+  bool saw_sensitive() const { return saw_sensitive_; }
 
  private:
   bool fail(const char* code, std::string what) {
@@ -88,6 +92,7 @@ class ProtoCheck {
   PathStack path_;
   Fail fail_{nullptr, {}};
   bool changed_ = false;
+  bool saw_sensitive_ = false;  // pass without `out`: an action would change a value
 };
 
 }  // namespace
@@ -98,6 +103,7 @@ bool check_proto(std::string_view bytes, const Contract& c, std::string_view key
   const bool ok = check.message(*c.rules, bytes, out, 0);
   r.fail = check.failure();
   r.changed = check.changed();
+  r.saw_sensitive = check.saw_sensitive();
   return ok;
 }
 

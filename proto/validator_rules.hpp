@@ -107,7 +107,8 @@ class PathStack {
 };
 
 // What a check found: its failure (code is null while it has none), whether an action changed
-// the payload, whether a member an action applies to is there.
+// the payload, whether a member an action applies to is there (for protobuf payloads: one
+// whose value an action would change).
 struct Fail {
   const char* code;
   std::string what;
@@ -124,6 +125,8 @@ const char* type_name(FD::Type t);
 uint8_t wire_type_of(FD::Type t);
 // A sensitive value after its action (idempotent: validator.hpp).
 std::string apply(Action a, std::string_view value, std::string_view key);
+// Whether apply() would change `value`, without computing a HASH.
+bool would_change(Action a, std::string_view value);
 
 // A JSON payload: one object of the contract's message, nothing after it. With `out`, the
 // payload written again with the actions applied. False on a failure (in `r.fail`).

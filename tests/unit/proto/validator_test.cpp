@@ -216,6 +216,23 @@ TEST_CASE("sensitive fields: HASH, REDACT, DROP and TRUNCATE_IP never leave raw"
   REQUIRE(hit.ParseFromString(p.payload));
   CHECK(hit.client_ip() == "203.0.113.0");
   CHECK(hit.site_id() == "shop");
+  // One the source truncated already is left as it came: no rewrite, no copy.
+  e.mutable_pixel()->set_client_ip("203.0.113.0");
+  auto same = v->check(e.SerializeAsString(), "pixel.v1");
+  REQUIRE(!same.bad);
+  CHECK(same.payload_field == 0);
+  for (const auto& [in, want] :
+       std::vector<std::pair<std::string, std::string>>{{"10.0.0.255", "10.0.0.0"},
+                                                        {"0.0.0.0", "0.0.0.0"},
+                                                        {"255.255.255.255", "255.255.255.0"},
+                                                        {"256.1.1.1", "[REDACTED]"},
+                                                        {"1.2.3", "[REDACTED]"},
+                                                        {"1.2.3.4.5", "[REDACTED]"},
+                                                        {"", "[REDACTED]"},
+                                                        {"::ffff:1.2.3.4", "::"}}) {
+    CAPTURE(in);
+    CHECK(proto::apply_sensitivity("truncate_ip", in, "") == want);
+  }
 }
 
 TEST_CASE("a contract with a HASH field needs the key: refused without it") {
