@@ -87,6 +87,8 @@ Result<void> load_http_source(ConfigDoc& doc, HttpSourceConfig& c) {
                                                         100 * kMs, 3600 * kSecond));
   OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.max_connections", 1024, 1, 1'000'000));
   h.max_connections = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.http.threads", 1, 1, 64));
+  h.threads = static_cast<uint32_t>(n);
   std::string mode;
   OUTPOST_TRY_ASSIGN(
       mode, doc.choice("sources.http.client_ip", "truncate", {"truncate", "hash", "drop"}));

@@ -7,7 +7,8 @@
 // that answers every read with the agent's pixel response bytes and does nothing else. It is
 // the ceiling that this machine and this load generator allow (wrk shares the 2 cores).
 //
-// Usage: pixel_bench [--seconds S] [--connections C] [--runs R]   (defaults 10, 50, 3)
+// Usage: pixel_bench [--seconds S] [--connections C] [--runs R] [--threads T]
+// (defaults 10, 50, 3, 1; T is the agent's sources.http.threads)
 // Needs wrk (Debian package). Each figure is the median of the runs; the last lines are the
 // figures.
 #include <netinet/in.h>
@@ -144,7 +145,7 @@ WrkResult reference_run(const std::string& response, int seconds, int connection
   return r;
 }
 
-Run one_run(const std::string& dir, int seconds, int connections) {
+Run one_run(const std::string& dir, int seconds, int connections, int threads) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const uint16_t port = test::free_port();
@@ -153,9 +154,8 @@ Run one_run(const std::string& dir, int seconds, int connections) {
                    "[agent]\nid = \"pixel-bench\"\nhttp_listen = \"\"\nlog_level = \"warn\"\n"
                    "[buffer]\npath = \"" +
                        buffer +
-                       "\"\n[sources.http]\nenabled = true\n"
-                       "listen = \"127.0.0.1:" +
-                       std::to_string(port) + "\"\n");
+                       "\"\n[sources.http]\nenabled = true\nthreads = " + std::to_string(threads) +
+                       "\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n");
   pid_t agent = ::fork();
   if (agent == 0) {
     ::execl(OUTPOST_AGENT_BIN, OUTPOST_AGENT_BIN, "run", "--config", (dir + "/agent.toml").c_str(),
@@ -198,8 +198,10 @@ Run one_run(const std::string& dir, int seconds, int connections) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bench::Flags flags("pixel_bench", argc, argv,
-                           {{"seconds", "10"}, {"connections", "50"}, {"runs", "3"}});
+  const bench::Flags flags(
+      "pixel_bench", argc, argv,
+      {{"seconds", "10"}, {"connections", "50"}, {"runs", "3"}, {"threads", "1"}});
+  const auto threads = static_cast<int>(flags.number("threads"));
   const auto seconds = static_cast<int>(flags.number("seconds"));
   const auto connections = static_cast<int>(flags.number("connections"));
   const auto runs = static_cast<int>(flags.number("runs"));
@@ -207,7 +209,7 @@ int main(int argc, char** argv) {
   std::vector<double> rps, p50, p99, cpu, rss, buffered, ref_rps, ref_p99;
   bool all_buffered = true;
   for (int i = 0; i < runs; ++i) {
-    Run r = one_run(dir, seconds, connections);
+    Run r = one_run(dir, seconds, connections, threads);
     all_buffered = all_buffered && r.buffered + 1 >= r.requests;
     std::printf(
         "run %d: %.0f req/s, p50 %.3f ms, p99 %.3f ms, agent %.2f cores, peak RSS %.1f MiB, "
@@ -225,8 +227,10 @@ int main(int argc, char** argv) {
     buffered.push_back(r.buffered_per_s);
   }
   std::filesystem::remove_all(dir);
-  std::printf("wrk -t1 -c%d -d%ds, keep-alive, GET /p.gif; medians of %d runs\n", connections,
-              seconds, runs);
+  std::printf(
+      "wrk -t1 -c%d -d%ds, keep-alive, GET /p.gif; sources.http.threads = %d; medians of %d "
+      "runs\n",
+      connections, seconds, threads, runs);
   std::printf("requests/s: %.0f\n", median(rps));
   std::printf("latency: p50 %.3f ms, p99 %.3f ms\n", median(p50), median(p99));
   std::printf("agent: %.2f cores, peak RSS %.1f MiB\n", median(cpu), median(rss));

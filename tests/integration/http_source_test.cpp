@@ -10,6 +10,7 @@
 #include "agent/sources/http/http_source.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/http_load.hpp"
 #include "tests/support/uplink_client.hpp"
 
 using namespace outpost;
@@ -317,4 +318,38 @@ TEST_CASE("sync=true: kill -9 right after the 2xx, and the events are in the buf
   auto s = inspector->stats();
   REQUIRE(s);
   CHECK(s->pending_events == 3);
+}
+
+TEST_CASE(
+    "threads = 3: connections served on three threads, every answered hit in the buffer, "
+    "sync posts answered after they are durable") {
+  HttpSourceOptions o;
+  o.threads = 3;
+  Fixture f(o);
+  const uint16_t port = f.source->port();
+  HttpLoad hits(port, "GET /p.gif?site=s1 HTTP/1.1\r\nHost: x\r\n\r\n", 6);
+  const std::string body = R"({"schema":"order.v1","order_id":"t"})";
+  HttpLoad posts(port,
+                 "POST /v1/events?sync=true HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 "application/json\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body,
+                 3);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const LoadCounts h = hits.stop();
+  const LoadCounts p = posts.stop();
+  f.source.reset();  // every handler done: what was answered is what was counted
+  CHECK(h.total_2xx() > 100);
+  CHECK(p.of(201) > 10);
+  CHECK(h.unanswered + p.unanswered == 0);
+  // A hit is answered when queued (its append may still be committing when the load stops):
+  // every answered one is stored once the buffer has committed, and nothing else.
+  const uint64_t answered = h.total_2xx() + p.of(201);
+  auto stats = f.buffer->stats();
+  for (int i = 0; i < 100 && stats && stats->pending_events < answered; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    stats = f.buffer->stats();
+  }
+  REQUIRE(stats);
+  CHECK(stats->pending_events >= answered);
+  CHECK(stats->pending_events <= h.total_2xx() + p.of(201) + 6 + 3);
 }

@@ -72,13 +72,31 @@ struct HttpSource::Impl {
   // is `connections`: both outlive every handler, which the io_context destroys last.
   std::array<std::string, 16> pixel_responses;
   std::atomic<uint32_t> connections{0};
-  asio::io_context io;
+  asio::io_context io;  // the acceptor's, and the first thread's connections
   tcp::acceptor acceptor{io};
   std::thread thread;
+  // With sources.http.threads > 1: the other threads, each with its own io_context, that the
+  // acceptor hands connections to in turn.
+  struct Worker {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> busy{io.get_executor()};
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Worker>> workers;
+  size_t next_worker = 0;  // acceptor's thread only
   // Connections waiting for a ?sync=true append to be durable. The buffer's callback holds
   // only a weak reference, so that a connection is never destroyed on the buffer's thread or
-  // after the io_context. Used on the io thread; released before the io_context.
+  // after its io_context. Released before the io_contexts.
+  std::mutex waiting_mu;
   std::set<std::shared_ptr<Connection>> waiting_for_buffer;
+  void wait_for_buffer(std::shared_ptr<Connection> c) {
+    std::lock_guard lock(waiting_mu);
+    waiting_for_buffer.insert(std::move(c));
+  }
+  void done_waiting(const std::shared_ptr<Connection>& c) {
+    std::lock_guard lock(waiting_mu);
+    waiting_for_buffer.erase(c);
+  }
 
   Impl(HttpSourceOptions o, Buffer& b, const Clock& c) : opt(std::move(o)), buffer(b), clock(c) {
     for (unsigned slot = 0; slot < pixel_responses.size(); ++slot) {
@@ -296,7 +314,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       std::optional<Result<AppendResult>> result;
     };
     auto state = std::make_shared<State>();
-    if (sync) s_.waiting_for_buffer.insert(shared_from_this());
+    if (sync) s_.wait_for_buffer(shared_from_this());
     s_.buffer.append(
         std::move(events),
         [state, shared = s_.shared, weak = weak_from_this(), executor = stream_.get_executor(),
@@ -314,7 +332,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
           if (!shared->open) return;  // the source is closing: the connection closes unanswered
           asio::post(executor, [weak, r, count] {
             if (auto self = weak.lock()) {
-              self->s_.waiting_for_buffer.erase(self);
+              self->s_.done_waiting(self);
               self->answer_append(r, count, true);
             }
           });
@@ -327,7 +345,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       now_result = state->result;
     }
     if (now_result) {  // refused at once (or fast)
-      if (sync) s_.waiting_for_buffer.erase(shared_from_this());
+      if (sync) s_.done_waiting(shared_from_this());
       return answer_append(*now_result, count, sync);
     }
     if (!sync) answer_append(AppendResult{}, count, false);  // queued
@@ -412,7 +430,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 }  // namespace
 
 void HttpSource::Impl::accept() {
-  acceptor.async_accept(io, [this](const boost::system::error_code& ec, Socket socket) {
+  // The next connection's io_context: this thread's, then each worker's in turn.
+  const size_t turn = next_worker++ % (workers.size() + 1);
+  asio::io_context& target = turn == 0 ? io : workers[turn - 1]->io;
+  acceptor.async_accept(target, [this](const boost::system::error_code& ec, Socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       if (connections.load() >= opt.max_connections) {
@@ -436,6 +457,11 @@ Result<std::unique_ptr<HttpSource>> HttpSource::start(HttpSourceOptions options,
       !r) {
     return r.error();
   }
+  for (uint32_t i = 1; i < impl->opt.threads; ++i) {
+    auto& w = impl->workers.emplace_back(std::make_unique<Impl::Worker>());
+    Impl::Worker* worker = w.get();
+    w->thread = std::thread([worker] { worker->io.run(); });
+  }
   impl->accept();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->io.run(); });
@@ -450,7 +476,14 @@ HttpSource::~HttpSource() {
     impl_->shared->open = false;
   }
   impl_->io.stop();
+  for (auto& w : impl_->workers) w->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
+  for (auto& w : impl_->workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  // Before the io_contexts: the waiting connections' sockets belong to them.
+  std::lock_guard lock(impl_->waiting_mu);
+  impl_->waiting_for_buffer.clear();
 }
 
 uint16_t HttpSource::port() const { return impl_->acceptor.local_endpoint().port(); }

@@ -44,6 +44,9 @@ struct HttpSourceOptions {
   int64_t header_timeout_ns = 10'000'000'000;  // a request must arrive within this
   int64_t idle_timeout_ns = 60'000'000'000;    // keep-alive between requests
   uint32_t max_connections = 1024;
+  // Threads serving connections (sources.http.threads). One accepts and hands each connection
+  // to the next in turn; every appended event goes through the one buffer and its group commit.
+  uint32_t threads = 1;
   IpMode ip_mode = IpMode::truncate;
   std::string ip_salt;                       // for IpMode::hash
   std::vector<std::string> trusted_proxies;  // exact addresses
