@@ -39,8 +39,8 @@
 namespace outpost::proto {
 
 struct Rejection {
-  std::string code;     // machine-readable, one of the list above
-  std::string message;  // for a person: schema, field path, what was wrong
+  std::string_view code;  // machine-readable, one of the list above (a static name)
+  std::string message;    // for a person: schema, field path, what was wrong
 };
 
 struct ValidatorOptions {

@@ -364,27 +364,30 @@ class JsonCheck {
         if (c == '"') {
           if (!string(raw, escaped)) return false;
           if (raw == "NaN" || raw == "Infinity" || raw == "-Infinity") return true;
-          std::string_view text = raw;
-          JsonCheck inner(text, c_, key_);
-          if (!inner.number(text) || inner.p_ != inner.end_) return wrong("a non-numeric string");
-          return floating(f, text);
+          if (!number_text(raw)) return wrong("a non-numeric string");
+          return floating(f, raw);
         }
         if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) return wrong(got());
         return number(raw) && floating(f, raw);
       default:  // the integers
         if (c == '"') {
           if (!string(raw, escaped)) return false;
-          std::string_view text = raw;
-          JsonCheck inner(text, c_, key_);
-          if (!inner.number(text) || inner.p_ != inner.end_) return wrong("a non-numeric string");
+          if (!number_text(raw)) return wrong("a non-numeric string");
           // In a string protobuf takes digits only: "12", not "12.0" or "1e3".
-          if (text.find_first_of(".eE") != std::string_view::npos)
+          if (raw.find_first_of(".eE") != std::string_view::npos)
             return wrong("a string that is not an integer");
-          return integer(f, text);
+          return integer(f, raw);
         }
         if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) return wrong(got());
         return number(raw) && integer(f, raw);
     }
+  }
+
+  // Whether `text` (a string's content) is a JSON number and nothing else.
+  bool number_text(std::string_view text) const {
+    JsonCheck inner(text, c_, key_);
+    std::string_view parsed;
+    return inner.number(parsed) && inner.p_ == inner.end_;
   }
 
   // A map's key, as protobuf reads it from a JSON member name.
@@ -396,11 +399,9 @@ class JsonCheck {
       case FD::TYPE_BOOL:
         return k == "true" || k == "false" ? true : fail("wrong_type", "a map key is not a bool");
       default: {
-        std::string_view text = k;
-        JsonCheck inner(text, c_, key_);
-        if (!inner.number(text) || inner.p_ != inner.end_)
+        if (!number_text(k))
           return fail("wrong_type", "map key \"" + k + "\" is not " + type_name(key.type));
-        return integer(key, text);
+        return integer(key, k);
       }
     }
   }
@@ -529,6 +530,13 @@ class JsonCheck {
     std::vector<std::pair<int, const FieldRule*>> oneofs;
     if (out != nullptr) *out += '{';
     bool first = true;
+    // A member written again as it came: its key and value, byte for byte.
+    auto copy_member = [&](const char* member_start) {
+      if (out == nullptr) return;
+      if (!first) *out += ',';
+      out->append(member_start, static_cast<size_t>(p_ - member_start));
+      first = false;
+    };
     if (eat('}')) {
       if (out != nullptr) *out += '}';
       return true;
@@ -551,11 +559,7 @@ class JsonCheck {
         if (p_ == end_ || *p_ != '"')
           return fail("wrong_type", "the schema member is not a string");
         if (!string(raw, escaped)) return false;
-        if (out != nullptr) {
-          if (!first) *out += ',';
-          out->append(member_start, static_cast<size_t>(p_ - member_start));
-          first = false;
-        }
+        copy_member(member_start);
         path_.pop();
         continue;
       }
@@ -565,11 +569,7 @@ class JsonCheck {
                       "no field \"" + std::string(name) + "\" in " + m.d->full_name());
         }
         if (!skip(depth + 1)) return false;
-        if (out != nullptr) {
-          if (!first) *out += ',';
-          out->append(member_start, static_cast<size_t>(p_ - member_start));
-          first = false;
-        }
+        copy_member(member_start);
         path_.pop();
         continue;
       }
@@ -593,11 +593,7 @@ class JsonCheck {
         if (out->size() != before) first = false;
       } else {
         if (!field_value(*f, depth, nullptr, first, raw)) return false;
-        if (out != nullptr) {
-          if (!first) *out += ',';
-          out->append(member_start, static_cast<size_t>(p_ - member_start));
-          first = false;
-        }
+        copy_member(member_start);
       }
       path_.pop();
     } while (eat(','));

@@ -41,7 +41,7 @@ proto::Verdict check(const proto::Validator& v, const std::string& schema,
   return v.check(json_event(schema, json), schema);
 }
 
-std::string reason(const proto::Verdict& v) { return v.bad ? v.bad->code : "good"; }
+std::string reason(const proto::Verdict& v) { return std::string(v.bad ? v.bad->code : "good"); }
 
 }  // namespace
 
