@@ -23,11 +23,18 @@ void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback d
       std::string scratch;
       const std::string_view payload = proto::payload_bytes(e.body, scratch, nullptr);
       const std::string label = validator_->knows(schema) ? schema : "unknown";
+      const std::string code(v.bad->code);
       // Kept on the device with its reason; quarantine() returns once it is durable.
-      auto kept = inner_.quarantine(QuarantineEntry{
-          "contracts", schema, v.bad->code + ": " + v.bad->message, std::string(payload)});
+      auto kept = inner_.quarantine(
+          QuarantineEntry{"contracts", schema, code + ": " + v.bad->message, std::string(payload)});
+      if (!kept) {
+        // Neither quarantined nor stored: the whole append is refused, as the buffer refuses
+        // one (all or nothing), so that the source tells its client instead of losing it.
+        done(kept.error());
+        return;
+      }
       std::lock_guard lock(mu_);
-      ++quarantined_[{label, kept ? v.bad->code : v.bad->code + "_unsaved"}];
+      ++quarantined_[{label, code}];
       continue;
     }
     if (v.payload_field != 0) {  // sensitive fields applied before the event is stored

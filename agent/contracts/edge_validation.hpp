@@ -5,7 +5,8 @@
 // never leaves the device; a bad one goes to the buffer's quarantine table with its reason
 // code and message (`outpost-agent buffer quarantine` shows it) and is counted by schema and
 // reason. The source's acceptance covers both: what it handed over is stored or quarantined,
-// never silently dropped.
+// never silently dropped; when the quarantine cannot keep a bad event (the disk is full), the
+// append is refused whole, as the buffer refuses one, and the source answers its client so.
 //
 // Thread-safety: as Buffer; the counters under a mutex.
 

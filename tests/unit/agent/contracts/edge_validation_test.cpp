@@ -1,0 +1,118 @@
+// Edge validation (agent/contracts/edge_validation.hpp) in front of a fake buffer: what a
+// source hands over is stored or quarantined, and when the quarantine cannot keep a bad event
+// the whole append is refused, so that nothing the source accepts is lost uncounted.
+#include "agent/contracts/edge_validation.hpp"
+
+#include <doctest/doctest.h>
+
+#include "outpost/v1/event.pb.h"
+#include "proto/event_view.hpp"
+
+using namespace outpost;
+using namespace outpost::agent;
+
+namespace {
+
+// Keeps what it is given; its quarantine fails while `full`.
+class FakeBuffer final : public Buffer {
+ public:
+  bool full = false;
+  std::vector<NewEvent> stored;
+  std::vector<QuarantineEntry> quarantined;
+
+  void append(std::vector<NewEvent> events, AppendCallback done, Commit, Acceptance) override {
+    AppendResult r;
+    r.first_seq = stored.size() + 1;
+    for (NewEvent& e : events) stored.push_back(std::move(e));
+    r.last_seq = stored.size();
+    done(r);
+  }
+  Result<std::vector<StoredEvent>> read_batch(uint64_t, size_t, size_t) override {
+    return std::vector<StoredEvent>{};
+  }
+  Result<size_t> visit_batch(uint64_t, size_t, size_t, const EventVisitor&) override {
+    return size_t{0};
+  }
+  Result<void> ack(uint64_t) override { return {}; }
+  std::future<Result<void>> ack_async(uint64_t) override {
+    std::promise<Result<void>> p;
+    p.set_value(Result<void>());
+    return p.get_future();
+  }
+  Result<BufferStats> stats() override { return BufferStats{}; }
+  Result<void> quarantine(QuarantineEntry entry) override {
+    if (full) return make_error(buffer_errc::disk_full, "the disk is full");
+    quarantined.push_back(std::move(entry));
+    return {};
+  }
+  bool healthy() const override { return true; }
+  std::optional<std::string> refusal_reason() const override { return std::nullopt; }
+};
+
+NewEvent order(const std::string& json) {
+  v1::Event e;
+  e.set_kind(v1::EVENT_KIND_JSON);
+  e.set_schema("order.v1");
+  e.set_json(json);
+  NewEvent n;
+  n.body = e.SerializeAsString();
+  return n;
+}
+
+std::shared_ptr<const proto::Validator> validator() {
+  auto registry = proto::ContractRegistry::load(OUTPOST_DESCRIPTOR_SET);
+  REQUIRE(registry);
+  proto::ValidatorOptions o;
+  o.hash_key = "k";
+  auto v = proto::Validator::make(*registry, o);
+  REQUIRE(v);
+  return *v;
+}
+
+Result<AppendResult> append(Buffer& b, std::vector<NewEvent> events) {
+  std::optional<Result<AppendResult>> out;
+  b.append(std::move(events), [&](const Result<AppendResult>& r) { out = r; });
+  REQUIRE(out);
+  return *out;
+}
+
+std::vector<NewEvent> mixed() {
+  std::vector<NewEvent> v;
+  v.push_back(order(R"({"order_id":"a","customer_email":"ann@example.com"})"));
+  v.push_back(order(R"({"order_id":"b","amount_cents":"lots"})"));
+  v.push_back(order(R"({"order_id":"c"})"));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("good events stored with their sensitive fields applied, bad ones quarantined") {
+  FakeBuffer inner;
+  EdgeValidatingBuffer edge(inner, validator());
+  auto r = append(edge, mixed());
+  REQUIRE(r);
+  CHECK(inner.stored.size() == 2);
+  REQUIRE(inner.quarantined.size() == 1);
+  CHECK(inner.quarantined[0].reason.find("wrong_type: order.v1: $.amount_cents") == 0);
+  CHECK(inner.stored[0].body.find("ann@example.com") == std::string::npos);
+  std::string metrics;
+  edge.append_metrics(metrics);
+  CHECK(
+      metrics.find(
+          R"(outpost_agent_contract_quarantined_total{schema="order.v1",reason="wrong_type"} 1)") !=
+      std::string::npos);
+  CHECK(metrics.find("outpost_agent_contract_valid_total 2") != std::string::npos);
+}
+
+TEST_CASE("a bad event the quarantine cannot keep: the whole append is refused, nothing stored") {
+  FakeBuffer inner;
+  inner.full = true;
+  EdgeValidatingBuffer edge(inner, validator());
+  auto r = append(edge, mixed());
+  REQUIRE(!r);
+  CHECK(r.error().code == buffer_errc::disk_full);
+  CHECK(inner.stored.empty());  // the source refuses all three: none is lost uncounted
+  std::string metrics;
+  edge.append_metrics(metrics);
+  CHECK(metrics.find("outpost_agent_contract_quarantined_total{") == std::string::npos);
+}
