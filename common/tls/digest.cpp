@@ -125,11 +125,9 @@ std::string hex(const unsigned char (&digest)[32]) {
 }  // namespace
 
 std::string sha256_hex(std::string_view data) {
-  unsigned char digest[32];
-  if (!sha256_ni(data, digest)) {
-    mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, 0);
-  }
-  return hex(digest);
+  char text[64];
+  sha256_hex(data, text);
+  return std::string(text, sizeof text);
 }
 
 void sha256_hex(std::string_view data, char (&out)[64]) {

@@ -30,6 +30,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     res->keep_alive(false);
     res->set(http::field::content_type, "text/plain; charset=utf-8");
     const auto target = request_.target();
+    // Why the gateway takes no batches now (/readyz, outpost_gateway_ready), or nullopt.
+    auto not_ready = [this]() -> std::optional<std::string> {
+      if (s_.draining) return "shutting down";
+      return s_.sink.not_ready_reason();
+    };
     if (request_.method() != http::verb::get) {
       res->result(http::status::method_not_allowed);
       res->body() = "only GET is served here\n";
@@ -37,15 +42,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       res->result(http::status::ok);
       res->body() = "ok\n";
     } else if (target == "/readyz") {
-      auto why = s_.sink.not_ready_reason();
-      if (s_.draining) why = "shutting down";
+      const auto why = not_ready();
       res->result(why ? http::status::service_unavailable : http::status::ok);
       res->body() = why ? "not ready: " + *why + "\n" : "ready\n";
     } else if (target == "/metrics") {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4");
       res->body() = s_.metrics.render_prometheus();
-      const bool ready = !s_.draining && !s_.sink.not_ready_reason();
+      const bool ready = !not_ready();
       res->body() +=
           "# HELP outpost_gateway_ready 1 while the gateway takes batches (/readyz answers "
           "200).\n# TYPE outpost_gateway_ready gauge\noutpost_gateway_ready " +
