@@ -247,6 +247,10 @@ TEST_CASE(
           metrics,
           R"(outpost_gateway_contract_events_total{schema="order.v1",result="good",reason="none"})") >
       0);
+  CHECK(metric(metrics, R"(outpost_gateway_contract_bytes_total{schema="order.v1"})") > 0);
+  CHECK(metric(metrics, "outpost_gateway_validation_seconds_count") > 0);
+  CHECK(metric(metrics, R"(outpost_gateway_validation_seconds_bucket{le="+Inf"})") ==
+        metric(metrics, "outpost_gateway_validation_seconds_count"));
 
   // A team adds refund.v1 to the descriptor set; SIGHUP, and it is accepted, no rebuild.
   write_set_with_refund(s.desc);
