@@ -42,13 +42,7 @@ CONF
 export CONTAINERS_CONF=$work/containers.conf
 
 echo "== the base images (debootstrap, podman import)"
-if ! podman image exists localhost/debian:bookworm; then
-  scripts/debian-root amd64 "$work/base"
-  rm -rf "$work"/base/var/lib/apt/lists/* "$work"/base/usr/share/doc/* "$work"/base/usr/share/man/*
-  tar -C "$work/base" -c . | podman import - localhost/debian:bookworm >/dev/null
-  rm -rf "$work/base"
-fi
-podman tag localhost/debian:bookworm localhost/debian:bookworm-slim
+scripts/base-images
 
 echo "== podman build"
 image=localhost/outpost-gateway:test
