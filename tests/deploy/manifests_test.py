@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks the structure of deploy/k8s/ and deploy/compose.yaml (label deploy).
 
-Neither is applied by the tests (no cluster, no image can be pulled), so this is what
-holds them to what docs/install.md says: every manifest parses; the Deployment probes
+deploy/k8s is not applied to a cluster here (k8s_schema_test checks it against the API
+schemas) and compose_test brings compose up, so this holds them to what docs/install.md
+says where neither looks: every manifest parses; the Deployment probes
 /readyz and /healthz on the port named http, runs as a non-root uid that matches the
 image's, with a read-only root file system and no capabilities, and has resources; the
 Services, the HorizontalPodAutoscaler and the PodDisruptionBudget select or target it; the
