@@ -9,12 +9,14 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "agent/buffer/buffer_inspector.hpp"
 #include "agent/sources/mqtt/mqtt_source.hpp"
+#include "common/clock.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
 
@@ -452,6 +454,86 @@ TEST_CASE(
   // PUBACK Paho sent before the commit finished.
   CHECK(o.lost <= o.kills);
   CHECK(o.twice == 0);
+}
+
+// A buffer that, like the real writer with a long commit_interval, keeps a grouped append
+// uncommitted until an urgent (Commit::now) one arrives, and then commits them all.
+class LingeringBuffer final : public Buffer {
+ public:
+  std::mutex mu;
+  std::vector<AppendCallback> held;
+  size_t stored = 0, urgent = 0;
+
+  void append(std::vector<NewEvent> events, AppendCallback done, Commit when, Acceptance) override {
+    std::vector<AppendCallback> commit;
+    {
+      std::lock_guard lock(mu);
+      stored += events.size();
+      held.push_back(std::move(done));
+      if (when == Commit::now) {
+        ++urgent;
+        commit.swap(held);
+      }
+    }
+    for (auto& cb : commit) cb(AppendResult{});
+  }
+  Result<std::vector<StoredEvent>> read_batch(uint64_t, size_t, size_t) override {
+    return std::vector<StoredEvent>{};
+  }
+  Result<size_t> visit_batch(uint64_t, size_t, size_t, const EventVisitor&) override {
+    return size_t{0};
+  }
+  Result<void> ack(uint64_t) override { return {}; }
+  std::future<Result<void>> ack_async(uint64_t) override {
+    std::promise<Result<void>> p;
+    p.set_value(Result<void>());
+    return p.get_future();
+  }
+  Result<BufferStats> stats() override { return BufferStats{}; }
+  Result<void> quarantine(QuarantineEntry) override { return {}; }
+  bool healthy() const override { return true; }
+  std::optional<std::string> refusal_reason() const override { return std::nullopt; }
+  size_t count() {
+    std::lock_guard lock(mu);
+    return stored;
+  }
+};
+
+TEST_CASE("commit = grouped: the append that fills the window is committed at once") {
+  // Without it the callback waits for the writer's linger at every full window: with a small
+  // max_uncommitted, slower than commit = "each" (mqtt_bench: 1,425 msg/s at 8).
+  Broker broker;
+  LingeringBuffer buffer;
+  SystemClock clock;
+  MqttSourceOptions o;
+  o.broker = "tcp://127.0.0.1:" + std::to_string(broker.port);
+  o.commit = MqttCommit::grouped;
+  o.max_uncommitted = 4;
+  o.client_id = "window-test";
+  auto source = MqttSource::start(o, buffer, clock);
+  REQUIRE(source);
+  REQUIRE(wait_for([&] { return (*source)->connected(); }, 20));
+  // Subscribed once a probe arrives (4 probes fill one window and are committed).
+  REQUIRE(wait_for(
+      [&] {
+        broker.publish("sensors/probe/ready", "1\n");
+        return buffer.count() >= 4;
+      },
+      20));
+  const size_t before = buffer.count();
+  std::string lines;
+  for (int i = 0; i < 400; ++i) lines += std::to_string(i) + "\n";
+  REQUIRE(broker.publish("sensors/dev-1/counter", lines).exit_code == 0);
+  // A stalled window would stop here at 4 uncommitted readings.
+  CHECK(wait_for([&] { return buffer.count() >= before + 400; }, 30));
+  std::vector<AppendCallback> left;
+  {
+    std::lock_guard lock(buffer.mu);
+    CHECK(buffer.urgent == buffer.stored / 4);  // every fourth append, and only those
+    CHECK(buffer.held.size() == buffer.stored % 4);
+    left.swap(buffer.held);
+  }
+  for (auto& cb : left) cb(AppendResult{});  // so that the source can stop
 }
 
 TEST_CASE("commit = grouped: 20 SIGKILLs lose at most max_uncommitted each, store none twice") {

@@ -238,21 +238,27 @@ struct MqttSource::Impl {
       committed(buffer.append(std::move(events), Commit::now).get());
       return;
     }
+    Commit when = Commit::grouped;
     {
       // Bounded: beyond max_uncommitted the callback waits, and so does Paho's reading of
-      // the socket (the broker holds the rest).
+      // the socket (the broker holds the rest). The append that fills the window is
+      // committed at once: the next callback will wait for it, so lingering for more
+      // appends would only stall the stream (with a small window, below `each`'s rate).
       std::unique_lock lock(mu);
       commits_done.wait(lock, [this] { return uncommitted < opt.max_uncommitted; });
-      ++uncommitted;
+      if (++uncommitted >= opt.max_uncommitted) when = Commit::now;
     }
-    buffer.append(std::move(events), [this](const Result<AppendResult>& r) {
-      committed(r);
-      {
-        std::lock_guard lock(mu);
-        --uncommitted;
-      }
-      commits_done.notify_all();
-    });
+    buffer.append(
+        std::move(events),
+        [this](const Result<AppendResult>& r) {
+          committed(r);
+          {
+            std::lock_guard lock(mu);
+            --uncommitted;
+          }
+          commits_done.notify_all();
+        },
+        when);
   }
 
   void committed(const Result<AppendResult>& r) {
