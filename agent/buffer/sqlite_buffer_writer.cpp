@@ -494,7 +494,16 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
       if (auto* a = std::get_if<AppendJob>(&job)) {
         a->done(*append_outcomes[i]);
       } else if (auto* ack = std::get_if<AckJob>(&job)) {
-        ack->done.set_value(removed[i] ? Result<void>() : Result<void>(removed[i].error()));
+        // An ack done in the group's transaction is done only if that transaction committed
+        // (an I/O error rolls it back; buffer_faults_test). Acks retried alone after a full
+        // disk, or done early in chunks, have their own outcome.
+        const bool own_outcome =
+            done_early[i] || (!result && result.error().code == buffer_errc::disk_full);
+        if (!result && !own_outcome) {
+          ack->done.set_value(Result<void>(result.error()));
+        } else {
+          ack->done.set_value(removed[i] ? Result<void>() : Result<void>(removed[i].error()));
+        }
       } else if (auto* purge = std::get_if<PurgeJob>(&job)) {
         purge->done.set_value(result ? removed[i] : Result<uint64_t>(result.error()));
       } else if (auto* exp = std::get_if<ExpireJob>(&job)) {
