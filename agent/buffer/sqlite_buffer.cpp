@@ -1,5 +1,7 @@
 #include "agent/buffer/sqlite_buffer.hpp"
 
+#include <algorithm>
+
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 namespace outpost::agent {
@@ -24,7 +26,10 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   }
   impl->committed = impl->working;
   impl->disk.hold();
-  impl->next_expiry_ns = clock.now_ns();
+  impl->age_base_ns =
+      std::max({clock.now_ns(), impl->working.age_clock_ns, impl->working.last_collected_at});
+  impl->age_base_mono_ns = clock.mono_ns();
+  impl->next_expiry_ns = clock.mono_ns();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->run(); });
   return std::unique_ptr<SqliteBuffer>(new SqliteBuffer(std::move(impl)));

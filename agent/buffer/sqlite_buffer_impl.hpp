@@ -116,6 +116,8 @@ struct Counters {
   uint64_t identity_next = 0;  // the identities slot written next (modulo identity_window)
   uint64_t duplicates = 0;
   uint64_t quarantined_total = 0;
+  // The buffer's age clock when expiry last ran (docs/buffer.md, "Clock"); 0: never.
+  int64_t age_clock_ns = 0;
 };
 
 struct AppendJob {
@@ -161,7 +163,13 @@ struct SqliteBuffer::Impl {
   uint64_t segment_size = 0;  // seqs per segment table: 2^segment_shift
   Counters working;
   int64_t data_version = 0;
-  int64_t next_expiry_ns = 0;
+  int64_t next_expiry_ns = 0;  // on the monotonic clock
+  // The age clock max_age is measured on: at open the later of the wall clock and the age
+  // clock saved by the last run, then advanced by the monotonic clock, so that a jump of
+  // the wall clock neither expires events nor stops expiry (docs/buffer.md, "Clock").
+  int64_t age_base_ns = 0, age_base_mono_ns = 0;
+  int64_t logged_skew_ns = 0;  // wall clock minus age clock when last logged
+  int64_t age_now() const { return age_base_ns + (clock.mono_ns() - age_base_mono_ns); }
   DiskSpace disk;
   FileLock file_lock;  // BufferOptions::exclusive
   // Appends are refused at once while the disk is below the floor (disk_space.hpp); the

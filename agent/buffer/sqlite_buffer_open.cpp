@@ -307,6 +307,9 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
     if (!v) return v.error();
     *field = static_cast<uint64_t>(*v);
   }
+  auto age = sqlite::meta_int(writer, "age_clock_ns", 0);
+  if (!age) return age.error();
+  c.age_clock_ns = *age;
   c.reserved_seq = std::max(sqlite::read_state_file(opt.path).reserved_seq, c.next_seq - 1);
 
   insert_stmt = Stmt();  // the tables may have changed under it

@@ -1,5 +1,7 @@
 // SqliteBuffer: what leaves the buffer without an ack: eviction (drop_oldest), expiry (max_age),
 // purges.
+#include <cstdlib>
+
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 namespace outpost::agent {
@@ -143,7 +145,26 @@ Result<std::optional<uint64_t>> SqliteBuffer::Impl::last_seq_collected_before(in
 }
 
 Result<void> SqliteBuffer::Impl::expire() {
-  const int64_t now = clock.now_ns();
+  const int64_t now = age_now();
+  next_expiry_ns = clock.mono_ns() + opt.expire_interval_ns;
+  const int64_t skew = clock.now_ns() - now;
+  constexpr int64_t kMinute = 60'000'000'000;
+  if (std::llabs(skew - logged_skew_ns) > kMinute) {
+    logged_skew_ns = skew;
+    if (std::llabs(skew) > kMinute) {
+      log->warn(
+          "the wall clock is {}s {} the buffer's age clock (it jumped, or was set while the "
+          "agent ran): max_age keeps counting on the monotonic clock, so no event expires "
+          "because of the jump (docs/buffer.md, \"Clock\")",
+          std::llabs(skew) / 1'000'000'000, skew > 0 ? "ahead of" : "behind");
+    } else {
+      log->info("the wall clock agrees with the buffer's age clock again");
+    }
+  }
+  bool any_max_age = false;
+  for (EventKind k : kAllKinds)
+    any_max_age = any_max_age || opt.kinds[kind_index(k)].max_age_ns > 0;
+  if (any_max_age) working.age_clock_ns = now;  // saved with this transaction, for the next run
   for (EventKind k : kAllKinds) {
     int64_t max_age = opt.kinds[kind_index(k)].max_age_ns;
     if (max_age <= 0 || working.pending.events[kind_index(k)] == 0) continue;
@@ -157,7 +178,6 @@ Result<void> SqliteBuffer::Impl::expire() {
                 max_age / 1'000'000'000);
     }
   }
-  next_expiry_ns = now + opt.expire_interval_ns;
   return {};
 }
 

@@ -98,7 +98,7 @@ Result<void> SqliteBuffer::Impl::apply(AppendJob& job,
       return {};
     }
   }
-  const int64_t now = clock.now_ns();
+  const int64_t now = age_now();  // collected_at is on the age clock (docs/buffer.md, "Clock")
   AppendResult seqs{working.next_seq, 0, 0};
   uint64_t assigned = 0;
   for (const NewEvent& e : job.events) {
@@ -268,6 +268,10 @@ Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
   if (working.quarantined_total != before.quarantined_total) {
     if (auto r = put_meta("quarantined_total", working.quarantined_total); !r) return r;
   }
+  if (working.age_clock_ns != before.age_clock_ns) {
+    if (auto r = put_meta("age_clock_ns", static_cast<uint64_t>(working.age_clock_ns)); !r)
+      return r;
+  }
   for (int r = 0; r < kDropReasonCount; ++r) {
     for (EventKind k : kAllKinds) {
       uint64_t delta = working.dropped[r][kind_index(k)] - before.dropped[r][kind_index(k)];
@@ -360,7 +364,7 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
   std::vector<std::optional<Result<AppendResult>>> append_outcomes(jobs.size());
   std::vector<Result<uint64_t>> removed(jobs.size(), uint64_t{0});
   std::vector<bool> pre_refused(jobs.size(), false);
-  const bool expiry_due = clock.now_ns() >= next_expiry_ns;
+  const bool expiry_due = clock.mono_ns() >= next_expiry_ns;
   check_disk_recovered();
   if (jobs.empty() && !expiry_due) {  // an idle tick
     if (auto r = save_drops(); !r) log->warn("{}", r.error().describe());

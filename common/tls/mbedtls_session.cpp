@@ -9,14 +9,23 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include <cstring>
 
 #include "common/error_category.hpp"
 #include "common/tls/tls.hpp"
+#include "common/units.hpp"
 
 namespace outpost::tls {
 namespace {
+
+// What this machine's clock says: what mbedTLS judged the certificates' validity by.
+int64_t wall_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 const char* describe(tls_errc e) {
   switch (e) {
@@ -220,6 +229,16 @@ struct TlsSession::Impl {
       std::string why(info);
       while (!why.empty() && why.back() == '\n') why.pop_back();
       for (char& c : why) c = c == '\n' ? ';' : c;
+      if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE |
+                   MBEDTLS_X509_BADCRL_EXPIRED | MBEDTLS_X509_BADCRL_FUTURE)) {
+        // Validity is judged by this machine's clock, which on a device can be wrong (a dead
+        // RTC battery says 1970): say so, with the time it believes.
+        why += (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCRL_EXPIRED))
+                   ? " (expired according to the local clock"
+                   : " (not yet valid according to the local clock";
+        why += ", which says " + format_time_ns(wall_now_ns()) +
+               "; if that is wrong, set the clock, e.g. with NTP)";
+      }
       return make_error(tls_errc::peer_verify, "peer certificate rejected: " + why);
     }
     if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE || ret == MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED) {

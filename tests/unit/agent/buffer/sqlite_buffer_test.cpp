@@ -212,6 +212,60 @@ TEST_CASE("max_age drops old events of that kind only, counted as expired") {
   CHECK(s->pending_events == 5);
 }
 
+TEST_CASE("a wall clock jump neither expires events nor stops expiry (the age clock)") {
+  test::TempDir dir;
+  ManualClock clock;
+  const int64_t start = clock.now_ns();
+  constexpr int64_t kMinute = 60'000'000'000;
+  auto o = test::fast_options(dir.file("b.db"));
+  o.kinds[kind_index(EventKind::pixel)].max_age_ns = 60 * kMinute;
+  {
+    auto b = open_ok(o, clock);
+    for (int i = 0; i < 5; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 50)));
+    clock.set_ns(start + 365 * 24 * 60 * kMinute);  // a year ahead, at once
+    REQUIRE(b->expire_now());
+    auto s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == 5);  // the wall clock's year is not their age
+    CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 0);
+    clock.advance_ns(61 * kMinute);  // an hour really passes
+    REQUIRE(b->expire_now());
+    s = b->stats();
+    REQUIRE(s);
+    CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 5);
+    // Back to 1970 (a dead RTC battery): expiry goes on.
+    clock.set_ns(1'000'000'000);
+    for (int i = 0; i < 3; ++i) REQUIRE(append_one(*b, event_of(EventKind::pixel, 50)));
+    clock.advance_ns(30 * kMinute);
+    REQUIRE(b->expire_now());
+    CHECK(b->stats()->pending_events == 3);
+    clock.advance_ns(31 * kMinute);
+    REQUIRE(b->expire_now());
+    s = b->stats();
+    REQUIRE(s);
+    CHECK(s->pending_events == 0);
+    CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 8);
+    // collected_at never went back with the clock: seq order and time order agree.
+    auto after = append_one(*b, event_of(EventKind::pixel, 50));
+    REQUIRE(after);
+    auto rows = b->read_batch(0, 10, 1 << 20);
+    REQUIRE(rows);
+    REQUIRE(rows->size() == 1);
+    CHECK(rows->front().collected_at_ns > start);
+  }
+  // Stopped, and started again with the wall clock a day behind: the age clock carries on
+  // from where the last run left it, so the pending event still expires an hour after it
+  // was stored, not a day later.
+  clock.set_ns(start - 24 * 60 * kMinute);
+  auto b = open_ok(o, clock);
+  clock.advance_ns(61 * kMinute);
+  REQUIRE(b->expire_now());
+  auto s = b->stats();
+  REQUIRE(s);
+  CHECK(s->pending_events == 0);
+  CHECK(dropped(*s, DropReason::expired, EventKind::pixel) == 9);
+}
+
 TEST_CASE("a full file is an error to the producer, loses nothing, and heals after acks") {
   test::TempDir dir;
   ManualClock clock;
