@@ -1,7 +1,5 @@
 #include "agent/buffer/sqlite_buffer.hpp"
 
-#include <algorithm>
-
 #include "agent/buffer/sqlite_buffer_impl.hpp"
 
 namespace outpost::agent {
@@ -26,10 +24,7 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   }
   impl->committed = impl->working;
   impl->disk.hold();
-  impl->age_base_ns =
-      std::max({clock.now_ns(), impl->working.age_clock_ns, impl->working.last_collected_at});
-  impl->age_base_mono_ns = clock.mono_ns();
-  impl->next_expiry_ns = clock.mono_ns();
+  impl->start_age_clock();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->run(); });
   return std::unique_ptr<SqliteBuffer>(new SqliteBuffer(std::move(impl)));
@@ -148,21 +143,6 @@ size_t SqliteBuffer::queued_events() const {
 }
 
 bool SqliteBuffer::healthy() const { return impl_->healthy; }
-
-std::optional<std::string> SqliteBuffer::refusal_reason() const {
-  const Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
-  if (!m.healthy) return "buffer " + m.opt.path + " hit corruption; the agent restarts";
-  if (m.disk_refusal) return *m.disk_refusal;
-  bool any_reject = false;
-  for (const KindLimits& k : m.opt.kinds) any_reject = any_reject || k.policy == FullPolicy::reject;
-  if (any_reject && m.committed.pending.total_bytes() >= m.opt.max_bytes) {
-    return "buffer " + m.opt.path +
-           " is full (buffer.max_bytes); events of kinds with policy "
-           "reject are refused until the gateway acknowledges some";
-  }
-  return std::nullopt;
-}
 
 // ---- readers --------------------------------------------------------------------------------
 

@@ -170,6 +170,7 @@ struct SqliteBuffer::Impl {
   int64_t age_base_ns = 0, age_base_mono_ns = 0;
   int64_t logged_skew_ns = 0;  // wall clock minus age clock when last logged
   int64_t age_now() const { return age_base_ns + (clock.mono_ns() - age_base_mono_ns); }
+  void start_age_clock();
   DiskSpace disk;
   FileLock file_lock;  // BufferOptions::exclusive
   // Appends are refused at once while the disk is below the floor (disk_space.hpp); the

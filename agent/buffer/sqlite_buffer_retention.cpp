@@ -1,5 +1,6 @@
 // SqliteBuffer: what leaves the buffer without an ack: eviction (drop_oldest), expiry (max_age),
 // purges.
+#include <algorithm>
 #include <cstdlib>
 
 #include "agent/buffer/sqlite_buffer_impl.hpp"
@@ -142,6 +143,14 @@ Result<std::optional<uint64_t>> SqliteBuffer::Impl::last_seq_collected_before(in
     }
   }
   return std::optional<uint64_t>(good);
+}
+
+// At open: the later of the wall clock, the age clock the last run saved and the newest
+// collected_at; from here on it advances with the monotonic clock (docs/buffer.md, "Clock").
+void SqliteBuffer::Impl::start_age_clock() {
+  age_base_ns = std::max({clock.now_ns(), working.age_clock_ns, working.last_collected_at});
+  age_base_mono_ns = clock.mono_ns();
+  next_expiry_ns = age_base_mono_ns;
 }
 
 Result<void> SqliteBuffer::Impl::expire() {
