@@ -20,7 +20,9 @@ demo: build
 	scripts/demo
 
 # Every test: formatting, the layering check, the dev build's full suite, the unit tests (and label `sanitized`)
-# under ASan + UBSan.
+# under ASan + UBSan, the ARM builds' unit tests under qemu, and each libFuzzer target for
+# FUZZ_SECONDS (clang, ASan + UBSan; scripts/fuzz).
+FUZZ_SECONDS ?= 30
 test: deps
 	$(MAKE) format-check
 	$(MAKE) build
@@ -30,6 +32,7 @@ test: deps
 	$(MAKE) test-asan
 	cross/build arm64 --test
 	cross/build armhf --test
+	scripts/fuzz $(FUZZ_SECONDS)
 
 test-asan: build-asan
 	ctest --preset asan-ubsan

@@ -128,7 +128,9 @@ CompatReport check_compatibility(const pb::FileDescriptorSet& old_set,
     report.problems.push_back({schema.substr(schema[0] == '.'), field, rule, detail});
   };
 
-  for (const auto& [name, old_m] : before.messages) {
+  for (const auto& message : before.messages) {
+    const std::string& name = message.first;  // named, not bound: clang 14's lambdas cannot
+    const auto& old_m = message.second;       // capture a structured binding
     ++report.types_checked;
     auto it = after.messages.find(name);
     if (it == after.messages.end()) {
@@ -173,7 +175,9 @@ CompatReport check_compatibility(const pb::FileDescriptorSet& old_set,
     }
   }
 
-  for (const auto& [name, old_e] : before.enums) {
+  for (const auto& enumeration : before.enums) {
+    const std::string& name = enumeration.first;
+    const auto& old_e = enumeration.second;
     ++report.types_checked;
     auto it = after.enums.find(name);
     if (it == after.enums.end()) {

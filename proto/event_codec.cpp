@@ -103,7 +103,8 @@ std::string encode_pixel_event(const PixelHitFields& hit) {
   if (hit.query) {
     const auto& query = *hit.query;
     for (size_t i = 0; i < query.size(); ++i) {
-      const auto& [key, value] = query[i];
+      const std::string& key = query[i].first;     // not a structured binding: clang 14's
+      const std::string& value = query[i].second;  // lambdas cannot capture one
       // A repeated key: only its last value is written, as the map would hold it.
       if (std::any_of(query.begin() + static_cast<ptrdiff_t>(i) + 1, query.end(),
                       [&](const auto& later) { return later.first == key; })) {

@@ -85,12 +85,26 @@ class JsonCheck {
         if (++p_ == end_) return syntax("a string is not closed");
         const char e = *p_;
         if (e == 'u') {
-          if (end_ - p_ < 5) return syntax("a \\u escape is cut short");
-          for (int i = 1; i <= 4; ++i) {
-            if (!std::isxdigit(static_cast<unsigned char>(p_[i])))
-              return syntax("a bad \\u escape");
-          }
+          // A UTF-16 surrogate must come in a pair, high then low, as protobuf's JSON parser
+          // (and every consumer that reads the payload as text) requires.
+          const auto unit = [&](const char* at) -> int {  // -1: not 4 hex digits
+            if (end_ - at < 4) return -1;
+            unsigned v = 0;
+            auto [next, ec] = std::from_chars(at, at + 4, v, 16);
+            return ec == std::errc() && next == at + 4 ? static_cast<int>(v) : -1;
+          };
+          const int u = unit(p_ + 1);
+          if (u < 0)
+            return syntax(end_ - p_ < 5 ? "a \\u escape is cut short" : "a bad \\u escape");
           p_ += 5;
+          if (u >= 0xdc00 && u < 0xe000)
+            return syntax("a lone UTF-16 low surrogate in a \\u escape");
+          if (u >= 0xd800 && u < 0xdc00) {
+            const int low = end_ - p_ >= 6 && p_[0] == '\\' && p_[1] == 'u' ? unit(p_ + 2) : -1;
+            if (low < 0xdc00 || low >= 0xe000)
+              return syntax("a UTF-16 high surrogate in a \\u escape without its low half");
+            p_ += 6;
+          }
           continue;
         }
         if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos)
@@ -111,8 +125,8 @@ class JsonCheck {
     return true;
   }
 
-  // The decoded value of a string read by string() (surrogate pairs joined; a lone
-  // surrogate becomes U+FFFD).
+  // The decoded value of a string read by string() (surrogate pairs joined: string() refuses
+  // a lone surrogate; were one here, it would become U+FFFD).
   static std::string decode(std::string_view raw) {
     std::string out;
     out.reserve(raw.size());

@@ -134,6 +134,13 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
                      std::to_string(limits_.max_events_per_batch));
     return;
   }
+  if (b.batch_seq() < last_batch_seq_) {  // found by uplink_frame_fuzz
+    reject_batch(b.batch_seq(), "batch_order",
+                 "batch_seq " + std::to_string(b.batch_seq()) + " after " +
+                     std::to_string(last_batch_seq_) + ": batch_seqs never go back in a session");
+    return;
+  }
+  last_batch_seq_ = b.batch_seq();
   answers_.push_back({b.batch_seq(), std::nullopt});
   if (session_first_seq_ == 0) session_first_seq_ = b.first_seq();
   if (!rates_.admit(identity_, b.event_count())) {

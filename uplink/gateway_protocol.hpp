@@ -118,6 +118,7 @@ class GatewayProtocol {
   GatewayOutput out_;
   uint32_t in_flight_ = 0;
   uint64_t session_first_seq_ = 0;
+  uint64_t last_batch_seq_ = 0;  // acks go out in batch_seq order only if these never go back
   int64_t last_activity_ = 0;
   struct Answer {
     uint64_t batch_seq;

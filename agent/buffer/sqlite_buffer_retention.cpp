@@ -34,7 +34,9 @@ Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
     }
     return false;
   };
-  for (const auto& [p, counts] : working.pending.by_priority) {
+  for (const auto& by_priority : working.pending.by_priority) {
+    const int32_t p = by_priority.first;  // not a structured binding: clang 14's lambdas
+                                          // cannot capture one
     if (p > priority || freed >= target) break;
     if (!droppable_in(working.pending, p)) continue;
     for (const auto& [first, tally] : working.segments) {

@@ -88,7 +88,7 @@ bool sha256_ni(std::string_view data, unsigned char (&digest)[32]) {
   blocks_ni(state, p, full);
   unsigned char tail[128] = {};
   const size_t rest = data.size() - full * 64;
-  std::memcpy(tail, p + full * 64, rest);
+  if (rest > 0) std::memcpy(tail, p + full * 64, rest);  // an empty view's data may be null
   tail[rest] = 0x80;
   const size_t tail_blocks = rest + 9 <= 64 ? 1 : 2;
   const uint64_t bits = static_cast<uint64_t>(data.size()) * 8;
