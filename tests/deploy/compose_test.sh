@@ -38,14 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# crun fails on these machines and the default ulimits cannot be set (DESIGN.md).
-cat > "$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+use_runc "$work"
 export OUTPOST_CERTS=$work/certs OUTPOST_BIND=127.0.0.1
 export OUTPOST_GATEWAY_PORT OUTPOST_GATEWAY_HTTP_PORT OUTPOST_PIXEL_PORT OUTPOST_AGENT_HTTP_PORT \
   OUTPOST_MQTT_PORT OUTPOST_KAFKA_PORT

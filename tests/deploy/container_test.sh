@@ -32,14 +32,7 @@ trap cleanup EXIT
 # shellcheck source=tests/deploy/common.sh
 source "$src/tests/deploy/common.sh"
 
-# crun fails on these machines and the default ulimits cannot be set (DESIGN.md).
-cat > "$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+use_runc "$work"
 
 echo "== the base images (debootstrap, podman import)"
 scripts/base-images
@@ -91,24 +84,13 @@ path = "$work/agent/buffer.db"
 enabled = true
 events = $total
 rate = 6000
-[uplink]
-endpoints = "127.0.0.1:$port"
-server_name = "localhost"
-ca_file = "$work/certs/ca.crt"
-cert_file = "$work/certs/device-1.crt"
-key_file = "$work/certs/device-1.key"
-backoff_max = "1s"
+$(uplink_toml "127.0.0.1:$port" "$work/certs")
 TOML
 mkdir -p "$work/agent"
 "$agent_bin" run --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
 agent_pid=$!
 stats() { "$agent_bin" buffer stats --path "$work/agent/buffer.db" --json 2>/dev/null || echo '{}'; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', 0))"; }
-sink_report() {  # distinct seqs, duplicate lines, highest seq
-  find "$work/state/events" -name '*.zst' -print0 2>/dev/null | xargs -0 -r zstdcat 2>/dev/null |
-    grep -o '"seq":"[0-9]*"' | tr -d '"' | cut -d: -f2 | sort -n |
-    awk 'BEGIN{d=0;n=0;m=0} {if($1==p)d++; else n++; p=$1; if($1>m)m=$1} END{print n, d, m}'
-}
 for _ in $(seq 1 60); do
   [[ $(stats | field acked_seq) -ge 5000 ]] && break
   sleep 0.5
@@ -125,7 +107,7 @@ check "the gateway exited 0 on SIGTERM (took $(python3 -c "print(round($t1-$t0,1
 check "it stopped within the grace period" python3 -c "import sys; sys.exit(0 if $t1-$t0 < 15 else 1)"
 podman logs "$name" > "$work/gateway.log" 2>&1
 acked=$(stats | field acked_seq)
-read -r distinct dups highest <<< "$(sink_report)"
+read -r distinct dups highest <<< "$(sink_report "$work/state/events")"
 echo "after the stop: the agent has $acked acknowledged; the sink holds $distinct distinct seqs (highest $highest), $dups duplicated"
 check "every acknowledged event is in the sink (seqs 1..$highest, no gap)" test "$distinct" = "$highest" -a "$highest" -ge "$acked"
 check "no duplicates" test "$dups" = 0
@@ -151,7 +133,7 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 podman stop -t 30 "$name" >/dev/null
-read -r distinct dups highest <<< "$(sink_report)"
+read -r distinct dups highest <<< "$(sink_report "$work/state/events")"
 echo "in the end: $distinct distinct seqs of $total, $dups duplicated"
 check "every event exactly once in the sink on the mounted volume" test "$distinct" = "$total" -a "$dups" = 0 -a "$highest" = "$total"
 echo "container_test: all checks passed; image size $size bytes"

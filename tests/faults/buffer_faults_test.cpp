@@ -141,24 +141,25 @@ size_t check_reopened(const std::string& path, const Told& told, bool acked_ok,
   return checked;
 }
 
+// The workload's length in I/O calls, run once without faults (they all succeed).
+uint64_t workload_calls(FaultVfs& vfs, uint32_t seed, int rounds) {
+  TempDir dir;
+  SystemClock clock;
+  auto b = SqliteBuffer::open(defaults(dir.file("buffer.db")), clock);
+  REQUIRE(b);
+  const uint64_t before = vfs.calls();
+  Told told;
+  workload(**b, told, seed, rounds, true);
+  REQUIRE(told.refused_appends == 0);
+  return vfs.calls() - before;
+}
+
 }  // namespace
 
 TEST_CASE("power cuts at I/O calls across a workload: what was reported durable survives") {
   FaultVfs& vfs = FaultVfs::install();
   const int rounds = 24;
-  // The workload's length in I/O calls, without faults.
-  uint64_t total = 0;
-  {
-    TempDir dir;
-    SystemClock clock;
-    auto b = SqliteBuffer::open(defaults(dir.file("buffer.db")), clock);
-    REQUIRE(b);
-    const uint64_t before = vfs.calls();
-    Told told;
-    workload(**b, told, 1, rounds, true);
-    total = vfs.calls() - before;
-    REQUIRE(told.refused_appends == 0);
-  }
+  const uint64_t total = workload_calls(vfs, 1, rounds);
   REQUIRE(total > 50);
   const uint64_t step = std::max<uint64_t>(1, total / 60);
   struct Tally {
@@ -215,17 +216,7 @@ TEST_CASE(
     "an I/O error at each call of a workload: nothing acknowledged is lost, and it recovers") {
   FaultVfs& vfs = FaultVfs::install();
   const int rounds = 12;
-  uint64_t total = 0;
-  {
-    TempDir dir;
-    SystemClock clock;
-    auto b = SqliteBuffer::open(defaults(dir.file("buffer.db")), clock);
-    REQUIRE(b);
-    const uint64_t before = vfs.calls();
-    Told told;
-    workload(**b, told, 7, rounds, true);
-    total = vfs.calls() - before;
-  }
+  const uint64_t total = workload_calls(vfs, 7, rounds);
   const uint64_t step = std::max<uint64_t>(1, total / 120);
   uint64_t runs = 0, refused = 0, failed_acks = 0, checked = 0, recoveries_total = 0;
   uint64_t stored_though_refused = 0;

@@ -39,18 +39,7 @@ trap cleanup EXIT
 "$src/deploy/certs/make-certs" "$work/certs" --devices 1 >/dev/null
 gport=$(free_port) ghttp=$(free_port) aport=$(free_port) ahttp=$(free_port)
 
-cat > "$work/gateway.toml" <<TOML
-[gateway]
-listen = "127.0.0.1:$gport"
-http_listen = "127.0.0.1:$ghttp"
-[tls]
-ca_file = "$work/certs/ca.crt"
-cert_file = "$work/certs/gateway.crt"
-key_file = "$work/certs/gateway.key"
-[sink.file]
-dir = "$work/sink"
-rotate_age = "1s"
-TOML
+gateway_toml "127.0.0.1:$gport" "127.0.0.1:$ghttp" "$work/certs" "$work/sink" > "$work/gateway.toml"
 cat > "$work/agent.toml" <<TOML
 [agent]
 id = "device-1"
@@ -63,13 +52,7 @@ max_age = "1h"
 [sources.http]
 enabled = true
 listen = "127.0.0.1:$aport"
-[uplink]
-endpoints = "127.0.0.1:$gport"
-server_name = "localhost"
-ca_file = "$work/certs/ca.crt"
-cert_file = "$work/certs/device-1.crt"
-key_file = "$work/certs/device-1.key"
-backoff_max = "1s"
+$(uplink_toml "127.0.0.1:$gport" "$work/certs")
 TOML
 mkdir -p "$work/agent"
 
@@ -176,9 +159,7 @@ done
 check "the buffer drained ($total events)" test "$(stats | field pending_events)" = 0
 stop_agent
 kill "$gateway_pid"; wait "$gateway_pid" || true; gateway_pid=
-read -r distinct dups highest <<< "$(find "$work/sink" -name '*.zst' -print0 | xargs -0 -r zstdcat |
-  grep -o '"seq":"[0-9]*"' | tr -d '"' | cut -d: -f2 | sort -n |
-  awk 'BEGIN{d=0;n=0;m=0} {if($1==p)d++; else n++; p=$1; if($1>m)m=$1} END{print n, d, m}')"
+read -r distinct dups highest <<< "$(sink_report "$work/sink")"
 lost=$(expired)
 echo "the sink holds $distinct distinct seqs (highest $highest), $dups duplicated; $lost counted as expired"
 check "every event in the sink exactly once or counted as expired: $distinct + $lost = $total" \

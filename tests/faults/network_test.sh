@@ -61,18 +61,7 @@ nsx nft add chain inet faults in '{ type filter hook input priority 0; }'
 
 "$src/deploy/certs/make-certs" "$work/certs" --devices 1 >/dev/null
 gport=$(free_port) ghttp=$(free_port) pport=$(free_port) aport=$(free_port) ahttp=$(free_port)
-cat > "$work/gateway.toml" <<TOML
-[gateway]
-listen = "127.0.0.1:$gport"
-http_listen = "127.0.0.1:$ghttp"
-[tls]
-ca_file = "$work/certs/ca.crt"
-cert_file = "$work/certs/gateway.crt"
-key_file = "$work/certs/gateway.key"
-[sink.file]
-dir = "$work/sink"
-rotate_age = "1s"
-TOML
+gateway_toml "127.0.0.1:$gport" "127.0.0.1:$ghttp" "$work/certs" "$work/sink" > "$work/gateway.toml"
 cat > "$work/agent.toml" <<TOML
 [agent]
 id = "device-1"
@@ -82,17 +71,11 @@ path = "$work/agent/buffer.db"
 [sources.http]
 enabled = true
 listen = "127.0.0.1:$aport"
-[uplink]
-endpoints = "$host_ip:$pport"
-server_name = "localhost"
-ca_file = "$work/certs/ca.crt"
-cert_file = "$work/certs/device-1.crt"
-key_file = "$work/certs/device-1.key"
+$(uplink_toml "$host_ip:$pport" "$work/certs")
 connect_timeout = "2s"
 ack_timeout = "3s"
 ping_interval = "1s"
 backoff_initial = "100ms"
-backoff_max = "1s"
 TOML
 mkdir -p "$work/agent"
 echo pass > "$work/proxy-mode"
@@ -177,9 +160,7 @@ phase "stalled path (the proxy stops reading)" 8 "echo stall > $work/proxy-mode"
 kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=
 total=$(( $(stats | field next_seq) - 1 ))
 kill "$gateway_pid"; wait "$gateway_pid" || true; gateway_pid=
-read -r distinct dups highest <<< "$(find "$work/sink" -name '*.zst' -print0 | xargs -0 -r zstdcat |
-  grep -o '"seq":"[0-9]*"' | tr -d '"' | cut -d: -f2 | sort -n |
-  awk 'BEGIN{d=0;n=0;m=0} {if($1==p)d++; else n++; p=$1; if($1>m)m=$1} END{print n, d, m}')"
+read -r distinct dups highest <<< "$(sink_report "$work/sink")"
 echo "answered $answered hits; the agent stored $total; the sink holds $distinct distinct seqs (highest $highest), $dups duplicated"
 check "every answered hit was stored" test "$total" = "$answered"
 check "every stored event is in the sink exactly once" test "$distinct $dups $highest" = "$total 0 $total"

@@ -19,6 +19,7 @@
 #include "common/clock.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/stub_buffer.hpp"
 
 using namespace outpost;
 using namespace outpost::agent;
@@ -458,7 +459,7 @@ TEST_CASE(
 
 // A buffer that, like the real writer with a long commit_interval, keeps a grouped append
 // uncommitted until an urgent (Commit::now) one arrives, and then commits them all.
-class LingeringBuffer final : public Buffer {
+class LingeringBuffer final : public test::StubBuffer {
  public:
   std::mutex mu;
   std::vector<AppendCallback> held;
@@ -477,22 +478,6 @@ class LingeringBuffer final : public Buffer {
     }
     for (auto& cb : commit) cb(AppendResult{});
   }
-  Result<std::vector<StoredEvent>> read_batch(uint64_t, size_t, size_t) override {
-    return std::vector<StoredEvent>{};
-  }
-  Result<size_t> visit_batch(uint64_t, size_t, size_t, const EventVisitor&) override {
-    return size_t{0};
-  }
-  Result<void> ack(uint64_t) override { return {}; }
-  std::future<Result<void>> ack_async(uint64_t) override {
-    std::promise<Result<void>> p;
-    p.set_value(Result<void>());
-    return p.get_future();
-  }
-  Result<BufferStats> stats() override { return BufferStats{}; }
-  Result<void> quarantine(QuarantineEntry) override { return {}; }
-  bool healthy() const override { return true; }
-  std::optional<std::string> refusal_reason() const override { return std::nullopt; }
   size_t count() {
     std::lock_guard lock(mu);
     return stored;

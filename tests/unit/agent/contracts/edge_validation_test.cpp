@@ -7,6 +7,7 @@
 
 #include "outpost/v1/event.pb.h"
 #include "proto/event_view.hpp"
+#include "tests/support/stub_buffer.hpp"
 
 using namespace outpost;
 using namespace outpost::agent;
@@ -14,7 +15,7 @@ using namespace outpost::agent;
 namespace {
 
 // Keeps what it is given; its quarantine fails while `full`.
-class FakeBuffer final : public Buffer {
+class FakeBuffer final : public test::StubBuffer {
  public:
   bool full = false;
   std::vector<NewEvent> stored;
@@ -27,26 +28,11 @@ class FakeBuffer final : public Buffer {
     r.last_seq = stored.size();
     done(r);
   }
-  Result<std::vector<StoredEvent>> read_batch(uint64_t, size_t, size_t) override {
-    return std::vector<StoredEvent>{};
-  }
-  Result<size_t> visit_batch(uint64_t, size_t, size_t, const EventVisitor&) override {
-    return size_t{0};
-  }
-  Result<void> ack(uint64_t) override { return {}; }
-  std::future<Result<void>> ack_async(uint64_t) override {
-    std::promise<Result<void>> p;
-    p.set_value(Result<void>());
-    return p.get_future();
-  }
-  Result<BufferStats> stats() override { return BufferStats{}; }
   Result<void> quarantine(QuarantineEntry entry) override {
     if (full) return make_error(buffer_errc::disk_full, "the disk is full");
     quarantined.push_back(std::move(entry));
     return {};
   }
-  bool healthy() const override { return true; }
-  std::optional<std::string> refusal_reason() const override { return std::nullopt; }
 };
 
 NewEvent order(const std::string& json) {
