@@ -169,6 +169,14 @@ TEST_CASE(
     auto d = g3.admit(batch(301, 450, 301));
     CHECK_FALSE(d.refuse);
   }
+  SUBCASE("a failure of what a newer session has written since holds nothing back") {
+    // An old session's group failed late (its Kafka transaction stalled), after the agent's
+    // next session had resent and written the same seqs and more.
+    book.failed({&first});  // 101..200, below the mark of 300
+    CHECK_FALSE(book.failed_from("device-1"));
+    MarkBook::Group g(book);
+    CHECK_FALSE(g.admit(batch(301, 400, 301)).refuse);
+  }
   SUBCASE("a refusal before the group (a full queue) counts too") {
     book.failed("device-1", 301);
     MarkBook::Group g(book);
