@@ -12,7 +12,8 @@
 #     time the device was off (docs/buffer.md, "Clock"), so the pending events with a
 #     max_age expire at that start: counted as `expired`, never silently;
 #  4. the clock right again: every event of 1-3 reaches the gateway's sink exactly once, or
-#     was counted as expired in 3, and the two add up to every seq.
+#     was counted as expired in 3, and the two add up to every seq;
+#  5. the agent a day ahead (certificates still valid by it): events flow as usual.
 #
 #   tests/faults/clock_test.sh AGENT_BINARY GATEWAY_BINARY
 set -euo pipefail
@@ -157,6 +158,17 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 check "the buffer drained ($total events)" test "$(stats | field pending_events)" = 0
+stop_agent
+
+echo "== 5. the agent a day ahead"
+start_agent "+1d"
+post_events 10
+for _ in $(seq 1 100); do
+  [[ $(stats | field pending_events) == 0 && $(stats | field next_seq) -gt $((total + 10)) ]] && break
+  sleep 0.2
+done
+check "its events reach the gateway (nothing pending)" test "$(stats | field pending_events)" = 0
+total=$((total + 10))
 stop_agent
 kill "$gateway_pid"; wait "$gateway_pid" || true; gateway_pid=
 read -r distinct dups highest <<< "$(sink_report "$work/sink")"

@@ -85,7 +85,8 @@ gateway_pid=$!
 python3 "$src/tests/faults/tcp_proxy.py" "$host_ip" "$pport" 127.0.0.1 "$gport" "$work/proxy-mode" \
   > "$work/proxy.log" 2>&1 &
 proxy_pid=$!
-nsx "$agent_bin" run --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
+# Not through nsx: $! must be the agent itself (ip netns exec execs it), not a subshell.
+ip netns exec "$ns" "$agent_bin" run --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
 agent_pid=$!
 
 metrics() { nsx curl -s --max-time 2 "http://127.0.0.1:$ahttp/metrics" || true; }
