@@ -61,3 +61,10 @@ function(outpost_process_test name)
     OUTPOST_GATEWAY_BIN="$<TARGET_FILE:outpost-gateway>")
   add_dependencies(${name} outpost-agent outpost-gateway)
 endfunction()
+
+# A target that reads the build's contracts (OUTPOST_DESCRIPTOR_SET, made by proto/): told
+# where they are, and built after them.
+function(outpost_use_descriptor_set target)
+  target_compile_definitions(${target} PRIVATE OUTPOST_DESCRIPTOR_SET="${OUTPOST_DESCRIPTOR_SET}")
+  add_dependencies(${target} outpost_descriptor_set)
+endfunction()

@@ -175,7 +175,9 @@ Result<void> SqliteBuffer::Impl::expire() {
   bool any_max_age = false;
   for (EventKind k : kAllKinds)
     any_max_age = any_max_age || opt.kinds[kind_index(k)].max_age_ns > 0;
-  if (any_max_age) working.age_clock_ns = now;  // saved with this transaction, for the next run
+  // Saved with this transaction for the next run, once a minute at most: a write (and an
+  // fsync) at every expiry tick would wear an idle device's flash for nothing.
+  if (any_max_age && now - working.age_clock_ns >= kMinute) working.age_clock_ns = now;
   for (EventKind k : kAllKinds) {
     int64_t max_age = opt.kinds[kind_index(k)].max_age_ns;
     if (max_age <= 0 || working.pending.events[kind_index(k)] == 0) continue;
