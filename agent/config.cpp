@@ -185,6 +185,41 @@ Result<void> load_mqtt_source(ConfigDoc& doc, const std::string& agent_id, MqttS
   return {};
 }
 
+Result<void> load_spool_source(ConfigDoc& doc, SpoolSourceConfig& c) {
+  SpoolSourceOptions& o = c.options;
+  OUTPOST_TRY_ASSIGN(c.enabled, doc.boolean("sources.spool.enabled", false));
+  OUTPOST_TRY_ASSIGN(o.directory, doc.string("sources.spool.directory", "/var/lib/outpost/spool"));
+  std::string format;
+  OUTPOST_TRY_ASSIGN(
+      format, doc.choice("sources.spool.format", "auto", {"auto", "ndjson", "csv", "whole_file"}));
+  o.format = format == "csv"          ? SpoolFormat::csv
+             : format == "whole_file" ? SpoolFormat::whole_file
+             : format == "ndjson"     ? SpoolFormat::ndjson
+                                      : SpoolFormat::automatic;
+  OUTPOST_TRY_ASSIGN(o.schema, doc.string("sources.spool.schema", ""));
+  if (c.enabled && (o.schema.empty() || o.schema.size() > 128)) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("sources.spool.schema") +
+                          ": sources.spool.schema must name the contract of the files' events "
+                          "(1 to 128 characters), e.g. \"order.v1\"");
+  }
+  int64_t n = 0;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.spool.priority", 0, -1000, 1000));
+  o.priority = static_cast<int32_t>(n);
+  std::string done;
+  OUTPOST_TRY_ASSIGN(done, doc.choice("sources.spool.on_done", "move", {"move", "delete"}));
+  o.delete_done = done == "delete";
+  OUTPOST_TRY_ASSIGN(o.rescan_interval_ns, doc.duration_ns("sources.spool.rescan_interval", "10s",
+                                                           100 * kMs, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(o.limits.max_event_bytes,
+                     memory_bytes(doc, "sources.spool.max_event_bytes", "1MiB", 16, 64u << 20));
+  OUTPOST_TRY_ASSIGN(o.limits.max_file_bytes,
+                     memory_bytes(doc, "sources.spool.max_file_bytes", "16MiB", 16, 64u << 20));
+  OUTPOST_TRY_ASSIGN(n, doc.integer("sources.spool.batch_events", 1000, 1, 100'000));
+  o.batch_events = static_cast<uint32_t>(n);
+  return {};
+}
+
 }  // namespace
 
 Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
@@ -318,6 +353,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
 
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
+  if (auto r = load_spool_source(doc, c.spool); !r) return r.error();
 
   std::string validate;
   OUTPOST_TRY_ASSIGN(validate, doc.choice("contracts.validate", "gateway", {"gateway", "edge"}));

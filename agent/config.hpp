@@ -12,6 +12,7 @@
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/sources/http/http_source.hpp"
 #include "agent/sources/mqtt/mqtt_source.hpp"
+#include "agent/sources/spool/spool_source.hpp"
 #include "common/config.hpp"
 #include "proto/contracts_config.hpp"
 
@@ -34,6 +35,11 @@ struct MqttSourceConfig {
   MqttSourceOptions options;
 };
 
+struct SpoolSourceConfig {
+  bool enabled = false;
+  SpoolSourceOptions options;
+};
+
 struct UplinkConfig {
   bool enabled = false;  // true when uplink.endpoints is set
   ForwarderOptions forwarder;
@@ -52,6 +58,7 @@ struct AgentConfig {
   UplinkConfig uplink;
   HttpSourceConfig http;
   MqttSourceConfig mqtt;
+  SpoolSourceConfig spool;
   // [contracts]: validate = "edge" checks events on the device (agent/contracts/).
   bool validate_at_edge = false;
   proto::ContractsConfig contracts;

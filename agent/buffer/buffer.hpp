@@ -115,6 +115,14 @@ struct QuarantinedMessage {
 };
 using AppendCallback = std::function<void(const Result<AppendResult>&)>;
 
+// Where a source that reads files got to (the spool source: a file's identity, and the offset
+// after its last stored event). Kept in the buffer's database so that it commits with the
+// events it describes (docs/buffer.md, "Source progress").
+struct SourceProgress {
+  std::string key;
+  std::string value;
+};
+
 // An event as stored. StoredEvent owns its body; StoredEventRef, what visit_batch shows,
 // points into the reader's row and is valid only during the visit.
 template <typename Body>
@@ -240,6 +248,16 @@ class Buffer {
   // Why appends are refused at once right now (the disk is full, the byte cap is reached for
   // `reject` kinds, the file is corrupt), or nullopt while they are taken. For /readyz.
   virtual std::optional<std::string> refusal_reason() const = 0;
+
+  // An append whose commit also stores `progress` (replacing the row of its key): both or
+  // neither. Committed at once (the source waits for each); a refusal is not counted as a
+  // drop (Acceptance::on_commit), since the source still has the events and tries again.
+  virtual void append_with_progress(std::vector<NewEvent> events, SourceProgress progress,
+                                    AppendCallback done) = 0;
+  // The progress rows whose key starts with `prefix`; erase_progress() removes one once its
+  // source is done with what it describes (returns when that is durable).
+  virtual Result<std::vector<SourceProgress>> read_progress(std::string_view prefix) = 0;
+  virtual Result<void> erase_progress(std::string_view key) = 0;
 
   // Convenience over append(): a future that is ready when the events are durable.
   std::future<Result<AppendResult>> append(std::vector<NewEvent> events,

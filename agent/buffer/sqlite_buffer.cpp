@@ -45,11 +45,22 @@ SqliteBuffer::~SqliteBuffer() {
 
 void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done, Commit when,
                           Acceptance acceptance) {
-  Impl& m = *impl_;
+  impl_->enqueue(std::move(events), std::move(done), when, acceptance, std::nullopt);
+}
+
+void SqliteBuffer::append_with_progress(std::vector<NewEvent> events, SourceProgress progress,
+                                        AppendCallback done) {
+  impl_->enqueue(std::move(events), std::move(done), Commit::now, Acceptance::on_commit,
+                 std::move(progress));
+}
+
+void SqliteBuffer::Impl::enqueue(std::vector<NewEvent> events, AppendCallback done, Commit when,
+                                 Acceptance acceptance, std::optional<SourceProgress> progress) {
+  Impl& m = *this;
   uint64_t bytes = 0;
   for (const NewEvent& e : events) bytes += e.body.size();
   std::optional<Error> refused;
-  bool wake = false;
+  bool notify = false;
   {
     std::lock_guard lock(m.mu);
     if (m.stopping) {
@@ -77,14 +88,14 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done, Com
       // (it then lingers until commit_interval) or a full group. Waking it for every append
       // cost a context switch per HTTP hit.
       const bool urgent = when == Commit::now;
-      wake = urgent || m.queue.empty() ||
-             (m.queued_events < m.opt.commit_max_events &&
-              m.queued_events + events.size() >= m.opt.commit_max_events);
+      notify = urgent || m.queue.empty() ||
+               (m.queued_events < m.opt.commit_max_events &&
+                m.queued_events + events.size() >= m.opt.commit_max_events);
       m.queued_events += events.size();
       m.queued_bytes += bytes;
       if (urgent) ++m.queued_urgent;
-      m.queue.emplace_back(
-          AppendJob{std::move(events), std::move(done), bytes, urgent, acceptance});
+      m.queue.emplace_back(AppendJob{std::move(events), std::move(done), bytes, urgent, acceptance,
+                                     std::move(progress)});
       m.enqueued_at.push_back(std::chrono::steady_clock::now());
     }
     if (refused) m.count_refused_locked(events, acceptance, *refused, /*at_once=*/true);
@@ -93,7 +104,7 @@ void SqliteBuffer::append(std::vector<NewEvent> events, AppendCallback done, Com
     done(*refused);
     return;
   }
-  if (wake) m.wake.notify_one();
+  if (notify) m.wake.notify_one();
 }
 
 template <typename JobT>
@@ -135,6 +146,28 @@ Result<void> SqliteBuffer::expire_now() { return impl_->submit_and_wait(ExpireJo
 
 Result<void> SqliteBuffer::quarantine(QuarantineEntry entry) {
   return impl_->submit_and_wait(QuarantineJob{std::move(entry), {}});
+}
+
+Result<void> SqliteBuffer::erase_progress(std::string_view key) {
+  return impl_->submit_and_wait(EraseProgressJob{std::string(key), {}});
+}
+
+Result<std::vector<SourceProgress>> SqliteBuffer::read_progress(std::string_view prefix) {
+  std::vector<SourceProgress> rows;
+  std::lock_guard lock(impl_->read_mu);
+  auto st = Stmt::prepare(impl_->reader,
+                          "SELECT key, value FROM source_progress "
+                          "WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key");
+  if (!st) return st.error();
+  st->bind_text(1, prefix);
+  int rc;
+  while ((rc = st->step()) == SQLITE_ROW) {
+    rows.push_back(SourceProgress{st->col_blob(0), st->col_blob(1)});
+  }
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, impl_->reader.handle(), "buffer " + impl_->opt.path);
+  }
+  return rows;
 }
 
 size_t SqliteBuffer::queued_events() const {

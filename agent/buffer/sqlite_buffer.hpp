@@ -31,6 +31,10 @@ class SqliteBuffer final : public Buffer {
   using Buffer::append;
   void append(std::vector<NewEvent> events, AppendCallback done, Commit when = Commit::grouped,
               Acceptance acceptance = Acceptance::given) override;
+  void append_with_progress(std::vector<NewEvent> events, SourceProgress progress,
+                            AppendCallback done) override;
+  Result<std::vector<SourceProgress>> read_progress(std::string_view prefix) override;
+  Result<void> erase_progress(std::string_view key) override;
   Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                               size_t max_bytes) override;
   Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,

@@ -126,6 +126,7 @@ struct AppendJob {
   uint64_t body_bytes = 0;
   bool urgent = false;  // Commit::now: the writer does not linger for it
   Acceptance acceptance = Acceptance::given;
+  std::optional<SourceProgress> progress;  // stored in the same transaction (append_with_progress)
 };
 
 // Drops counted outside a transaction (an append refused at once, or whose transaction
@@ -147,7 +148,11 @@ struct QuarantineJob {
   QuarantineEntry entry;
   std::promise<Result<void>> done;
 };
-using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob>;
+struct EraseProgressJob {
+  std::string key;
+  std::promise<Result<void>> done;
+};
+using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob, EraseProgressJob>;
 
 struct SqliteBuffer::Impl {
   BufferOptions opt;
@@ -158,6 +163,7 @@ struct SqliteBuffer::Impl {
   Db writer;
   Stmt update_meta_stmt, add_drops_stmt;
   Stmt find_identity_stmt, put_identity_stmt, add_quarantine_stmt, trim_quarantine_stmt;
+  Stmt put_progress_stmt, erase_progress_stmt;
   Stmt insert_stmt;  // into the segment insert_segment
   std::optional<uint64_t> insert_segment;
   uint64_t segment_size = 0;  // seqs per segment table: 2^segment_shift
@@ -248,6 +254,11 @@ struct SqliteBuffer::Impl {
   Result<bool> has_seq(uint64_t seq);
   Result<void> remember(const NewEvent& e);
   Result<void> add_quarantine(const QuarantineEntry& q);
+  // A source's progress row: replaced (value) or removed (nullopt), in the open transaction.
+  Result<void> put_progress(const std::string& key, const std::optional<std::string>& value);
+  // The queueing behind append() and append_with_progress().
+  void enqueue(std::vector<NewEvent> events, AppendCallback done, Commit when,
+               Acceptance acceptance, std::optional<SourceProgress> progress);
   Result<uint64_t> remove_rows(uint64_t max_seq, std::optional<EventKind> kind, DropReason reason);
   Result<std::optional<std::pair<uint64_t, int64_t>>> first_at_or_after(uint64_t seq);
   Result<std::optional<uint64_t>> last_seq_collected_before(int64_t cutoff_ns);

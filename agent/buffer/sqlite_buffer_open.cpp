@@ -273,6 +273,8 @@ Result<void> SqliteBuffer::Impl::prepare_statements() {
        "INSERT INTO quarantine (at, source, subject, reason, size, payload) "
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
       {&trim_quarantine_stmt, "DELETE FROM quarantine WHERE id <= last_insert_rowid() - ?1"},
+      {&put_progress_stmt, "INSERT OR REPLACE INTO source_progress (key, value) VALUES (?1, ?2)"},
+      {&erase_progress_stmt, "DELETE FROM source_progress WHERE key = ?1"},
   };
   for (const Want& w : wants) {
     auto st = Stmt::prepare(writer, w.sql);

@@ -215,6 +215,19 @@ Result<void> SqliteBuffer::Impl::add_quarantine(const QuarantineEntry& q) {
   return {};
 }
 
+Result<void> SqliteBuffer::Impl::put_progress(const std::string& key,
+                                              const std::optional<std::string>& value) {
+  Stmt& st = value ? put_progress_stmt : erase_progress_stmt;
+  st.bind_text(1, key);
+  if (value) st.bind_text(2, *value);
+  int rc = st.step();
+  st.reset();
+  if (rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": source progress");
+  }
+  return {};
+}
+
 void SqliteBuffer::Impl::count_in(uint64_t seq, EventKind k, int32_t priority, uint64_t size) {
   working.pending.add(k, priority, size);
   working.segments[segment_of(seq)].add(k, priority, size);
@@ -429,6 +442,9 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
       if (auto* a = std::get_if<AppendJob>(&job)) {
         if (pre_refused[i]) continue;  // refused for the disk, above
         r = apply(*a, append_outcomes[i]);
+        if (r && a->progress && append_outcomes[i] && *append_outcomes[i]) {
+          r = put_progress(a->progress->key, a->progress->value);
+        }
       } else if (auto* ack = std::get_if<AckJob>(&job)) {
         removed[i] = acknowledge(ack->up_to_seq);
         if (!removed[i]) return removed[i].error();
@@ -444,6 +460,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         if (!removed[i]) return removed[i].error();
       } else if (auto* q = std::get_if<QuarantineJob>(&job)) {
         r = add_quarantine(q->entry);
+      } else if (auto* p = std::get_if<EraseProgressJob>(&job)) {
+        r = put_progress(p->key, std::nullopt);
       } else {
         r = expire();
       }
@@ -514,6 +532,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         exp->done.set_value(result ? Result<void>() : Result<void>(result.error()));
       } else if (auto* q = std::get_if<QuarantineJob>(&job)) {
         q->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+      } else if (auto* p = std::get_if<EraseProgressJob>(&job)) {
+        p->done.set_value(result ? Result<void>() : Result<void>(result.error()));
       }
     } catch (const std::exception& e) {
       log->error("an append callback threw: {}", e.what());

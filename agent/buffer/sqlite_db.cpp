@@ -175,6 +175,8 @@ Result<void> create_side_tables(Db& db) {
       size    INTEGER NOT NULL,
       payload BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS source_progress (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+      WITHOUT ROWID;
   )sql");
 }
 

@@ -1,5 +1,5 @@
 // `outpost-agent run`: load and validate the configuration, open the buffer, start the
-// sources (for now the synthetic generator), and wait for SIGINT/SIGTERM.
+// sources, the forwarder and the status endpoints, and wait for SIGINT/SIGTERM.
 #include <fmt/ranges.h>
 
 #include <csignal>
@@ -16,6 +16,7 @@
 #include "agent/generator/synthetic_generator.hpp"
 #include "agent/sources/http/http_source.hpp"
 #include "agent/sources/mqtt/mqtt_source.hpp"
+#include "agent/sources/spool/spool_source.hpp"
 #include "agent/status/status_server.hpp"
 #include "common/log.hpp"
 #include "common/tls/certificate.hpp"
@@ -114,6 +115,18 @@ int run_agent(const RunOptions& o) {
               config->mqtt.options.broker, config->mqtt.options.client_id);
   }
 
+  std::unique_ptr<SpoolSource> spool_source;
+  if (config->spool.enabled) {
+    auto started = SpoolSource::start(config->spool.options, *sources_buffer);
+    if (!started) {
+      log->critical("{}", started.error().describe());
+      return kExitUsage;
+    }
+    spool_source = std::move(*started);
+    log->info("spool source: {} ({})", config->spool.options.directory,
+              config->spool.options.schema);
+  }
+
   std::unique_ptr<Forwarder> forwarder;
   if (config->uplink.enabled) {
     forwarder = std::make_unique<Forwarder>(config->uplink.forwarder, **buffer, clock);
@@ -136,8 +149,10 @@ int run_agent(const RunOptions& o) {
       }
     }
   }
-  auto more_metrics = [e = edge.get(), cert_not_after](std::string& out) {
+  auto more_metrics = [e = edge.get(), spool = spool_source.get(),
+                       cert_not_after](std::string& out) {
     if (e != nullptr) e->append_metrics(out);
+    if (spool != nullptr) spool->append_metrics(out);
     if (cert_not_after != 0) {
       out +=
           "# HELP outpost_agent_certificate_expiry_timestamp_seconds When the device "
@@ -178,6 +193,7 @@ int run_agent(const RunOptions& o) {
   if (generator) generator->stop();
   http_source.reset();
   mqtt_source.reset();
+  spool_source.reset();
   status.reset();
   forwarder.reset();
   buffer->reset();  // finishes queued appends

@@ -8,8 +8,7 @@ EdgeValidatingBuffer::EdgeValidatingBuffer(Buffer& inner,
                                            std::shared_ptr<const proto::Validator> validator)
     : inner_(inner), validator_(std::move(validator)) {}
 
-void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback done, Commit when,
-                                  Acceptance acceptance) {
+Result<std::vector<NewEvent>> EdgeValidatingBuffer::keep_good(std::vector<NewEvent>& events) {
   std::vector<NewEvent> good;
   good.reserve(events.size());
   for (NewEvent& e : events) {
@@ -27,12 +26,9 @@ void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback d
       // Kept on the device with its reason; quarantine() returns once it is durable.
       auto kept = inner_.quarantine(
           QuarantineEntry{"contracts", schema, code + ": " + v.bad->message, std::string(payload)});
-      if (!kept) {
-        // Neither quarantined nor stored: the whole append is refused, as the buffer refuses
-        // one (all or nothing), so that the source tells its client instead of losing it.
-        done(kept.error());
-        return;
-      }
+      // Neither quarantined nor stored: the whole append is refused, as the buffer refuses one
+      // (all or nothing), so that the source tells its client instead of losing it.
+      if (!kept) return kept.error();
       std::lock_guard lock(mu_);
       ++quarantined_[{label, code}];
       continue;
@@ -44,15 +40,34 @@ void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback d
     }
     good.push_back(std::move(e));
   }
-  {
-    std::lock_guard lock(mu_);
-    good_ += good.size();
+  std::lock_guard lock(mu_);
+  good_ += good.size();
+  return good;
+}
+
+void EdgeValidatingBuffer::append(std::vector<NewEvent> events, AppendCallback done, Commit when,
+                                  Acceptance acceptance) {
+  auto good = keep_good(events);
+  if (!good) {
+    done(good.error());
+    return;
   }
-  if (good.empty()) {
+  if (good->empty()) {
     done(AppendResult{});  // everything went to the quarantine
     return;
   }
-  inner_.append(std::move(good), std::move(done), when, acceptance);
+  inner_.append(std::move(*good), std::move(done), when, acceptance);
+}
+
+void EdgeValidatingBuffer::append_with_progress(std::vector<NewEvent> events,
+                                                SourceProgress progress, AppendCallback done) {
+  auto good = keep_good(events);
+  if (!good) {
+    done(good.error());
+    return;
+  }
+  // Even with nothing left to store, the progress is (the file's quarantined lines are done).
+  inner_.append_with_progress(std::move(*good), std::move(progress), std::move(done));
 }
 
 void EdgeValidatingBuffer::append_metrics(std::string& out) const {

@@ -27,6 +27,12 @@ class EdgeValidatingBuffer final : public Buffer {
 
   void append(std::vector<NewEvent> events, AppendCallback done, Commit when = Commit::grouped,
               Acceptance acceptance = Acceptance::given) override;
+  void append_with_progress(std::vector<NewEvent> events, SourceProgress progress,
+                            AppendCallback done) override;
+  Result<std::vector<SourceProgress>> read_progress(std::string_view prefix) override {
+    return inner_.read_progress(prefix);
+  }
+  Result<void> erase_progress(std::string_view key) override { return inner_.erase_progress(key); }
   Result<std::vector<StoredEvent>> read_batch(uint64_t after_seq, size_t max_events,
                                               size_t max_bytes) override {
     return inner_.read_batch(after_seq, max_events, max_bytes);
@@ -50,6 +56,10 @@ class EdgeValidatingBuffer final : public Buffer {
   void append_metrics(std::string& out) const;
 
  private:
+  // The events that pass their contracts; the others are quarantined (an error: one could not
+  // be, and nothing of the append may be stored).
+  Result<std::vector<NewEvent>> keep_good(std::vector<NewEvent>& events);
+
   Buffer& inner_;
   std::shared_ptr<const proto::Validator> validator_;
   mutable std::mutex mu_;

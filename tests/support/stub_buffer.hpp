@@ -12,6 +12,15 @@ namespace outpost::test {
 
 class StubBuffer : public agent::Buffer {
  public:
+  // What a spool source stores with its events goes through append(), unless overridden.
+  void append_with_progress(std::vector<NewEvent> events, agent::SourceProgress,
+                            agent::AppendCallback done) override {
+    append(std::move(events), std::move(done), agent::Commit::now, agent::Acceptance::on_commit);
+  }
+  Result<std::vector<agent::SourceProgress>> read_progress(std::string_view) override {
+    return std::vector<agent::SourceProgress>{};
+  }
+  Result<void> erase_progress(std::string_view) override { return {}; }
   Result<std::vector<agent::StoredEvent>> read_batch(uint64_t, size_t, size_t) override {
     return std::vector<agent::StoredEvent>{};
   }
