@@ -216,6 +216,22 @@ Result<void> SqliteBuffer::Impl::salvage(const std::string& aside,
       }
       if (!copied) break;
     }
+    // The sources' progress too (when its table is readable), so that a spool file part-way
+    // is not read again from its start.
+    if (copied) {
+      if (auto st = Stmt::prepare(*damaged, "SELECT key, value FROM source_progress"); st) {
+        auto put = Stmt::prepare(
+            writer, "INSERT OR REPLACE INTO source_progress (key, value) VALUES (?1, ?2)");
+        if (!put) copied = put.error();
+        while (copied && st->step() == SQLITE_ROW) {
+          const std::string key = st->col_blob(0), value = st->col_blob(1);
+          put->bind_text(1, key).bind_text(2, value);
+          const int rc = put->step();
+          put->reset();
+          if (rc != SQLITE_DONE) copied = sqlite::error_from(rc, writer.handle(), opt.path);
+        }
+      }
+    }
   }
   if (damaged) damaged->close();  // the aside file is left as it was moved
   ::unlink((aside + "-shm").c_str());

@@ -304,6 +304,10 @@ TEST_CASE("a corrupt file is moved aside at open, counted, and seqs continue abo
     std::vector<NewEvent> many;
     for (int i = 0; i < 3000; ++i) many.push_back(event_of(EventKind::json, 200));
     REQUIRE(b->append(std::move(many)).get());
+    std::promise<Result<AppendResult>> done;
+    b->append_with_progress({}, {"spool:1:2:3:4", "4096 17"},
+                            [&](const Result<AppendResult>& r) { done.set_value(r); });
+    REQUIRE(done.get_future().get());
   }
   exec_sql(o.path, "PRAGMA wal_checkpoint(TRUNCATE)");
   auto size = std::filesystem::file_size(o.path);
@@ -330,6 +334,11 @@ TEST_CASE("a corrupt file is moved aside at open, counted, and seqs continue abo
   auto r = append_one(*b, event_of(EventKind::json, 10));
   REQUIRE(r);
   CHECK(r->first_seq > 3000);  // never a seq the lost file may have handed out
+  // A source's progress came over with the events (its table was readable).
+  auto progress = b->read_progress("spool:");
+  REQUIRE(progress);
+  REQUIRE(progress->size() == 1);
+  CHECK(progress->front().value == "4096 17");
   auto moved = BufferInspector::open(aside[0]);
   REQUIRE(moved);
   CHECK_FALSE(moved->verify()->ok);
