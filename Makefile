@@ -56,6 +56,7 @@ bench: build
 	build/dev/bench/validator_bench
 	build/dev/bench/pixel_bench
 	build/dev/bench/mqtt_bench
+	build/dev/bench/spool_bench
 	tests/kafka/broker fetch
 	build/dev/bench/kafka_bench
 
