@@ -38,6 +38,9 @@ std::string Metrics::render_prometheus() const {
   counter("outpost_gateway_sessions_total", "Sessions by outcome.", "{result=\"established\"}",
           sessions_established, true);
   counter("outpost_gateway_sessions_total", "", "{result=\"replaced\"}", sessions_replaced, false);
+  counter("outpost_gateway_relayed_devices_total",
+          "Devices a relay began to send for, once per relay session (docs/protocol.md).", "",
+          relayed_devices, true);
   counter("outpost_gateway_batches_total", "Batches by result.", "{result=\"ok\"}", batches_ok,
           true);
   counter("outpost_gateway_batches_total", "", "{result=\"duplicate\"}", batches_duplicate, false);

@@ -19,6 +19,7 @@ class Metrics {
   std::atomic<uint64_t> connections_accepted{0};
   std::atomic<uint64_t> sessions_established{0};
   std::atomic<uint64_t> sessions_replaced{0};
+  std::atomic<uint64_t> relayed_devices{0};  // (relay session, device) pairs vouched for
   std::atomic<uint64_t> batches_ok{0};
   std::atomic<uint64_t> batches_duplicate{0};  // every event of it was a duplicate
   std::atomic<uint64_t> batches_retry_later{0};

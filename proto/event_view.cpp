@@ -80,7 +80,7 @@ bool check_provenance(std::string_view bytes, Checked& c) {
   FieldReader r(bytes);
   Field f;
   while (r.next(f)) {
-    const bool string_field = f.number == 1 || (f.number >= 3 && f.number <= 5);
+    const bool string_field = f.number == 1 || (f.number >= 3 && f.number <= 6);
     if (string_field && f.type == kLengthDelimited && !check_string(f, c, "provenance")) {
       return false;
     }
@@ -148,6 +148,7 @@ ProvenanceFields read_provenance_fields(std::string_view bytes) {
     if (f.number == 3) p.contract = f.bytes;
     if (f.number == 4) p.contract_fingerprint = f.bytes;
     if (f.number == 5) p.payload_sha256 = f.bytes;
+    if (f.number == 6) p.relay_id = f.bytes;
   }
   return p;
 }
@@ -324,6 +325,7 @@ struct Render {
     };
     hex("contract_fingerprint", p.contract_fingerprint);
     hex("payload_sha256", p.payload_sha256);
+    write_string(w, "relay_id", p.relay_id);
     w.end_object();
   }
 };
@@ -486,7 +488,8 @@ std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_v
   const size_t size =
       string_size(p.gateway_id) +
       (p.received_at != 0 ? 1 + varint_size(static_cast<uint64_t>(p.received_at)) : 0) +
-      string_size(p.contract) + string_size(p.contract_fingerprint) + string_size(p.payload_sha256);
+      string_size(p.contract) + string_size(p.contract_fingerprint) +
+      string_size(p.payload_sha256) + string_size(p.relay_id);
   if (size != 0) {  // none: only the payload replaced (the agent's edge validation)
     auto put = [&](uint32_t n, std::string_view v) {
       if (v.empty()) return;
@@ -504,6 +507,7 @@ std::pair<size_t, size_t> append_with_provenance(std::string& out, std::string_v
     put(3, p.contract);
     put(4, p.contract_fingerprint);
     put(5, p.payload_sha256);
+    put(6, p.relay_id);
   }
   return schema;
 }

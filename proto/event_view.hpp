@@ -51,6 +51,7 @@ struct ProvenanceFields {
   std::string_view gateway_id;
   int64_t received_at = 0;
   std::string_view contract, contract_fingerprint, payload_sha256;
+  std::string_view relay_id;  // the relay it came through; empty: from the device itself
 };
 
 // The event's payload bytes as protobuf reads them (the json text, or the pixel or sensor

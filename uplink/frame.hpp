@@ -161,6 +161,9 @@ struct DecodedBatch {
   // agent's seqs (a mark of session_first_seq - 1), so that a batch cannot overtake an
   // earlier one of the session that was refused or failed. 0: not known.
   uint64_t session_first_seq = 0;
+  // The relay that sent the batch for agent_id (its certificate's identity), or empty when the
+  // device sent it itself; stamped into each event's provenance.
+  std::string relayed_by;
   // Seq order, as the agent sent them. The sink writes agent_id (the certificate's identity)
   // as each event's agent id, whatever the event's bytes say.
   EventList events;

@@ -19,6 +19,7 @@ v1::Frame ack_frame(uint64_t batch_seq, v1::Ack::Status status, const std::strin
 }
 
 constexpr uint32_t kRetryAfterMs = 1000;
+constexpr size_t kMaxOrigins = 100'000;  // devices one relay session may speak for
 
 }  // namespace
 
@@ -30,8 +31,13 @@ bool acceptable_identity(const std::string& id) {
   return true;
 }
 
-GatewayProtocol::GatewayProtocol(SessionLimits limits, std::string identity, RateGate& rates)
-    : limits_(limits), identity_(std::move(identity)), rates_(rates) {}
+GatewayProtocol::GatewayProtocol(SessionLimits limits, std::string identity, RateGate& rates,
+                                 std::string relay_site, RelayCheck* relays)
+    : limits_(limits),
+      identity_(std::move(identity)),
+      rates_(rates),
+      relay_site_(std::move(relay_site)),
+      relays_(relays) {}
 
 GatewayOutput GatewayProtocol::take_output() { return std::exchange(out_, GatewayOutput{}); }
 
@@ -119,9 +125,9 @@ void GatewayProtocol::on_hello(const v1::Frame& f) {
 }
 
 void GatewayProtocol::reject_batch(uint64_t batch_seq, const std::string& label,
-                                   const std::string& why) {
+                                   const std::string& why, bool audit) {
   refuse(Refusal::Kind::batch_rejected, label,
-         "batch " + std::to_string(batch_seq) + " rejected: " + why);
+         "batch " + std::to_string(batch_seq) + " rejected: " + why, audit);
   out_.frames.push_back(ack_frame(batch_seq, v1::Ack::REJECTED, why));  // at once: it ends
   goodbye("batch rejected: " + why);
 }
@@ -140,10 +146,13 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
                      std::to_string(last_batch_seq_) + ": batch_seqs never go back in a session");
     return;
   }
+  const auto origin = origin_of(b);
+  if (!origin) return;
   last_batch_seq_ = b.batch_seq();
   answers_.push_back({b.batch_seq(), std::nullopt});
-  if (session_first_seq_ == 0) session_first_seq_ = b.first_seq();
-  if (!rates_.admit(identity_, b.event_count())) {
+  const uint64_t session_first_seq =
+      session_first_seq_.try_emplace(*origin, b.first_seq()).first->second;
+  if (!rates_.admit(*origin, b.event_count())) {
     refuse(Refusal::Kind::batch_rate_limited, "rate_limited", "device rate limit");
     answer(b.batch_seq(),
            ack_frame(b.batch_seq(), v1::Ack::RETRY_LATER, "device rate limit", kRetryAfterMs));
@@ -175,9 +184,49 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
     return;
   }
   ++in_flight_;
-  out_.writes.push_back(
-      {b.batch_seq(),
-       {identity_, b.first_seq(), b.last_seq(), session_first_seq_, std::move(*events), {}}});
+  out_.writes.push_back({b.batch_seq(),
+                         {*origin,
+                          b.first_seq(),
+                          b.last_seq(),
+                          session_first_seq,
+                          *origin == identity_ ? std::string() : identity_,
+                          std::move(*events),
+                          {}}});
+}
+
+std::optional<std::string> GatewayProtocol::origin_of(const v1::Batch& b) {
+  if (b.origin_agent_id().empty() || b.origin_agent_id() == identity_) return identity_;
+  const std::string& origin = b.origin_agent_id();
+  const std::string shown = origin.substr(0, 128);
+  if (relay_site_.empty() || relays_ == nullptr) {
+    reject_batch(b.batch_seq(), "relay_not_allowed",
+                 "the certificate of " + identity_ +
+                     " has no relay role (a URI SAN urn:outpost:relay:SITE): it may send only "
+                     "its own events, not those of \"" +
+                     shown + "\"",
+                 /*audit=*/true);
+    return std::nullopt;
+  }
+  if (session_first_seq_.contains(origin)) return origin;  // vouched for in this session
+  std::string why;
+  if (!acceptable_identity(origin)) {
+    why = "not a usable identity";
+  } else if (session_first_seq_.size() > kMaxOrigins) {
+    why = "more than " + std::to_string(kMaxOrigins) + " devices in one session";
+  } else if (b.origin_certificate().empty()) {
+    why = "its certificate is not with its first batch (origin_certificate)";
+  } else if (auto ok = relays_->vouch(relay_site_, origin, b.origin_certificate()); !ok) {
+    why = ok.error().message;
+  }
+  if (!why.empty()) {
+    reject_batch(b.batch_seq(), "relay_not_vouched",
+                 "relay " + identity_ + " (site " + relay_site_ + ") may not send events of \"" +
+                     shown + "\": " + why,
+                 /*audit=*/true);
+    return std::nullopt;
+  }
+  out_.origins_started.push_back(origin);
+  return origin;
 }
 
 void GatewayProtocol::on_written(uint64_t batch_seq, const Result<void>& result) {

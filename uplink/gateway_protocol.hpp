@@ -20,6 +20,8 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.hpp"
@@ -50,6 +52,17 @@ class RateGate {
   virtual bool admit(const std::string& identity, uint64_t events) = 0;
 };
 
+// Whether a relay may send the events of another device (docs/protocol.md, "Relays"): the
+// host checks the device's certificate that the relay presents.
+class RelayCheck {
+ public:
+  virtual ~RelayCheck() = default;
+  // OK when the relay of `site` may speak for `origin`, whose certificate (DER) it presents;
+  // else an error saying why not (for the audit log).
+  virtual Result<void> vouch(const std::string& site, const std::string& origin,
+                             std::string_view certificate_der) = 0;
+};
+
 // A batch that passed every check, for the host's sink. Answer it with on_written(batch_seq).
 struct BatchToWrite {
   uint64_t batch_seq = 0;
@@ -70,6 +83,9 @@ struct GatewayOutput {
   std::vector<BatchToWrite> writes;
   std::vector<Refusal> refusals;
   std::optional<std::string> established;  // the Hello was accepted: the agent's version
+  // Devices a relay began to send for in this session (each once): for the sink, as a new
+  // session of each (MarkBook::session_started), before the writes.
+  std::vector<std::string> origins_started;
   uint64_t bytes_compressed = 0, bytes_raw = 0;
   enum class End { none, after_send, now };
   End end = End::none;  // after_send: close once `frames` are out (a Goodbye is among them)
@@ -77,7 +93,11 @@ struct GatewayOutput {
 
 class GatewayProtocol {
  public:
-  GatewayProtocol(SessionLimits limits, std::string identity, RateGate& rates);
+  // `relay_site`: the site the certificate makes this peer a relay for (its URI SAN
+  // urn:outpost:relay:SITE), or empty: it may send only its own events. `relays` checks the
+  // devices a relay speaks for (needed when relay_site is set).
+  GatewayProtocol(SessionLimits limits, std::string identity, RateGate& rates,
+                  std::string relay_site = {}, RelayCheck* relays = nullptr);
 
   // A frame the agent sent (its payload may be moved out).
   void on_frame(v1::Frame& frame, int64_t now);
@@ -105,7 +125,11 @@ class GatewayProtocol {
   enum class State { awaiting_hello, active, ended };
   void on_hello(const v1::Frame& f);
   void on_batch(v1::Batch& b);
-  void reject_batch(uint64_t batch_seq, const std::string& label, const std::string& why);
+  void reject_batch(uint64_t batch_seq, const std::string& label, const std::string& why,
+                    bool audit = false);
+  // The device whose events the batch holds (the session's identity, or one a relay may speak
+  // for); nullopt when the batch was rejected.
+  std::optional<std::string> origin_of(const v1::Batch& b);
   void answer(uint64_t batch_seq, v1::Frame frame);
   void goodbye(const std::string& reason);
   void refuse(Refusal::Kind kind, std::string label, std::string message, bool audit = false);
@@ -113,11 +137,15 @@ class GatewayProtocol {
   SessionLimits limits_;
   std::string identity_;
   RateGate& rates_;
+  std::string relay_site_;
+  RelayCheck* relays_;
   State state_ = State::awaiting_hello;
   bool draining_ = false;
   GatewayOutput out_;
   uint32_t in_flight_ = 0;
-  uint64_t session_first_seq_ = 0;
+  // Per device (the identity, or a relay's origins): the first seq of its first batch in this
+  // session. A relay's vouched origins are its keys other than the identity.
+  std::unordered_map<std::string, uint64_t> session_first_seq_;
   uint64_t last_batch_seq_ = 0;  // acks go out in batch_seq order only if these never go back
   int64_t last_activity_ = 0;
   struct Answer {

@@ -356,14 +356,10 @@ Result<void> TlsSession::write(std::string_view plaintext) {
 
 void TlsSession::close() { (void)mbedtls_ssl_close_notify(&impl_->ssl); }
 
-PeerCertificate TlsSession::peer() const {
+namespace {
+
+PeerCertificate describe_certificate(const mbedtls_x509_crt* crt) {
   PeerCertificate p;
-  const mbedtls_x509_crt* crt = mbedtls_ssl_get_peer_cert(&impl_->ssl);
-  if (crt == nullptr) {  // a failed verification keeps none: what the verification saw
-    p.subject = impl_->leaf_subject;
-    p.serial = impl_->leaf_serial;
-    return p;
-  }
   char buf[512];
   if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt->subject) > 0) p.subject = buf;
   for (const mbedtls_x509_name* n = &crt->subject; n != nullptr; n = n->next) {
@@ -378,7 +374,52 @@ PeerCertificate TlsSession::peer() const {
     }
   }
   if (mbedtls_x509_serial_gets(buf, sizeof buf, &crt->serial) > 0) p.serial = buf;
+  p.der.assign(reinterpret_cast<const char*>(crt->raw.p), crt->raw.len);
   return p;
+}
+
+}  // namespace
+
+PeerCertificate TlsSession::peer() const {
+  const mbedtls_x509_crt* crt = mbedtls_ssl_get_peer_cert(&impl_->ssl);
+  if (crt == nullptr) {  // a failed verification keeps none: what the verification saw
+    PeerCertificate p;
+    p.subject = impl_->leaf_subject;
+    p.serial = impl_->leaf_serial;
+    return p;
+  }
+  return describe_certificate(crt);
+}
+
+Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) const {
+  mbedtls_x509_crt crt;
+  mbedtls_x509_crt_init(&crt);
+  struct Free {
+    mbedtls_x509_crt* c;
+    ~Free() { mbedtls_x509_crt_free(c); }
+  } free_crt{&crt};
+  if (der.empty() ||
+      mbedtls_x509_crt_parse_der(&crt, reinterpret_cast<const unsigned char*>(der.data()),
+                                 der.size()) != 0) {
+    return make_error(tls_errc::peer_verify, "not a certificate (DER)");
+  }
+  uint32_t flags = 0;
+  const int ret =
+      mbedtls_x509_crt_verify(&crt, &impl_->ca, nullptr, nullptr, &flags, nullptr, nullptr);
+  if (ret == 0 &&
+      mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0) {
+    return make_error(tls_errc::peer_verify, "not a client certificate (extendedKeyUsage)");
+  }
+  if (ret != 0) {
+    char info[512];
+    mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+    std::string why(info);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    for (char& c : why) c = c == '\n' ? ';' : c;
+    return make_error(tls_errc::peer_verify, why.empty() ? "verification failed" : why);
+  }
+  return describe_certificate(&crt);
 }
 
 std::string TlsSession::cipher_suite() const {

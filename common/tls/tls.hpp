@@ -59,6 +59,13 @@ class TlsContext {
   TlsContext& operator=(const TlsContext&) = delete;
 
   const ContextOptions& options() const;
+
+  // Checks a certificate someone else received (DER: a device's, that a relay presents) against
+  // this context's CA, as a handshake would for a client certificate (chain, validity dates by
+  // the local clock, extended key usage clientAuth when present), and says what it names.
+  // tls_errc::peer_verify with the reason when it does not pass.
+  Result<struct PeerCertificate> verify_certificate(std::string_view der) const;
+
   struct Impl;
   Impl& impl() { return *impl_; }
 
@@ -73,6 +80,7 @@ struct PeerCertificate {
   std::string common_name;            // the CN ("" if none)
   std::vector<std::string> uri_sans;  // URI subjectAltNames
   std::string serial;                 // hex
+  std::string der;                    // the certificate itself (DER)
 };
 
 class TlsSession {

@@ -154,6 +154,7 @@ void ValidationStage::apply(SinkBatch& batch) const {
     p.contract = v.contract;
     p.contract_fingerprint = v.fingerprint;
     p.payload_sha256 = std::string_view(digest, sizeof digest);
+    p.relay_id = batch.relayed_by;
     auto schema = proto::append_with_provenance(chunk, e.bytes, field, v.payload, p);
     out.add_rewritten(offset, chunk.size() - offset, schema, e);
   }

@@ -132,3 +132,32 @@ bool Server::Impl::admit(const std::string& identity, uint64_t events) {
 }
 
 }  // namespace outpost::gateway
+
+namespace outpost::gateway {
+
+Result<void> Server::Impl::vouch(const std::string& site, const std::string& origin,
+                                 std::string_view certificate_der) {
+  auto cert = tls->verify_certificate(certificate_der);
+  if (!cert) return make_error(cert.error().code, "its certificate: " + cert.error().message);
+  std::string named = cert->common_name;
+  bool in_site = false;
+  if (config.identity_from_uri_san) named.clear();
+  for (const std::string& uri : cert->uri_sans) {
+    if (uri == kSiteUri + site) in_site = true;
+    if (config.identity_from_uri_san && named.empty() && uri.rfind("urn:outpost:", 0) != 0) {
+      named = uri;
+    }
+  }
+  if (named != origin) {
+    return make_error(tls::tls_errc::peer_verify,
+                      "the certificate it presents names \"" + named.substr(0, 128) + "\"");
+  }
+  if (!in_site) {
+    return make_error(tls::tls_errc::peer_verify,
+                      "the device's certificate (serial " + cert->serial + ") has no URI SAN " +
+                          kSiteUri + site + ": it is not a device of the relay's site");
+  }
+  return {};
+}
+
+}  // namespace outpost::gateway

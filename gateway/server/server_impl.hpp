@@ -31,7 +31,12 @@ using tcp = asio::ip::tcp;
 
 class Session;
 
-struct Server::Impl final : uplink::RateGate {
+// The URI SAN that makes a certificate a relay's, and the one that puts a device in a site
+// (docs/protocol.md, "Relays").
+inline constexpr const char* kRelayUri = "urn:outpost:relay:";
+inline constexpr const char* kSiteUri = "urn:outpost:site:";
+
+struct Server::Impl final : uplink::RateGate, uplink::RelayCheck {
   GatewayConfig config;
   const ValidationStage& validation;
   Sink& sink;
@@ -77,6 +82,10 @@ struct Server::Impl final : uplink::RateGate {
                   const std::string& reason);
   // The device's token bucket (uplink::RateGate): takes `events`; false: over its rate.
   bool admit(const std::string& identity, uint64_t events) override;
+  // uplink::RelayCheck: the device's certificate verifies against the CA, names `origin` and
+  // puts it in the relay's site.
+  Result<void> vouch(const std::string& site, const std::string& origin,
+                     std::string_view certificate_der) override;
   void release(const std::string& ip, const std::shared_ptr<Session>& s);
   void handshake_over();
   asio::steady_timer trim_timer{io};

@@ -7,6 +7,7 @@
 
 #include <boost/asio.hpp>
 
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -162,9 +163,15 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     handshake_timer_.cancel();
     auto peer = tls_->peer();
-    identity_ = s_.config.identity_from_uri_san
-                    ? (peer.uri_sans.empty() ? std::string() : peer.uri_sans.front())
-                    : peer.common_name;
+    // Outpost's own URIs (urn:outpost:relay:SITE, urn:outpost:site:SITE) are roles, never the
+    // identity.
+    std::string relay_site;
+    std::string first_uri;
+    for (const std::string& uri : peer.uri_sans) {
+      if (uri.rfind(kRelayUri, 0) == 0) relay_site = uri.substr(std::strlen(kRelayUri));
+      if (first_uri.empty() && uri.rfind("urn:outpost:", 0) != 0) first_uri = uri;
+    }
+    identity_ = s_.config.identity_from_uri_san ? first_uri : peer.common_name;
     subject_ = peer.subject;
     serial_ = peer.serial;
     state_ = State::open;
@@ -182,7 +189,7 @@ class Session : public std::enable_shared_from_this<Session> {
     protocol_.emplace(
         uplink::SessionLimits{l.max_frame_bytes, l.max_in_flight_batches, l.max_decompressed_bytes,
                               l.max_window_log, l.max_events_per_batch, l.idle_timeout_ns},
-        identity_, s_);
+        identity_, s_, relay_site, &s_);
     protocol_->on_activity(s_.clock.mono_ns());
     return true;
   }
@@ -227,6 +234,11 @@ class Session : public std::enable_shared_from_this<Session> {
       s_.sink.session_started(identity_);
       s_.log->info("session {} from {} ({}, {}), agent {}", identity_, ip_, tls_->version(),
                    tls_->cipher_suite(), *out.established);
+    }
+    for (const std::string& origin : out.origins_started) {
+      s_.metrics.relayed_devices++;
+      s_.log->info("relay {} ({}) sends for {}", identity_, ip_, origin);
+      s_.sink.session_started(origin);
     }
     for (uplink::BatchToWrite& w : out.writes) write(std::move(w));
     for (const v1::Frame& f : out.frames) {

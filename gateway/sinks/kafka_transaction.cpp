@@ -53,6 +53,7 @@ Result<void> KafkaSink::Impl::produce_event(const SinkBatch& b, const wire::Even
   header(h, "contract", p.contract);
   header(h, "contract_fingerprint", p.contract_fingerprint);
   header(h, "payload_sha256", p.payload_sha256);
+  header(h, "relay_id", p.relay_id);
   return kafka::produce(producer.rk, opt.topics[k], b.agent_id, value, h);
 }
 
