@@ -10,27 +10,12 @@
 #include "gateway/pipeline/validation.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
+#include "uplink/server/server.hpp"
 
 namespace outpost::gateway {
 
-struct Limits {
-  uint32_t max_connections = 10'000;
-  uint32_t max_connections_per_ip = 256;
-  // Connections that have not finished their TLS handshake, from all addresses together: a
-  // handshake in progress holds the TLS engine's buffers (~40 KB).
-  uint32_t max_pending_handshakes = 1024;
-  int64_t handshake_timeout_ns = 10'000'000'000;
-  int64_t idle_timeout_ns = 120'000'000'000;
-  uint32_t max_frame_bytes = 16u << 20;
-  uint64_t max_decompressed_bytes = 64u << 20;
-  int max_window_log = 23;
-  uint32_t max_events_per_batch = 100'000;
-  uint32_t max_in_flight_batches = 8;
-  // Per device: events per second (0: no limit) and the burst above it. Over the limit a
-  // batch is answered retry-later, never dropped.
-  uint64_t device_events_per_second = 0;
-  uint64_t device_burst_events = 0;
-};
+// The server's limits (uplink/server/server.hpp), as [limits] sets them.
+using Limits = uplink::ServerLimits;
 
 struct GatewayConfig {
   std::string gateway_id;

@@ -11,9 +11,9 @@
 #include "gateway/config.hpp"
 #include "gateway/contracts/contracts_command.hpp"
 #include "gateway/pipeline/validation.hpp"
-#include "gateway/server/server.hpp"
 #include "gateway/sinks/file_sink.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
+#include "uplink/server/server.hpp"
 
 using namespace outpost;
 using namespace outpost::gateway;
@@ -113,8 +113,22 @@ int main(int argc, char** argv) {
     }
     sink = std::move(*file);
   }
-  Metrics metrics;
-  auto server = Server::start(*config, **validation, *sink, metrics, clock);
+  uplink::ServerMetrics metrics("outpost_gateway");
+  uplink::ServerOptions server_options;
+  server_options.listen_address = config->listen_address;
+  server_options.listen_port = config->listen_port;
+  server_options.http_address = config->http_address;
+  server_options.http_port = config->http_port;
+  server_options.threads = config->threads;
+  server_options.ca_file = config->ca_file;
+  server_options.cert_file = config->cert_file;
+  server_options.key_file = config->key_file;
+  server_options.identity_from_uri_san = config->identity_from_uri_san;
+  server_options.limits = config->limits;
+  ValidationStage& stage = **validation;  // contracts, sensitive fields, provenance
+  server_options.prepare = [&stage](uplink::SinkBatch& b) { stage.apply(b); };
+  server_options.append_metrics = [&stage](std::string& out) { stage.append_metrics(out); };
+  auto server = uplink::Server::start(std::move(server_options), *sink, metrics, clock);
   if (!server) {
     log->critical("{}", server.error().describe());
     return kExitUsage;  // a port that cannot be bound, an unusable certificate

@@ -23,7 +23,7 @@
 #include "common/event.hpp"
 #include "common/file_lock.hpp"
 #include "common/log.hpp"
-#include "gateway/pipeline/marks.hpp"
+#include "gateway/sinks/sink.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/event_view.hpp"
 

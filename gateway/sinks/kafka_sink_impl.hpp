@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "common/log.hpp"
-#include "gateway/pipeline/marks.hpp"
 #include "gateway/sinks/kafka_client.hpp"
 #include "gateway/sinks/kafka_sink.hpp"
+#include "gateway/sinks/sink.hpp"
 
 namespace outpost::gateway {
 

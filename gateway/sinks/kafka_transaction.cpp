@@ -4,8 +4,8 @@
 // per-agent floors that keep a failed batch from being overtaken.
 #include "common/errc.hpp"
 #include "common/json/json_reader.hpp"
-#include "gateway/pipeline/marks.hpp"
 #include "gateway/sinks/kafka_sink_impl.hpp"
+#include "gateway/sinks/sink.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/event_view.hpp"
 

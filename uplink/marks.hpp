@@ -30,9 +30,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "gateway/sinks/sink.hpp"
+#include "uplink/sink.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 struct MarkDecision {
   uint64_t mark = 0;                  // events with seq <= mark are duplicates
@@ -121,4 +121,4 @@ class MarkBook::Group {
   std::set<std::string> released_;
 };
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

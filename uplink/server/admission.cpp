@@ -4,9 +4,9 @@
 
 #include <algorithm>
 
-#include "gateway/server/session.hpp"
+#include "uplink/server/session.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 void Server::Impl::accept() {
   acceptor.async_accept(
@@ -131,9 +131,9 @@ bool Server::Impl::admit(const std::string& identity, uint64_t events) {
   return true;
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 Result<void> Server::Impl::vouch(const std::string& site, const std::string& origin,
                                  std::string_view certificate_der) {
@@ -160,4 +160,4 @@ Result<void> Server::Impl::vouch(const std::string& site, const std::string& ori
   return {};
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,20 +1,24 @@
-#include "gateway/metrics.hpp"
+#include "uplink/server/metrics.hpp"
 
 #include <sstream>
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
-void Metrics::reject(const std::string& reason) {
+namespace {
+constexpr const char* kGatewayPrefix = "outpost_gateway";
+}  // namespace
+
+void ServerMetrics::reject(const std::string& reason) {
   std::lock_guard lock(mu_);
   ++rejects_[reason];
 }
 
-void Metrics::sink_error(const std::string& code) {
+void ServerMetrics::sink_error(const std::string& code) {
   std::lock_guard lock(mu_);
   ++sink_errors_[code];
 }
 
-void Metrics::observe_sink_latency(double seconds) {
+void ServerMetrics::observe_sink_latency(double seconds) {
   std::lock_guard lock(mu_);
   for (size_t i = 0; i < kBuckets.size(); ++i) {
     if (seconds <= kBuckets[i]) ++bucket_counts_[i];
@@ -23,7 +27,7 @@ void Metrics::observe_sink_latency(double seconds) {
   latency_sum_ += seconds;
 }
 
-std::string Metrics::render_prometheus() const {
+std::string ServerMetrics::render_prometheus() const {
   std::ostringstream o;
   auto counter = [&](const char* name, const char* help, const std::string& labels, uint64_t value,
                      bool header) {
@@ -79,7 +83,15 @@ std::string Metrics::render_prometheus() const {
   o << "outpost_gateway_sink_latency_seconds_bucket{le=\"+Inf\"} " << latency_count_ << "\n"
     << "outpost_gateway_sink_latency_seconds_sum " << latency_sum_ << "\n"
     << "outpost_gateway_sink_latency_seconds_count " << latency_count_ << "\n";
-  return o.str();
+  // Written with the gateway's names (the ones docs/gateway.md lists), renamed for another
+  // prefix.
+  std::string text = o.str();
+  if (prefix_ == kGatewayPrefix) return text;
+  const std::string from = std::string(kGatewayPrefix) + "_", to = prefix_ + "_";
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,17 +1,17 @@
-#include "gateway/server/server.hpp"
+#include "uplink/server/server.hpp"
 
 #include <thread>
 
 #include "common/net/listener.hpp"
 #include "common/tls/certificate.hpp"
-#include "gateway/server/session.hpp"
+#include "uplink/server/session.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
-Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config,
-                                              const ValidationStage& validation, Sink& sink,
-                                              Metrics& metrics, const Clock& clock) {
-  auto impl = std::make_unique<Impl>(config, validation, sink, metrics, clock);
+Result<std::unique_ptr<Server>> Server::start(ServerOptions options, Sink& sink,
+                                              ServerMetrics& metrics, const Clock& clock) {
+  auto impl = std::make_unique<Impl>(std::move(options), sink, metrics, clock);
+  const ServerOptions& config = impl->config;
   tls::ContextOptions o;
   o.role = tls::Role::server;
   o.files = {config.ca_file, config.cert_file, config.key_file};
@@ -20,26 +20,30 @@ Result<std::unique_ptr<Server>> Server::start(const GatewayConfig& config,
   impl->tls = *ctx;
   if (auto t = tls::certificate_not_after(config.cert_file); t) impl->cert_not_after = *t;
   if (auto r = net::open_listener(impl->acceptor, config.listen_address, config.listen_port,
-                                  "gateway.listen");
+                                  config.listen_key);
       !r) {
     return r.error();
   }
-  if (auto r = net::open_listener(impl->http_acceptor, config.http_address, config.http_port,
-                                  "gateway.http_listen");
-      !r) {
-    return r.error();
+  if (config.http) {
+    if (auto r = net::open_listener(impl->http_acceptor, config.http_address, config.http_port,
+                                    config.http_key);
+        !r) {
+      return r.error();
+    }
+    impl->accept_http();
   }
   impl->accept();
-  impl->accept_http();
   impl->give_memory_back();
   for (int i = 0; i < config.threads; ++i) {
     impl->threads.emplace_back([raw = impl.get()] { raw->io.run(); });
   }
-  impl->log->info("listening for agents on {}:{} (TLS), HTTP on {}:{}",
+  impl->log->info("listening for agents on {}:{} (TLS)",
                   impl->acceptor.local_endpoint().address().to_string(),
-                  impl->acceptor.local_endpoint().port(),
-                  impl->http_acceptor.local_endpoint().address().to_string(),
-                  impl->http_acceptor.local_endpoint().port());
+                  impl->acceptor.local_endpoint().port());
+  if (config.http) {
+    impl->log->info("HTTP on {}:{}", impl->http_acceptor.local_endpoint().address().to_string(),
+                    impl->http_acceptor.local_endpoint().port());
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -50,7 +54,9 @@ Server::~Server() {
 }
 
 uint16_t Server::port() const { return impl_->acceptor.local_endpoint().port(); }
-uint16_t Server::http_port() const { return impl_->http_acceptor.local_endpoint().port(); }
+uint16_t Server::http_port() const {
+  return impl_->http_acceptor.is_open() ? impl_->http_acceptor.local_endpoint().port() : 0;
+}
 
 size_t Server::shutdown(std::chrono::nanoseconds grace) {
   Impl& m = *impl_;
@@ -98,4 +104,4 @@ size_t Server::shutdown(std::chrono::nanoseconds grace) {
   return cut;
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,5 +1,5 @@
 #pragma once
-// One agent connection on the gateway: the socket, the TLS handshake and its timer, reading
+// One agent connection on the server: the socket, the TLS handshake and its timer, reading
 // and writing, and carrying out what the protocol (uplink/gateway_protocol.hpp: Hello/Welcome,
 // batches to acks, refusals, the ways a session ends) decides: metrics, the audit log, the
 // sink. Runs on the connection's strand; the Server::Impl outlives it.
@@ -12,11 +12,11 @@
 #include <string>
 
 #include "common/tls/tls.hpp"
-#include "gateway/server/server_impl.hpp"
 #include "uplink/frame.hpp"
 #include "uplink/gateway_protocol.hpp"
+#include "uplink/server/server_impl.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 constexpr size_t kReadChunk = 64 * 1024;
 
@@ -176,7 +176,7 @@ class Session : public std::enable_shared_from_this<Session> {
     serial_ = peer.serial;
     state_ = State::open;
     s_.handshake_over();
-    if (!uplink::acceptable_identity(identity_)) {
+    if (!acceptable_identity(identity_)) {
       s_.metrics.reject("identity");
       s_.audit_line(ip_, subject_, serial_,
                     std::string("the certificate carries no usable identity (") +
@@ -187,8 +187,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     const auto& l = s_.config.limits;
     protocol_.emplace(
-        uplink::SessionLimits{l.max_frame_bytes, l.max_in_flight_batches, l.max_decompressed_bytes,
-                              l.max_window_log, l.max_events_per_batch, l.idle_timeout_ns},
+        SessionLimits{l.max_frame_bytes, l.max_in_flight_batches, l.max_decompressed_bytes,
+                      l.max_window_log, l.max_events_per_batch, l.idle_timeout_ns},
         identity_, s_, relay_site, &s_);
     protocol_->on_activity(s_.clock.mono_ns());
     return true;
@@ -212,13 +212,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Does what the protocol decided. False when the session is ending.
   bool carry_out() {
-    uplink::GatewayOutput out = protocol_->take_output();
+    GatewayOutput out = protocol_->take_output();
     s_.metrics.bytes_compressed += out.bytes_compressed;
     s_.metrics.bytes_raw += out.bytes_raw;
-    for (const uplink::Refusal& r : out.refusals) {
+    for (const Refusal& r : out.refusals) {
       s_.metrics.reject(r.label);
-      if (r.kind == uplink::Refusal::Kind::batch_rejected) s_.metrics.batches_rejected++;
-      if (r.kind == uplink::Refusal::Kind::batch_rate_limited) {
+      if (r.kind == Refusal::Kind::batch_rejected) s_.metrics.batches_rejected++;
+      if (r.kind == Refusal::Kind::batch_rate_limited) {
         s_.metrics.batches_retry_later++;
         continue;  // one per batch over the rate: not worth a log line each
       }
@@ -240,7 +240,7 @@ class Session : public std::enable_shared_from_this<Session> {
       s_.log->info("relay {} ({}) sends for {}", identity_, ip_, origin);
       s_.sink.session_started(origin);
     }
-    for (uplink::BatchToWrite& w : out.writes) write(std::move(w));
+    for (BatchToWrite& w : out.writes) write(std::move(w));
     for (const v1::Frame& f : out.frames) {
       if (auto r = tls_->write(wire::encode_frame(f)); !r) {
         finish();
@@ -248,25 +248,25 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     switch (out.end) {
-      case uplink::GatewayOutput::End::now:
+      case GatewayOutput::End::now:
         finish();
         return false;
-      case uplink::GatewayOutput::End::after_send:
+      case GatewayOutput::End::after_send:
         tls_->close();
         flush();
         finish_after_flush();
         return false;
-      case uplink::GatewayOutput::End::none:
+      case GatewayOutput::End::none:
         flush();
         return state_ == State::open;
     }
     return false;
   }
 
-  void write(uplink::BatchToWrite w) {
+  void write(BatchToWrite w) {
     const uint64_t batch_seq = w.batch_seq;
     const int64_t started = s_.clock.mono_ns();
-    s_.validation.apply(w.batch);  // contracts, sensitive fields, provenance
+    if (s_.config.prepare) s_.config.prepare(w.batch);  // the gateway's validation
     auto self = shared_from_this();
     s_.sink.write(std::move(w.batch), [self, batch_seq, started](const Result<SinkResult>& r) {
       const double seconds = static_cast<double>(self->s_.clock.mono_ns() - started) / 1e9;
@@ -286,10 +286,10 @@ class Session : public std::enable_shared_from_this<Session> {
         s_.audit->error(
             "gap peer={} subject=\"{}\" serial={} agent={} seqs {}..{} ({} events) are below "
             "what the agent still has and above the sink's mark: they cannot be sent again and "
-            "are counted as lost (outpost_gateway_events_total{{result=\"gap_lost\"}}); was the "
-            "sink's state rolled back or replaced?",
+            "are counted as lost ({}_events_total{{result=\"gap_lost\"}}); was the sink's "
+            "state rolled back or replaced?",
             ip_, subject_, serial_, identity_, r->gap_first, r->gap_first + r->gap_lost - 1,
-            r->gap_lost);
+            r->gap_lost, s_.metrics.prefix());
       }
       (r->written == 0 && r->dead_lettered == 0 && r->duplicates > 0 ? s_.metrics.batches_duplicate
                                                                      : s_.metrics.batches_ok)++;
@@ -406,8 +406,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string ip_;
   std::string identity_, subject_, serial_;
   State state_ = State::handshake;
-  std::optional<uplink::GatewayProtocol> protocol_;  // made when the handshake is done
-  std::vector<char> buf_;                            // likewise
+  std::optional<GatewayProtocol> protocol_;  // made when the handshake is done
+  std::vector<char> buf_;                    // likewise
   std::string plain_;
   std::string out_;
   bool reading_ = false;
@@ -415,4 +415,4 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
 };
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,6 +1,8 @@
 #pragma once
-// The gateway's counters, rendered as Prometheus text on GET /metrics. Names and labels are
-// listed in docs/gateway.md ("Metrics"); they are an interface: add, never rename.
+// The counters of a server that accepts agents (server.hpp): the gateway's, rendered as
+// Prometheus text on its GET /metrics under the prefix outpost_gateway (names and labels listed
+// in docs/gateway.md, "Metrics": an interface, add, never rename), or a relaying agent's, under
+// outpost_agent_relay.
 //
 // Thread-safety: every member may be updated from any thread.
 
@@ -10,11 +12,15 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
-class Metrics {
+class ServerMetrics {
  public:
+  // `prefix` starts every series name: "outpost_gateway", "outpost_agent_relay".
+  explicit ServerMetrics(std::string prefix) : prefix_(std::move(prefix)) {}
+
   std::atomic<int64_t> connections_open{0};
   std::atomic<uint64_t> connections_accepted{0};
   std::atomic<uint64_t> sessions_established{0};
@@ -39,10 +45,12 @@ class Metrics {
   void observe_sink_latency(double seconds);
 
   std::string render_prometheus() const;
+  const std::string& prefix() const { return prefix_; }
 
  private:
   static constexpr std::array<double, 12> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                       0.05,   0.1,   0.25,   0.5,   1,    5};
+  std::string prefix_;
   mutable std::mutex mu_;
   std::map<std::string, uint64_t> rejects_;
   std::map<std::string, uint64_t> sink_errors_;
@@ -51,4 +59,4 @@ class Metrics {
   double latency_sum_ = 0;
 };
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,9 +1,9 @@
 #pragma once
-// The gateway server's internals, shared by the files that implement it (one responsibility
-// each): server.cpp (start, graceful shutdown), admission.cpp (accepting connections, limits
-// per IP and globally, per-device rate limits, the audit log), session.hpp (the protocol
-// session of one agent connection), status_http.cpp (/healthz, /readyz, /metrics). Only
-// those files include it.
+// The server's internals, shared by the files that implement it (one responsibility each):
+// server.cpp (start, graceful shutdown), admission.cpp (accepting connections, limits per IP
+// and globally, per-device rate limits, relays' devices, the audit log), session.hpp (the
+// protocol session of one agent connection), status_http.cpp (/healthz, /readyz, /metrics).
+// Only those files include it.
 #include <utility>
 
 #include <boost/asio.hpp>
@@ -21,10 +21,10 @@
 
 #include "common/log.hpp"
 #include "common/tls/tls.hpp"
-#include "gateway/server/server.hpp"
 #include "uplink/gateway_protocol.hpp"
+#include "uplink/server/server.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -36,16 +36,15 @@ class Session;
 inline constexpr const char* kRelayUri = "urn:outpost:relay:";
 inline constexpr const char* kSiteUri = "urn:outpost:site:";
 
-struct Server::Impl final : uplink::RateGate, uplink::RelayCheck {
-  GatewayConfig config;
-  const ValidationStage& validation;
+struct Server::Impl final : RateGate, RelayCheck {
+  ServerOptions config;
   Sink& sink;
-  Metrics& metrics;
+  ServerMetrics& metrics;
   const Clock& clock;
-  std::shared_ptr<spdlog::logger> log = log::get("gateway");
+  std::shared_ptr<spdlog::logger> log = log::get(config.name);
   std::shared_ptr<spdlog::logger> audit = log::get("audit");
   std::shared_ptr<tls::TlsContext> tls;
-  int64_t cert_not_after = 0;  // the gateway certificate's notAfter (Unix time), read at start
+  int64_t cert_not_after = 0;  // the server certificate's notAfter (Unix time), read at start
 
   asio::io_context io;
   tcp::acceptor acceptor{io};
@@ -72,17 +71,17 @@ struct Server::Impl final : uplink::RateGate, uplink::RelayCheck {
   };
   std::unordered_map<std::string, AuditWindow> audit_windows;
 
-  Impl(GatewayConfig c, const ValidationStage& v, Sink& s, Metrics& m, const Clock& cl)
-      : config(std::move(c)), validation(v), sink(s), metrics(m), clock(cl) {}
+  Impl(ServerOptions c, Sink& s, ServerMetrics& m, const Clock& cl)
+      : config(std::move(c)), sink(s), metrics(m), clock(cl) {}
 
   void accept();
   void accept_http();
   // Logs a refused handshake or identity mismatch, at most 10 lines per source IP a minute.
   void audit_line(const std::string& ip, const std::string& subject, const std::string& serial,
                   const std::string& reason);
-  // The device's token bucket (uplink::RateGate): takes `events`; false: over its rate.
+  // The device's token bucket (RateGate): takes `events`; false: over its rate.
   bool admit(const std::string& identity, uint64_t events) override;
-  // uplink::RelayCheck: the device's certificate verifies against the CA, names `origin` and
+  // RelayCheck: the device's certificate verifies against the CA, names `origin` and
   // puts it in the relay's site.
   Result<void> vouch(const std::string& site, const std::string& origin,
                      std::string_view certificate_der) override;
@@ -92,4 +91,4 @@ struct Server::Impl final : uplink::RateGate, uplink::RelayCheck {
   void give_memory_back();  // a session left the handshake state (done or closed)
 };
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

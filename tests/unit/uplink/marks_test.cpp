@@ -1,5 +1,5 @@
 // The mark rule both sinks apply (gateway/pipeline/marks.hpp), without a sink or a broker.
-#include "gateway/pipeline/marks.hpp"
+#include "uplink/marks.hpp"
 
 #include <doctest/doctest.h>
 
@@ -9,7 +9,7 @@
 #include "tests/support/event_list.hpp"
 
 using namespace outpost;
-using namespace outpost::gateway;
+using namespace outpost::uplink;
 
 namespace {
 

@@ -1,11 +1,11 @@
-// The gateway's plain HTTP endpoints: /healthz, /readyz (the sink's readiness, draining) and
-// /metrics (the server's counters and the sink's own).
+// The server's plain HTTP endpoints: /healthz, /readyz (the sink's readiness, draining) and
+// /metrics (the server's counters, the host's and the sink's own).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "gateway/server/server_impl.hpp"
+#include "uplink/server/server_impl.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 namespace {
 
 namespace beast = boost::beast;
@@ -30,7 +30,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     res->keep_alive(false);
     res->set(http::field::content_type, "text/plain; charset=utf-8");
     const auto target = request_.target();
-    // Why the gateway takes no batches now (/readyz, outpost_gateway_ready), or nullopt.
+    // Why the server takes no batches now (/readyz, PREFIX_ready), or nullopt.
     auto not_ready = [this]() -> std::optional<std::string> {
       if (s_.draining) return "shutting down";
       return s_.sink.not_ready_reason();
@@ -50,19 +50,18 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       res->set(http::field::content_type, "text/plain; version=0.0.4");
       res->body() = s_.metrics.render_prometheus();
       const bool ready = !not_ready();
-      res->body() +=
-          "# HELP outpost_gateway_ready 1 while the gateway takes batches (/readyz answers "
-          "200).\n# TYPE outpost_gateway_ready gauge\noutpost_gateway_ready " +
-          std::string(ready ? "1" : "0") + "\n";
+      const std::string& p = s_.metrics.prefix();
+      res->body() += "# HELP " + p + "_ready 1 while the " + s_.config.name +
+                     " takes batches (/readyz answers 200).\n# TYPE " + p + "_ready gauge\n" + p +
+                     "_ready " + (ready ? "1" : "0") + "\n";
       if (s_.cert_not_after != 0) {
-        res->body() +=
-            "# HELP outpost_gateway_certificate_expiry_timestamp_seconds When the gateway's "
-            "certificate expires (notAfter, Unix time).\n# TYPE "
-            "outpost_gateway_certificate_expiry_timestamp_seconds gauge\n"
-            "outpost_gateway_certificate_expiry_timestamp_seconds " +
-            std::to_string(s_.cert_not_after) + "\n";
+        res->body() += "# HELP " + p + "_certificate_expiry_timestamp_seconds When the " +
+                       s_.config.name + "'s certificate expires (notAfter, Unix time).\n# TYPE " +
+                       p + "_certificate_expiry_timestamp_seconds gauge\n" + p +
+                       "_certificate_expiry_timestamp_seconds " +
+                       std::to_string(s_.cert_not_after) + "\n";
       }
-      s_.validation.append_metrics(res->body());
+      if (s_.config.append_metrics) s_.config.append_metrics(res->body());
       s_.sink.append_metrics(res->body());
     } else {
       res->result(http::status::not_found);
@@ -92,4 +91,4 @@ void Server::Impl::accept_http() {
       });
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

@@ -1,6 +1,6 @@
-#include "gateway/pipeline/marks.hpp"
+#include "uplink/marks.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 
 MarkDecision decide_mark(std::optional<uint64_t> known, const SinkBatch& b) {
   if (!known && b.session_first_seq > 0) known = b.session_first_seq - 1;
@@ -139,4 +139,4 @@ void MarkBook::Group::commit() {
   for (const auto& [agent, first_seq] : refused_) book_.note_failed_locked(agent, first_seq);
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink

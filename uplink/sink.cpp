@@ -1,10 +1,10 @@
-#include "gateway/sinks/sink.hpp"
+#include "uplink/sink.hpp"
 
 #include <cerrno>
 
 #include "common/error_category.hpp"
 
-namespace outpost::gateway {
+namespace outpost::uplink {
 namespace {
 
 const char* describe(sink_errc e) {
@@ -47,4 +47,4 @@ sink_errc sink_errc_from_errno(int err) {
   return err == ENOSPC || err == EDQUOT ? sink_errc::disk_full : sink_errc::io;
 }
 
-}  // namespace outpost::gateway
+}  // namespace outpost::uplink
