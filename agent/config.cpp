@@ -1,5 +1,8 @@
 #include "agent/config.hpp"
 
+#include "common/tls/certificate.hpp"
+#include "uplink/gateway_protocol.hpp"
+
 #include <unistd.h>
 
 #include <climits>
@@ -220,6 +223,75 @@ Result<void> load_spool_source(ConfigDoc& doc, SpoolSourceConfig& c) {
   return {};
 }
 
+// [relay] (docs/configuration.md): after [uplink], whose files are its defaults.
+Result<void> load_relay(ConfigDoc& doc, AgentConfig& c) {
+  RelayConfig& r = c.relay;
+  uplink::ServerOptions& o = r.server;
+  OUTPOST_TRY_ASSIGN(r.enabled, doc.boolean("relay.enabled", false));
+  std::pair<std::string, uint16_t> listen;
+  OUTPOST_TRY_ASSIGN(listen, doc.host_port("relay.listen", "0.0.0.0:7443", false));
+  o.name = "relay";
+  o.listen_key = "relay.listen";
+  o.listen_address = listen.first;
+  o.listen_port = listen.second;
+  o.http = false;  // the agent's own /metrics shows the relay's counters
+  o.allow_relays = false;
+  const ForwarderOptions& f = c.uplink.forwarder;
+  OUTPOST_TRY_ASSIGN(o.ca_file, doc.string("relay.ca_file", f.ca_file));
+  OUTPOST_TRY_ASSIGN(o.cert_file, doc.string("relay.cert_file", f.cert_file));
+  OUTPOST_TRY_ASSIGN(o.key_file, doc.string("relay.key_file", f.key_file));
+  std::string identity;
+  OUTPOST_TRY_ASSIGN(identity, doc.choice("relay.identity", "cn", {"cn", "uri_san"}));
+  o.identity_from_uri_san = identity == "uri_san";
+  int64_t n = 0;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("relay.threads", 1, 1, 64));
+  o.threads = static_cast<int>(n);
+  uplink::ServerLimits& l = o.limits;
+  OUTPOST_TRY_ASSIGN(n, doc.integer("relay.max_connections", 1000, 1, 100'000));
+  l.max_connections = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("relay.max_connections_per_ip", 16, 1, 100'000));
+  l.max_connections_per_ip = static_cast<uint32_t>(n);
+  l.max_pending_handshakes = std::min<uint32_t>(l.max_pending_handshakes, l.max_connections);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("relay.max_in_flight_batches", 8, 1, 1024));
+  l.max_in_flight_batches = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("relay.max_events_per_batch", 10'000, 1, 1'000'000));
+  l.max_events_per_batch = static_cast<uint32_t>(n);
+  OUTPOST_TRY_ASSIGN(l.max_frame_bytes,
+                     memory_bytes(doc, "relay.max_frame_bytes", "4MiB", 4096, 256u << 20));
+  OUTPOST_TRY_ASSIGN(l.max_decompressed_bytes,
+                     memory_bytes(doc, "relay.max_decompressed_bytes", "16MiB", 4096, 1ULL << 30));
+  OUTPOST_TRY_ASSIGN(l.idle_timeout_ns,
+                     doc.duration_ns("relay.idle_timeout", "120s", kSecond, 3600 * kSecond));
+  OUTPOST_TRY_ASSIGN(l.handshake_timeout_ns,
+                     doc.duration_ns("relay.handshake_timeout", "10s", 100 * kMs, 600 * kSecond));
+  OUTPOST_TRY_ASSIGN(l.device_events_per_second,
+                     doc.integer("relay.device_events_per_second", 0, 0, 100'000'000));
+  OUTPOST_TRY_ASSIGN(l.device_burst_events,
+                     doc.integer("relay.device_burst_events", 0, 0, 1'000'000'000));
+  if (l.device_events_per_second > 0 && l.device_burst_events == 0) {
+    l.device_burst_events = l.device_events_per_second;
+  }
+  if (!r.enabled) return {};
+  // The site comes from the relay's own certificate (docs/protocol.md, "Relays").
+  auto cert = tls::read_certificate(o.cert_file);
+  if (!cert) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("relay.cert_file") + ": relay.cert_file: " + cert.error().message);
+  }
+  for (const std::string& uri : cert->uri_sans) {
+    if (uri.rfind(uplink::kRelayUri, 0) == 0)
+      r.site = uri.substr(std::string_view(uplink::kRelayUri).size());
+  }
+  if (r.site.empty()) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("relay.cert_file") + ": relay.cert_file " + o.cert_file +
+                          " has no URI SAN " + uplink::kRelayUri +
+                          "SITE: the gateway will not take the devices' events from it (make one "
+                          "with deploy/certs/make-certs DIR --site SITE)");
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
@@ -354,6 +426,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
   if (auto r = load_spool_source(doc, c.spool); !r) return r.error();
+  if (auto r = load_relay(doc, c); !r) return r.error();
 
   std::string validate;
   OUTPOST_TRY_ASSIGN(validate, doc.choice("contracts.validate", "gateway", {"gateway", "edge"}));

@@ -15,6 +15,7 @@
 #include "agent/sources/spool/spool_source.hpp"
 #include "common/config.hpp"
 #include "proto/contracts_config.hpp"
+#include "uplink/server/server.hpp"
 
 namespace outpost::agent {
 
@@ -40,6 +41,13 @@ struct SpoolSourceConfig {
   SpoolSourceOptions options;
 };
 
+// [relay]: the agent accepts the uplinks of its site's devices (agent/relay/).
+struct RelayConfig {
+  bool enabled = false;
+  uplink::ServerOptions server;
+  std::string site;  // from the certificate's URI SAN urn:outpost:relay:SITE
+};
+
 struct UplinkConfig {
   bool enabled = false;  // true when uplink.endpoints is set
   ForwarderOptions forwarder;
@@ -59,6 +67,7 @@ struct AgentConfig {
   HttpSourceConfig http;
   MqttSourceConfig mqtt;
   SpoolSourceConfig spool;
+  RelayConfig relay;
   // [contracts]: validate = "edge" checks events on the device (agent/contracts/).
   bool validate_at_edge = false;
   proto::ContractsConfig contracts;

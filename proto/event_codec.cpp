@@ -15,6 +15,7 @@
 #include "common/utf8.hpp"
 #include "outpost/v1/event.pb.h"
 #include "proto/event_view.hpp"
+#include "proto/field_reader.hpp"
 #include "proto/varint.hpp"
 
 namespace outpost::proto {
@@ -81,6 +82,7 @@ size_t stamp_fields_size(std::string_view agent_id, uint64_t seq, int64_t collec
 
 std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
                   int64_t collected_at_ns) {
+  if (is_relayed(body)) return std::string(body);
   std::string out;
   out.reserve(body.size() + stamp_fields_size(agent_id, seq, collected_at_ns));
   out.append(body);
@@ -90,9 +92,43 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
 
 void append_stamped_delimited(std::string& out, std::string_view body, std::string_view agent_id,
                               uint64_t seq, int64_t collected_at_ns) {
+  if (is_relayed(body)) {
+    put_varint(out, body.size());
+    out.append(body);
+    return;
+  }
   put_varint(out, body.size() + stamp_fields_size(agent_id, seq, collected_at_ns));
   out.append(body);
   put_stamp_fields(out, agent_id, seq, collected_at_ns);
+}
+
+std::string relayed_body(std::string_view event_bytes, std::string_view agent_id, uint64_t seq,
+                         int64_t collected_at_ns) {
+  std::string out;
+  out.reserve(event_bytes.size() + stamp_fields_size(agent_id, seq, collected_at_ns));
+  put_stamp_fields(out, agent_id, seq, collected_at_ns);
+  FieldReader r(event_bytes);
+  Field f;
+  size_t run = 0;
+  for (size_t start = 0; r.next(f); start = r.position()) {
+    if (f.number != 1 && f.number != 2 && f.number != 5) continue;
+    if (start > run) out.append(event_bytes.substr(run, start - run));
+    run = r.position();
+  }
+  if (event_bytes.size() > run) out.append(event_bytes.substr(run));
+  return out;
+}
+
+std::optional<RelayedIdentity> relayed_identity(std::string_view body) {
+  if (!is_relayed(body)) return std::nullopt;
+  FieldReader r(body);
+  Field f;
+  RelayedIdentity id;
+  if (!r.next(f) || f.number != 1 || f.type != kLengthDelimited) return std::nullopt;
+  id.agent_id = f.bytes;
+  if (!r.next(f) || f.number != 2 || f.type != kVarint) return std::nullopt;
+  id.seq = f.value;
+  return id;
 }
 
 std::string encode_pixel_event(const PixelHitFields& hit) {

@@ -28,7 +28,8 @@ namespace outpost::proto {
 // Largest event accepted by the import paths.
 inline constexpr size_t kMaxEventBytes = 16u << 20;
 
-// The full event: a stored body with agent_id, seq and collected_at appended. Protobuf's rule
+// The full event: a stored body with agent_id, seq and collected_at appended (a relayed body,
+// below, is one already). Protobuf's rule
 // that the last occurrence of a scalar field wins makes this a valid Event without re-encoding.
 std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq,
                   int64_t collected_at_ns);
@@ -36,6 +37,22 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
 // (the forwarder builds a batch payload this way).
 void append_stamped_delimited(std::string& out, std::string_view body, std::string_view agent_id,
                               uint64_t seq, int64_t collected_at_ns);
+
+// A relayed event (agent/relay/): a device's event that a site agent took, stored with the
+// device's identity first — agent_id (field 1) at byte 0, then seq and collected_at — which
+// the body of an agent's own event never has (the buffer stamps those). stamp() and
+// append_stamped_delimited() leave such a body as it is, so it reaches the gateway under the
+// device's identity.
+inline bool is_relayed(std::string_view body) { return !body.empty() && body[0] == 0x0A; }
+// The body a relay stores for a device's event (its bytes as the device sent them).
+std::string relayed_body(std::string_view event_bytes, std::string_view agent_id, uint64_t seq,
+                         int64_t collected_at_ns);
+// The device's identity in a relayed body, or nullopt when the body is not one.
+struct RelayedIdentity {
+  std::string_view agent_id;
+  uint64_t seq = 0;
+};
+std::optional<RelayedIdentity> relayed_identity(std::string_view body);
 
 // The fields of a pixel hit, as the HTTP source has them (already bounded and valid UTF-8).
 struct PixelHitFields {

@@ -32,6 +32,11 @@ namespace outpost::uplink {
 
 inline constexpr const char* kGatewayVersion = "0.1.0";
 
+// The URI SAN that makes a certificate a relay's, and the one that puts a device in a site
+// (docs/protocol.md, "Relays"). Roles, never taken as an identity.
+inline constexpr const char* kRelayUri = "urn:outpost:relay:";
+inline constexpr const char* kSiteUri = "urn:outpost:site:";
+
 struct SessionLimits {
   uint32_t max_frame_bytes = 16u << 20;
   uint32_t max_in_flight_batches = 8;

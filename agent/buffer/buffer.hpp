@@ -136,7 +136,9 @@ struct BasicStoredEvent {
 };
 using StoredEvent = BasicStoredEvent<std::string>;
 using StoredEventRef = BasicStoredEvent<std::string_view>;
-using EventVisitor = std::function<void(const StoredEventRef&)>;
+// False: the event is not taken, and the batch ends before it (the forwarder keeps one
+// device's events per batch).
+using EventVisitor = std::function<bool(const StoredEventRef&)>;
 
 // Why events left the buffer without an ack, or never entered it although their source had
 // already told its client they were taken (Acceptance). Names are stable: they appear in

@@ -185,6 +185,7 @@ Result<std::vector<StoredEvent>> SqliteBuffer::read_batch(uint64_t after_seq, si
   auto n = impl_->scan_batch(after_seq, max_events, max_bytes, [&](const StoredEventRef& e) {
     out.push_back(
         {e.seq, e.kind, e.priority, e.event_time_ns, e.collected_at_ns, std::string(e.body)});
+    return true;
   });
   if (!n) return n.error();
   return out;
@@ -221,9 +222,9 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
       e.event_time_ns = row.col_int(3);
       e.collected_at_ns = row.col_int(4);
       e.body = std::string_view(body == nullptr ? "" : body, size);
+      if (!visit(e)) return false;  // not taken: not in this batch
       rows.push_back({e.seq, size, kind, e.priority});
       bytes += size;
-      visit(e);
       return rows.size() < max_events;
     });
   }

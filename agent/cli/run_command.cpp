@@ -14,6 +14,7 @@
 #include "agent/contracts/edge_validation.hpp"
 #include "agent/forwarder/forwarder.hpp"
 #include "agent/generator/synthetic_generator.hpp"
+#include "agent/relay/relay_sink.hpp"
 #include "agent/sources/http/http_source.hpp"
 #include "agent/sources/mqtt/mqtt_source.hpp"
 #include "agent/sources/spool/spool_source.hpp"
@@ -21,6 +22,8 @@
 #include "common/log.hpp"
 #include "common/tls/certificate.hpp"
 #include "common/units.hpp"
+#include "uplink/gateway_protocol.hpp"
+#include "uplink/server/server.hpp"
 
 namespace outpost::agent::cli {
 
@@ -127,6 +130,46 @@ int run_agent(const RunOptions& o) {
               config->spool.options.schema);
   }
 
+  // Relay mode: the site's devices' uplinks, into this agent's buffer (docs/install.md,
+  // "Site gateways").
+  std::unique_ptr<RelaySink> relay_sink;
+  std::unique_ptr<uplink::ServerMetrics> relay_metrics;
+  std::unique_ptr<uplink::Server> relay;
+  if (config->relay.enabled) {
+    auto sink = RelaySink::open(**buffer);
+    if (!sink) {
+      log->critical("relay: {}", sink.error().describe());
+      return kExitError;
+    }
+    relay_sink = std::move(*sink);
+    relay_metrics = std::make_unique<uplink::ServerMetrics>("outpost_agent_relay");
+    uplink::ServerOptions o = config->relay.server;
+    const std::string site = config->relay.site;
+    const std::string site_uri = std::string(uplink::kSiteUri) + site;
+    RelaySink* keep = relay_sink.get();
+    // Only the site's own devices: the gateway takes their events from this relay only.
+    o.admit_peer = [keep, site, site_uri](
+                       const std::string& identity,
+                       const tls::PeerCertificate& peer) -> std::optional<std::string> {
+      if (std::find(peer.uri_sans.begin(), peer.uri_sans.end(), site_uri) == peer.uri_sans.end()) {
+        return "the certificate of " + identity + " has no URI SAN " + site_uri +
+               ": not a device of site " + site;
+      }
+      keep->remember_certificate(identity, peer.der);
+      return std::nullopt;
+    };
+    auto started = uplink::Server::start(std::move(o), *relay_sink, *relay_metrics, clock);
+    if (!started) {
+      log->critical("relay: {}", started.error().describe());
+      return kExitUsage;
+    }
+    relay = std::move(*started);
+    config->uplink.forwarder.device_certificate = [keep](const std::string& device) {
+      return keep->certificate(device);
+    };
+    log->info("relay for the devices of site {} on port {}", site, relay->port());
+  }
+
   std::unique_ptr<Forwarder> forwarder;
   if (config->uplink.enabled) {
     forwarder = std::make_unique<Forwarder>(config->uplink.forwarder, **buffer, clock);
@@ -149,10 +192,12 @@ int run_agent(const RunOptions& o) {
       }
     }
   }
-  auto more_metrics = [e = edge.get(), spool = spool_source.get(),
-                       cert_not_after](std::string& out) {
+  auto more_metrics = [e = edge.get(), spool = spool_source.get(), rm = relay_metrics.get(),
+                       rs = relay_sink.get(), cert_not_after](std::string& out) {
     if (e != nullptr) e->append_metrics(out);
     if (spool != nullptr) spool->append_metrics(out);
+    if (rm != nullptr) out += rm->render_prometheus();
+    if (rs != nullptr) rs->append_metrics(out);
     if (cert_not_after != 0) {
       out +=
           "# HELP outpost_agent_certificate_expiry_timestamp_seconds When the device "
@@ -194,8 +239,15 @@ int run_agent(const RunOptions& o) {
   http_source.reset();
   mqtt_source.reset();
   spool_source.reset();
+  if (relay) {
+    // The devices' batches in flight are answered before the buffer closes.
+    const size_t cut = relay->shutdown(std::chrono::seconds(5));
+    if (cut > 0) log->warn("relay: {} device sessions were cut off", cut);
+  }
   status.reset();
   forwarder.reset();
+  relay.reset();
+  relay_sink.reset();
   buffer->reset();  // finishes queued appends
   log->info("stopped");
   return exit_code;

@@ -7,6 +7,7 @@
 #include <future>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "agent/forwarder/pacing.hpp"
@@ -44,6 +45,11 @@ struct Forwarder::Impl {
   std::thread thread;
   std::mt19937_64 rng{std::random_device{}()};
   UploadPacer pacer{opt.rate_limit_bytes_per_s};
+  // A relaying agent: the last seq of its own events that a gateway acknowledged (0: none
+  // since the process started). Its own events' seqs have holes where relayed events were
+  // stored, so its batches of them start here, not at the last seq sent (docs/protocol.md,
+  // "Relays").
+  uint64_t own_acked = 0;
 
   Impl(ForwarderOptions o, Buffer& b, const Clock& c)
       : opt(std::move(o)), buffer(b), clock(c), compressor(opt.zstd_level) {}
@@ -134,6 +140,11 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   uplink::AgentProtocol protocol(po, stats->acked_seq);
   protocol.start(clock.mono_ns());
 
+  const bool relaying = static_cast<bool>(opt.device_certificate);
+  std::set<std::string> vouched;     // relayed devices whose certificate went in this session
+  std::set<uint64_t> own_in_flight;  // relaying: local last seqs of own batches in flight
+  uint64_t own_next_first = own_acked + 1;
+
   // Acks being committed by the buffer's writer: the forwarder goes on sending meanwhile
   // (waiting for each commit's fsync left the uplink idle), checks each result as it comes,
   // and waits for the rest when the session ends, so the next one starts from them.
@@ -168,6 +179,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
                 protocol.window());
     }
     for (const uplink::AckedBatch& a : out.acked) {
+      if (own_in_flight.erase(a.last_seq) > 0) own_acked = std::max(own_acked, a.last_seq);
       committing.push_back(buffer.ack_async(a.last_seq));
       progress = true;
       set_status([&](ForwarderStatus& s) {
@@ -177,7 +189,13 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
         s.last_error.clear();
       });
     }
-    if (out.pause) log->info("uplink {}: gateway asks to retry later ({})", endpoint, *out.pause);
+    if (out.pause) {
+      log->info("uplink {}: gateway asks to retry later ({})", endpoint, *out.pause);
+      // The batches in flight are abandoned and sent again from the last ack.
+      own_in_flight.clear();
+      own_next_first = own_acked + 1;
+      vouched.clear();
+    }
     for (const v1::Frame& f : out.frames) {
       if (auto r = stream.send(f, clock.mono_ns() + opt.ack_timeout_ns); !r) return r;
     }
@@ -191,13 +209,27 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
     while (protocol.may_send(clock.mono_ns())) {
       payload.clear();
       uint64_t last_seq = 0;
-      auto count =
-          buffer.visit_batch(protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
-                             [&](const StoredEventRef& e) {
-                               proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq,
-                                                               e.collected_at_ns);
-                               last_seq = e.seq;
-                             });
+      // One device's events per batch: the relay's own (origin ""), or a device's it relays
+      // (docs/protocol.md, "Relays"), whose seqs the batch then names.
+      std::optional<std::string> origin;
+      uint64_t origin_first = 0, origin_last = 0;
+      auto count = buffer.visit_batch(
+          protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
+          [&](const StoredEventRef& e) {
+            const auto relayed = proto::relayed_identity(e.body);
+            const std::string_view who = relayed ? relayed->agent_id : std::string_view();
+            if (!origin) {
+              origin = std::string(who);
+              origin_first = relayed ? relayed->seq : 0;
+            } else if (*origin != who) {
+              return false;
+            }
+            if (relayed) origin_last = relayed->seq;
+            proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq,
+                                            e.collected_at_ns);
+            last_seq = e.seq;
+            return true;
+          });
       if (!count) return count.error();
       if (*count == 0) break;
       auto z = compressor.compress(payload);
@@ -209,6 +241,30 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       }
       v1::Frame f = protocol.batch(last_seq, static_cast<uint32_t>(*count), v1::CODEC_ZSTD,
                                    std::move(*z), payload.size(), clock.mono_ns());
+      if (relaying && origin && origin->empty()) {
+        f.mutable_batch()->set_first_seq(own_next_first);
+        own_next_first = last_seq + 1;
+        own_in_flight.insert(last_seq);
+      }
+      if (origin && !origin->empty()) {
+        v1::Batch& b = *f.mutable_batch();
+        b.set_origin_agent_id(*origin);
+        b.set_first_seq(origin_first);
+        b.set_last_seq(origin_last);
+        // The device's certificate with its first batch of the session, so that the gateway
+        // can check this relay may speak for it.
+        if (vouched.insert(*origin).second) {
+          auto certificate =
+              opt.device_certificate ? opt.device_certificate(*origin) : std::nullopt;
+          if (!certificate) {
+            log->error(
+                "uplink {}: no certificate of device {} is kept; the gateway will refuse "
+                "its events",
+                endpoint, *origin);
+          }
+          b.set_origin_certificate(certificate.value_or(""));
+        }
+      }
       if (auto r = stream.send(f, clock.mono_ns() + opt.ack_timeout_ns); !r) return r;
       set_status([&](ForwarderStatus& s) { s.bytes_sent += wire_bytes; });
     }

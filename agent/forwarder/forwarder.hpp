@@ -9,7 +9,9 @@
 // Buffer and the Clock outlive the Forwarder; stop() (or the destructor) joins its thread.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,9 @@ struct ForwarderOptions {
   int64_t backoff_max_ns = 30'000'000'000;
   uint64_t rate_limit_bytes_per_s = 0;  // compressed bytes on the wire; 0: no limit
   int64_t ping_interval_ns = 30'000'000'000;
+  // A relaying agent (agent/relay/): the certificate (DER) of a device whose events it sends,
+  // as the device presented it; nullopt when none is kept.
+  std::function<std::optional<std::string>(const std::string& device)> device_certificate;
 };
 
 struct ForwarderStatus {

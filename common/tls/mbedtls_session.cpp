@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "common/error_category.hpp"
+#include "common/tls/certificate.hpp"
 #include "common/tls/tls.hpp"
 #include "common/units.hpp"
 
@@ -389,6 +390,19 @@ PeerCertificate TlsSession::peer() const {
     return p;
   }
   return describe_certificate(crt);
+}
+
+Result<PeerCertificate> read_certificate(const std::string& path) {
+  mbedtls_x509_crt crt;
+  mbedtls_x509_crt_init(&crt);
+  const int rc = mbedtls_x509_crt_parse_file(&crt, path.c_str());
+  if (rc < 0 || crt.raw.p == nullptr) {
+    mbedtls_x509_crt_free(&crt);
+    return make_error(tls_errc::config, "certificate " + path + " cannot be read as PEM or DER");
+  }
+  PeerCertificate p = describe_certificate(&crt);
+  mbedtls_x509_crt_free(&crt);
+  return p;
 }
 
 Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) const {

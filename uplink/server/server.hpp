@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/clock.hpp"
 #include "common/result.hpp"
+#include "common/tls/tls.hpp"
 #include "uplink/server/metrics.hpp"
 #include "uplink/sink.hpp"
 
@@ -54,6 +56,15 @@ struct ServerOptions {
   std::string ca_file, cert_file, key_file;
   bool identity_from_uri_san = false;  // the identity is the first URI SAN, not the CN
   ServerLimits limits;
+  // Whether a certificate with the relay role (urn:outpost:relay:SITE) may send other devices'
+  // events (docs/protocol.md, "Relays"): the gateway's yes; a relaying agent's no (one tier).
+  bool allow_relays = true;
+  // After the handshake, with the peer's identity and certificate: a refusal (for the audit
+  // log and the Goodbye), or nullopt to go on. A relaying agent checks that the device is of
+  // its site and keeps its certificate.
+  std::function<std::optional<std::string>(const std::string& identity,
+                                           const tls::PeerCertificate& peer)>
+      admit_peer;
   // On the connection's strand, before a batch goes to the sink (the gateway's validation).
   std::function<void(SinkBatch&)> prepare;
   // More Prometheus text for GET /metrics (the validation's counters).

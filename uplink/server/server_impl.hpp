@@ -31,11 +31,6 @@ using tcp = asio::ip::tcp;
 
 class Session;
 
-// The URI SAN that makes a certificate a relay's, and the one that puts a device in a site
-// (docs/protocol.md, "Relays").
-inline constexpr const char* kRelayUri = "urn:outpost:relay:";
-inline constexpr const char* kSiteUri = "urn:outpost:site:";
-
 struct Server::Impl final : RateGate, RelayCheck {
   ServerOptions config;
   Sink& sink;

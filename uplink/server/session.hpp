@@ -185,6 +185,15 @@ class Session : public std::enable_shared_from_this<Session> {
       goodbye("certificate identity not usable");
       return false;
     }
+    if (s_.config.admit_peer) {
+      if (auto refused = s_.config.admit_peer(identity_, peer)) {
+        s_.metrics.reject("peer_refused");
+        s_.audit_line(ip_, subject_, serial_, *refused);
+        goodbye(*refused);
+        return false;
+      }
+    }
+    if (!s_.config.allow_relays) relay_site.clear();
     const auto& l = s_.config.limits;
     protocol_.emplace(
         SessionLimits{l.max_frame_bytes, l.max_in_flight_batches, l.max_decompressed_bytes,
