@@ -104,7 +104,8 @@ TEST_CASE(
   // Let the last generator finish, then drain.
   REQUIRE_MESSAGE(wait_until(
                       [&] {
-                        return next_seq(agent.buffer_path()) > 200'000 &&
+                        return generator_finished(agent.log()) &&
+                               next_seq(agent.buffer_path()) > 200'000 &&
                                pending(agent.buffer_path()) == 0;
                       },
                       240),

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -205,6 +206,14 @@ class AgentProc : public ManagedProcess {
   std::string endpoints_, extra_, agent_keys_;
 };
 
+// Whether the agent's synthetic generator finished its run since the agent last started (the
+// log says so after the last start): a killed agent's restarted generator makes more events.
+inline bool generator_finished(const std::string& log) {
+  const size_t started = log.rfind("started; buffer");
+  return started != std::string::npos &&
+         log.find("generator: generated", started) != std::string::npos;
+}
+
 // Every seq 1..last of `agent` exactly once in the sink, and nothing else.
 inline void check_file_sink_exactly_once(const std::string& sink, const std::string& agent,
                                          uint64_t last) {
@@ -228,6 +237,25 @@ inline void check_file_sink_exactly_once(const std::string& sink, const std::str
   CHECK(duplicates == 0);
   CHECK(foreign == 0);
   CHECK(seqs.size() == last);
+}
+
+// For each agent, every seq 1..last exactly once in the sink; other agents' lines are allowed.
+inline void check_file_sink_exactly_once_of(const std::string& sink,
+                                            const std::map<std::string, uint64_t>& lasts) {
+  bool frames_ok = false;
+  auto lines = read_sink(sink, &frames_ok);
+  CHECK(frames_ok);
+  std::map<std::string, std::set<uint64_t>> seqs;
+  std::map<std::string, uint64_t> duplicates;
+  for (const auto& l : lines) {
+    if (!seqs[l.agent_id].insert(l.seq).second) ++duplicates[l.agent_id];
+  }
+  for (const auto& [agent, last] : lasts) {
+    INFO(agent);
+    CHECK(duplicates[agent] == 0);
+    CHECK(seqs[agent].size() == last);
+    CHECK((seqs[agent].empty() || *seqs[agent].rbegin() == last));
+  }
 }
 
 }  // namespace outpost::test
