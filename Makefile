@@ -57,6 +57,7 @@ bench: build
 	build/dev/bench/pixel_bench
 	build/dev/bench/mqtt_bench
 	build/dev/bench/spool_bench
+	build/dev/bench/relay_bench
 	tests/kafka/broker fetch
 	build/dev/bench/kafka_bench
 

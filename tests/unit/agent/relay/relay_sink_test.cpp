@@ -1,0 +1,168 @@
+// RelaySink (agent/relay/): a device's batches into a real SqliteBuffer under the device's own
+// identity, the sinks' mark rule per device, the mark kept across a reopen, a full buffer
+// answered retry-later without a gap, and the devices' certificates. Also in the cross builds
+// (label `cross` runs the unit tests of agent/ under qemu).
+#include <doctest/doctest.h>
+
+#include <future>
+
+#include "agent/buffer/sqlite_buffer.hpp"
+#include "agent/relay/relay_sink.hpp"
+#include "common/clock.hpp"
+#include "outpost/v1/event.pb.h"
+#include "proto/event_codec.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace outpost;
+using namespace outpost::agent;
+
+namespace {
+
+// A device's batch of seqs first..last, as the gateway protocol hands it to a sink.
+uplink::SinkBatch device_batch(const std::string& device, uint64_t first, uint64_t last,
+                               uint64_t session_first, size_t pad = 10) {
+  std::string payload;
+  for (uint64_t s = first; s <= last; ++s) {
+    v1::Event e;
+    e.set_kind(v1::EVENT_KIND_JSON);
+    e.set_priority(3);
+    e.set_event_time(1000 + static_cast<int64_t>(s));
+    e.set_json("{\"n\":" + std::to_string(s) + ",\"pad\":\"" + std::string(pad, 'x') + "\"}");
+    proto::append_delimited(payload, proto::stamp(e.SerializeAsString(), device, s, 77));
+  }
+  auto events = wire::decode_payload(std::move(payload), static_cast<uint32_t>(last - first + 1),
+                                     first, last);
+  REQUIRE(events);
+  uplink::SinkBatch b;
+  b.agent_id = device;
+  b.first_seq = first;
+  b.last_seq = last;
+  b.session_first_seq = session_first;
+  b.events = std::move(*events);
+  return b;
+}
+
+Result<uplink::SinkResult> write(RelaySink& sink, uplink::SinkBatch b) {
+  std::promise<Result<uplink::SinkResult>> p;
+  sink.write(std::move(b), [&](const Result<uplink::SinkResult>& r) { p.set_value(r); });
+  return p.get_future().get();
+}
+
+// (device, seq) of every stored event, in buffer order, from the bytes the forwarder sends.
+std::vector<std::pair<std::string, uint64_t>> stored(Buffer& buffer) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  auto all = buffer.read_batch(0, 1'000'000, 1ULL << 30);
+  REQUIRE(all);
+  for (const StoredEvent& e : *all) {
+    v1::Event ev;
+    REQUIRE(ev.ParseFromString(proto::stamp(e.body, "the-relay", e.seq, 1)));
+    CHECK(ev.priority() == 3);
+    CHECK(ev.collected_at() == 77);  // the device's, kept
+    CHECK(e.priority == 3);
+    out.emplace_back(ev.agent_id(), ev.seq());
+  }
+  return out;
+}
+
+BufferOptions options(const std::string& path) {
+  BufferOptions o;
+  o.path = path;
+  o.agent_id = "the-relay";
+  o.synchronous = Synchronous::normal;
+  o.commit_interval_ns = 0;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("device batches are stored under the device's id and seq, once, across a reopen") {
+  test::TempDir dir;
+  SystemClock clock;
+  {
+    auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
+    REQUIRE(buffer);
+    auto sink = RelaySink::open(**buffer);
+    REQUIRE(sink);
+    auto r = write(**sink, device_batch("dev-a", 1, 10, 1));
+    REQUIRE(r);
+    CHECK(r->written == 10);
+    REQUIRE(write(**sink, device_batch("dev-b", 1, 5, 1)));
+    // The device resends (its ack was lost): duplicates, acknowledged, not stored again.
+    auto again = write(**sink, device_batch("dev-a", 6, 15, 6));
+    REQUIRE(again);
+    CHECK(again->duplicates == 5);
+    CHECK(again->written == 5);
+  }
+  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer);  // the marks come back from the buffer
+  REQUIRE(sink);
+  auto after = write(**sink, device_batch("dev-a", 11, 20, 11));
+  REQUIRE(after);
+  CHECK(after->duplicates == 5);
+  CHECK(after->written == 5);
+  auto events = stored(**buffer);
+  REQUIRE(events.size() == 25);
+  std::map<std::string, std::vector<uint64_t>> by_device;
+  for (const auto& [device, seq] : events) by_device[device].push_back(seq);
+  std::vector<uint64_t> a(20), b(5);
+  for (uint64_t i = 0; i < 20; ++i) a[i] = i + 1;
+  for (uint64_t i = 0; i < 5; ++i) b[i] = i + 1;
+  CHECK(by_device["dev-a"] == a);
+  CHECK(by_device["dev-b"] == b);
+}
+
+TEST_CASE("a batch above a gap waits for the missing one; the stored seqs stay in order") {
+  test::TempDir dir;
+  SystemClock clock;
+  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer);
+  REQUIRE(sink);
+  REQUIRE(write(**sink, device_batch("dev", 1, 10, 1)));
+  auto ahead = write(**sink, device_batch("dev", 21, 30, 1));
+  REQUIRE_FALSE(ahead);
+  CHECK(ahead.error().code == uplink::sink_errc::gap);
+  REQUIRE(write(**sink, device_batch("dev", 11, 20, 1)));
+  REQUIRE(write(**sink, device_batch("dev", 21, 30, 1)));
+  uint64_t expected = 1;
+  for (const auto& [device, seq] : stored(**buffer)) CHECK(seq == expected++);
+  CHECK(expected == 31);
+}
+
+TEST_CASE("a full buffer answers retry-later; nothing of the device overtakes the refused batch") {
+  test::TempDir dir;
+  SystemClock clock;
+  BufferOptions o = options(dir.file("b.db"));
+  o.max_bytes = 1ULL << 20;
+  auto buffer = SqliteBuffer::open(o, clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer);
+  REQUIRE(sink);
+  REQUIRE(write(**sink, device_batch("dev", 1, 10, 1, 80'000)));  // ~800 KB
+  auto full = write(**sink, device_batch("dev", 11, 20, 1, 80'000));
+  REQUIRE_FALSE(full);
+  CHECK(full.error().code == uplink::sink_errc::disk_full);
+  auto later = write(**sink, device_batch("dev", 21, 21, 1));
+  REQUIRE_FALSE(later);         // held back behind 11..20, though it would fit
+  REQUIRE((*buffer)->ack(10));  // the gateway took the first batch: room again
+  REQUIRE(write(**sink, device_batch("dev", 11, 20, 1, 80'000)));
+  REQUIRE(write(**sink, device_batch("dev", 21, 21, 1)));
+  auto s = (*buffer)->stats();
+  REQUIRE(s);
+  CHECK(s->dropped.empty());  // refused, not dropped: the device still had them
+}
+
+TEST_CASE("a device's certificate is kept for the forwarder") {
+  test::TempDir dir;
+  SystemClock clock;
+  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer);
+  REQUIRE(sink);
+  const std::string der("\x30\x82\x01\x00\xff\x00 not really DER", 24);
+  (*sink)->remember_certificate("dev", der);
+  REQUIRE(write(**sink, device_batch("dev", 1, 1, 1)));  // committed after the certificate
+  CHECK((*sink)->certificate("dev") == der);
+  CHECK(!(*sink)->certificate("other"));
+}
