@@ -27,22 +27,12 @@
 
 using namespace outpost;
 using bench::median;
+using bench::spawn;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr const char* kDevice = "bench-device-1";
-
-pid_t spawn(const std::string& command, const std::string& out_file) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
-    ::_exit(127);
-  }
-  return pid;
-}
 
 void backlog(const std::string& buffer, uint64_t events) {
   agent::BufferOptions o;
