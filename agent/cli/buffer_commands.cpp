@@ -92,6 +92,15 @@ void stats_json(const BufferStats& s, const Origins& origins, const std::string&
     w.end_object();
   }
   w.end_array();
+  w.key("origin_dropped").begin_array();
+  for (const OriginDropCount& d : s.origin_dropped) {
+    w.begin_object();
+    w.key("agent_id").value(d.agent_id);
+    w.key("reason").value(drop_reason_name(d.reason));
+    w.key("count").value(d.count);
+    w.end_object();
+  }
+  w.end_array();
   w.key("dropped").begin_array();
   for (const DropCount& d : s.dropped) {
     w.begin_object();
@@ -149,6 +158,14 @@ void stats_table(const BufferStats& s, const Origins& origins, const std::string
   for (const DropCount& d : s.dropped) {
     std::printf("%-14s %-8s %12llu\n", std::string(drop_reason_name(d.reason)).c_str(),
                 std::string(kind_name(d.kind)).c_str(), static_cast<unsigned long long>(d.count));
+  }
+  if (!s.origin_dropped.empty()) {
+    std::printf("\n%-24s %-14s %12s\n", "DROPPED OF", "REASON", "EVENTS");  // relayed devices
+    for (const OriginDropCount& d : s.origin_dropped) {
+      std::printf("%-24s %-14s %12llu\n", d.agent_id.c_str(),
+                  std::string(drop_reason_name(d.reason)).c_str(),
+                  static_cast<unsigned long long>(d.count));
+    }
   }
 }
 

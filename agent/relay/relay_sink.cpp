@@ -285,6 +285,7 @@ std::optional<std::string> RelaySink::certificate(const std::string& device) {
 }
 
 void RelaySink::append_metrics(std::string& out) const {
+  auto stats = buffer_.stats();  // before the lock: the buffer's writer calls back into the sink
   std::lock_guard lock(mu_);
   auto series = [&](const char* name, const char* help, auto field) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
@@ -315,6 +316,16 @@ void RelaySink::append_metrics(std::string& out) const {
         "Events of the device in this relay's buffer, not yet acknowledged by the gateway.",
         &Device::backlog_events);
   gauge("outpost_agent_relay_device_backlog_bytes", "The same, in bytes.", &Device::backlog_bytes);
+  // What the site's buffer dropped of each device (max_age, drop_oldest, purge), by reason.
+  if (stats && !stats->origin_dropped.empty()) {
+    out +=
+        "# HELP outpost_agent_relay_device_dropped_total Events of a device the site's buffer "
+        "dropped, by reason.\n# TYPE outpost_agent_relay_device_dropped_total counter\n";
+    for (const OriginDropCount& d : stats->origin_dropped) {
+      out += "outpost_agent_relay_device_dropped_total{device=\"" + d.agent_id + "\",reason=\"" +
+             std::string(drop_reason_name(d.reason)) + "\"} " + std::to_string(d.count) + "\n";
+    }
+  }
 }
 
 }  // namespace outpost::agent

@@ -6,6 +6,7 @@
 
 #include <future>
 
+#include "agent/buffer/buffer_inspector.hpp"
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/relay/relay_sink.hpp"
 #include "common/clock.hpp"
@@ -208,4 +209,46 @@ TEST_CASE("a device over relay.device_max_bytes waits; the others go on; acks fr
   auto s = (*buffer)->stats();
   REQUIRE(s);
   CHECK(s->dropped.empty());
+}
+
+TEST_CASE("what the site's buffer drops of a device is counted for that device") {
+  test::TempDir dir;
+  ManualClock clock;
+  BufferOptions o = options(dir.file("b.db"));
+  o.kinds[kind_index(EventKind::json)].max_age_ns = 60'000'000'000;  // a minute
+  {
+    auto buffer = SqliteBuffer::open(o, clock);
+    REQUIRE(buffer);
+    auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
+    REQUIRE(sink);
+    REQUIRE(write(**sink, device_batch("dev-a", 1, 7, 1)));
+    REQUIRE(write(**sink, device_batch("dev-b", 1, 3, 1)));
+    clock.advance_ns(120'000'000'000);  // the site offline for two minutes
+    REQUIRE((*buffer)->expire_now());
+    auto s = (*buffer)->stats();
+    REQUIRE(s);
+    REQUIRE(s->origin_dropped.size() == 2);
+    CHECK(s->origin_dropped[0].agent_id == "dev-a");
+    CHECK(s->origin_dropped[0].reason == DropReason::expired);
+    CHECK(s->origin_dropped[0].count == 7);
+    CHECK(s->origin_dropped[1].agent_id == "dev-b");
+    CHECK(s->origin_dropped[1].count == 3);
+    std::string metrics;
+    (*sink)->append_metrics(metrics);
+    CHECK(metrics.find("outpost_agent_relay_device_dropped_total{device=\"dev-a\",reason=\"expired\"} 7") !=
+          std::string::npos);
+  }
+  // Kept in the file: the read-only inspector (buffer stats) and a reopen see them.
+  auto inspector = BufferInspector::open(dir.file("b.db"));
+  REQUIRE(inspector);
+  auto s = inspector->stats();
+  REQUIRE(s);
+  REQUIRE(s->origin_dropped.size() == 2);
+  CHECK(s->origin_dropped[0].count == 7);
+  auto reopened = SqliteBuffer::open(o, clock);
+  REQUIRE(reopened);
+  auto again = (*reopened)->stats();
+  REQUIRE(again);
+  REQUIRE(again->origin_dropped.size() == 2);
+  CHECK(again->origin_dropped[1].count == 3);
 }
