@@ -271,6 +271,7 @@ Result<void> load_relay(ConfigDoc& doc, AgentConfig& c) {
   if (l.device_events_per_second > 0 && l.device_burst_events == 0) {
     l.device_burst_events = l.device_events_per_second;
   }
+  OUTPOST_TRY_ASSIGN(r.device_max_bytes, doc.bytes("relay.device_max_bytes", "0", 0, 1ULL << 44));
   if (!r.enabled) return {};
   // The site comes from the relay's own certificate (docs/protocol.md, "Relays").
   auto cert = tls::read_certificate(o.cert_file);

@@ -46,6 +46,8 @@ struct RelayConfig {
   bool enabled = false;
   uplink::ServerOptions server;
   std::string site;  // from the certificate's URI SAN urn:outpost:relay:SITE
+  // Per device, its events in this agent's buffer at most (0: only buffer.max_bytes).
+  uint64_t device_max_bytes = 0;
 };
 
 struct UplinkConfig {

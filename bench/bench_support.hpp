@@ -1,9 +1,11 @@
 #pragma once
 // What every benchmark here needs: its flags, medians of runs, and a child process's own CPU
 // time and peak RSS.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -43,6 +45,18 @@ class Flags {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// Starts `command` with /bin/sh (stdout to `out_file`); its pid.
+inline pid_t spawn(const std::string& command, const std::string& out_file) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

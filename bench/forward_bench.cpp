@@ -32,21 +32,11 @@
 using namespace outpost;
 using bench::median;
 using bench::ProcStats;
+using bench::spawn;
 using bench::stop_and_measure;
 namespace fs = std::filesystem;
 
 namespace {
-
-pid_t spawn(const std::string& command, const std::string& out_file) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
-    ::_exit(127);
-  }
-  return pid;
-}
 
 struct Run {
   double events_per_s = 0;

@@ -8,7 +8,8 @@
 //            in its own buffer, synchronous=FULL) -> gateway
 //
 // Each is timed from the device agent's start until the gateway has written every event
-// (its /metrics). events/s; relayed as a share of direct; peak RSS of the site agent. Medians
+// (its /metrics). events/s; relayed as a share of direct; CPU per event of all the processes
+// together (and of the site agent); peak RSS of the site agent. Medians
 // of --runs runs (default 3), the two modes alternating. The last lines are the figures.
 // Usage: relay_bench [--events N] [--runs R] [--dir DIR]
 #include <sys/wait.h>
@@ -27,22 +28,12 @@
 
 using namespace outpost;
 using bench::median;
+using bench::spawn;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr const char* kDevice = "bench-device-1";
-
-pid_t spawn(const std::string& command, const std::string& out_file) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), nullptr);
-    ::_exit(127);
-  }
-  return pid;
-}
 
 void backlog(const std::string& buffer, uint64_t events) {
   agent::BufferOptions o;
@@ -83,6 +74,8 @@ std::string uplink(const std::string& pki, uint16_t port, const std::string& nam
 struct Run {
   double events_per_s = 0;
   double site_rss_mib = 0;
+  double cpu_us_per_event = 0;  // all the processes together (device, site, gateway)
+  double site_cpu_us_per_event = 0;
 };
 
 Run one_run(const std::string& dir, const std::string& pki, uint64_t events, bool relayed) {
@@ -127,9 +120,15 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events, boo
   Run r;
   r.events_per_s = static_cast<double>(events) /
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  bench::stop_and_measure(device);
-  if (site > 0) r.site_rss_mib = bench::stop_and_measure(site).peak_rss_mib;
-  bench::stop_and_measure(gw);
+  double cpu = bench::stop_and_measure(device).cpu_seconds;
+  if (site > 0) {
+    const bench::ProcStats s = bench::stop_and_measure(site);
+    r.site_rss_mib = s.peak_rss_mib;
+    r.site_cpu_us_per_event = s.cpu_seconds * 1e6 / static_cast<double>(events);
+    cpu += s.cpu_seconds;
+  }
+  cpu += bench::stop_and_measure(gw).cpu_seconds;
+  r.cpu_us_per_event = cpu * 1e6 / static_cast<double>(events);
   return r;
 }
 
@@ -147,7 +146,7 @@ int main(int argc, char** argv) {
   const std::string pki = dir + "/pki";
   const std::string script = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs";
   if (test::run({script, pki, "--site", "bench", "--site-devices", "1"}).exit_code != 0) return 1;
-  std::vector<double> direct, relayed, ratio, rss;
+  std::vector<double> direct, relayed, ratio, rss, cpu_direct, cpu_relayed, cpu_site;
   for (int i = 0; i < runs; ++i) {
     const Run d = one_run(dir + "/run", pki, events, false);
     const Run r = one_run(dir + "/run", pki, events, true);
@@ -155,6 +154,9 @@ int main(int argc, char** argv) {
     relayed.push_back(r.events_per_s);
     ratio.push_back(r.events_per_s / d.events_per_s);
     rss.push_back(r.site_rss_mib);
+    cpu_direct.push_back(d.cpu_us_per_event);
+    cpu_relayed.push_back(r.cpu_us_per_event);
+    cpu_site.push_back(r.site_cpu_us_per_event);
     std::printf(
         "run %d: direct %.0f events/s, relayed %.0f events/s (%.1f %%), site RSS %.1f MiB\n", i + 1,
         d.events_per_s, r.events_per_s, 100 * ratio.back(), rss.back());
@@ -165,6 +167,8 @@ int main(int argc, char** argv) {
   std::printf("direct: %.0f events/s (median of %d)\n", median(direct), runs);
   std::printf("relayed: %.0f events/s = %.1f %% of direct (median of the per-run shares)\n",
               median(relayed), 100 * median(ratio));
+  std::printf("CPU per event, all processes: direct %.2f us, relayed %.2f us (the site %.2f us)\n",
+              median(cpu_direct), median(cpu_relayed), median(cpu_site));
   std::printf("site agent peak RSS: %.1f MiB\n", median(rss));
   return 0;
 }

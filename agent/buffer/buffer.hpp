@@ -182,6 +182,13 @@ struct DropCount {
   uint64_t count = 0;
 };
 
+// Drops of a relaying agent's device's events (agent/relay/), by the device they belong to.
+struct OriginDropCount {
+  std::string agent_id;
+  DropReason reason = DropReason::expired;
+  uint64_t count = 0;
+};
+
 struct BufferStats {
   std::string agent_id;
   uint32_t schema_version = 0;
@@ -194,6 +201,8 @@ struct BufferStats {
   uint64_t acked_seq = 0;  // every seq <= acked_seq has left the buffer
   uint64_t next_seq = 0;
   std::vector<DropCount> dropped;
+  // Of them, the events of devices a relaying agent keeps, by device (empty on a device).
+  std::vector<OriginDropCount> origin_dropped;
   uint64_t corrupt_recoveries = 0;  // files moved aside as corrupt at open
   // Of the events pending in those files, how many could not be salvaged into this one (their
   // kinds are unknown: counted apart from `dropped`; docs/buffer.md, "Corruption").

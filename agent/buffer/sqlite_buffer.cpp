@@ -258,6 +258,9 @@ Result<BufferStats> SqliteBuffer::stats() {
         }
       }
     }
+    for (const auto& [key, n] : c.origin_dropped) {
+      s.origin_dropped.push_back({key.first, static_cast<DropReason>(key.second), n});
+    }
     for (EventKind k : kAllKinds) {
       if (c.pending.events[kind_index(k)] != 0) {
         GroupStats g;

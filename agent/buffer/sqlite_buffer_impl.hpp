@@ -118,7 +118,17 @@ struct Counters {
   uint64_t quarantined_total = 0;
   // The buffer's age clock when expiry last ran (docs/buffer.md, "Clock"); 0: never.
   int64_t age_clock_ns = 0;
+  // Relayed events dropped (evicted, expired, purged), by (device, DropReason): table
+  // origin_drops.
+  std::map<std::pair<std::string, int>, uint64_t> origin_dropped;
 };
+
+// The device a relayed body belongs to (its agent_id first: proto::is_relayed), from the
+// first bytes of the body that the removing statements return; "" for an own event.
+std::string relayed_origin(std::string_view head);
+// SQL for those first bytes: NULL unless the body is a relayed one.
+inline constexpr const char* kOriginHeadSql =
+    "CASE WHEN substr(body, 1, 1) = x'0a' THEN substr(body, 1, 140) END";
 
 struct AppendJob {
   std::vector<NewEvent> events;

@@ -375,6 +375,19 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
     }
   }
   if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+  c.origin_dropped.clear();
+  auto origin_drops = Stmt::prepare(writer, "SELECT origin, reason, count FROM origin_drops");
+  if (!origin_drops) return origin_drops.error();
+  while ((rc = origin_drops->step()) == SQLITE_ROW) {
+    const std::string reason = origin_drops->col_blob(1);
+    for (int r = 0; r < kDropReasonCount; ++r) {
+      if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
+        c.origin_dropped[{origin_drops->col_blob(0), r}] =
+            static_cast<uint64_t>(origin_drops->col_int(2));
+      }
+    }
+  }
+  if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
   return {};
 }
 

@@ -7,6 +7,20 @@
 
 namespace outpost::agent {
 
+std::string relayed_origin(std::string_view head) {
+  // Field 1, length-delimited (0x0a), a varint length of at most 128 (one or two bytes).
+  if (head.size() < 2 || head[0] != 0x0a) return {};
+  size_t len = static_cast<unsigned char>(head[1]);
+  size_t at = 2;
+  if (len & 0x80) {
+    if (head.size() < 3) return {};
+    len = (len & 0x7f) | (static_cast<size_t>(static_cast<unsigned char>(head[2])) << 7);
+    at = 3;
+  }
+  if (len == 0 || len > 128 || head.size() < at + len) return {};
+  return std::string(head.substr(at, len));
+}
+
 // Frees at least `needed` bytes (plus headroom, so that eviction does not run on every
 // append) by deleting the oldest events of the lowest priority not above `priority`, among
 // kinds whose policy is drop_oldest. Deletes nothing and returns false if that cannot free
@@ -20,6 +34,7 @@ Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
     EventKind kind;
     int32_t priority;
     uint64_t size;
+    std::string origin;  // a relayed event's device
   };
   std::vector<Victim> victims;
   uint64_t freed = 0;
@@ -44,13 +59,14 @@ Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
       if (!droppable_in(tally, p)) continue;
       auto scanned = sqlite::for_each_row(
           writer,
-          "SELECT seq, kind, length(body) FROM " + sqlite::segment_table(first) +
-              " WHERE seq > ?1 AND priority = ?2 ORDER BY seq",
+          "SELECT seq, kind, length(body), " + std::string(kOriginHeadSql) + " FROM " +
+              sqlite::segment_table(first) + " WHERE seq > ?1 AND priority = ?2 ORDER BY seq",
           {static_cast<int64_t>(working.acked_seq), p}, [&](Stmt& row) {
             auto k = kind_from_number(row.col_int(1));
             if (k && opt.kinds[kind_index(*k)].policy == FullPolicy::drop_oldest) {
               victims.push_back({static_cast<uint64_t>(row.col_int(0)), *k, p,
-                                 static_cast<uint64_t>(row.col_int(2))});
+                                 static_cast<uint64_t>(row.col_int(2)),
+                                 relayed_origin(row.col_blob(3))});
               freed += victims.back().size;
             }
             return freed < target;
@@ -66,6 +82,9 @@ Result<bool> SqliteBuffer::Impl::evict_for(int32_t priority, uint64_t needed) {
     if (!deleted) return deleted.error();
     count_out(v.seq, v.kind, v.priority, v.size);
     ++working.dropped[static_cast<int>(DropReason::evicted_full)][kind_index(v.kind)];
+    if (!v.origin.empty()) {
+      ++working.origin_dropped[{v.origin, static_cast<int>(DropReason::evicted_full)}];
+    }
   }
   return true;
 }
@@ -87,7 +106,7 @@ Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional
         writer,
         "DELETE FROM " + sqlite::segment_table(first) +
             " WHERE seq > ?1 AND seq <= ?2 AND (?3 = 0 OR kind = ?3) "
-            "RETURNING seq, kind, priority, length(body)",
+            "RETURNING seq, kind, priority, length(body), " + std::string(kOriginHeadSql),
         {static_cast<int64_t>(working.acked_seq),
          static_cast<int64_t>(std::min<uint64_t>(max_seq, kNoLimit)),
          kind ? static_cast<int64_t>(*kind) : 0},
@@ -96,6 +115,9 @@ Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional
             count_out(static_cast<uint64_t>(row.col_int(0)), *k,
                       static_cast<int32_t>(row.col_int(2)), static_cast<uint64_t>(row.col_int(3)));
             ++working.dropped[static_cast<int>(reason)][kind_index(*k)];
+            if (std::string origin = relayed_origin(row.col_blob(4)); !origin.empty()) {
+              ++working.origin_dropped[{origin, static_cast<int>(reason)}];
+            }
             ++removed;
           }
           return true;

@@ -297,6 +297,22 @@ Result<void> SqliteBuffer::Impl::persist(const Counters& before) {
       if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
     }
   }
+  for (const auto& [key, count] : working.origin_dropped) {
+    auto was = before.origin_dropped.find(key);
+    const uint64_t delta = count - (was == before.origin_dropped.end() ? 0 : was->second);
+    if (delta == 0) continue;
+    auto st = Stmt::prepare(writer,
+                            "INSERT INTO origin_drops (origin, reason, count) VALUES (?1, ?2, ?3) "
+                            "ON CONFLICT (origin, reason) DO UPDATE SET count = count + "
+                            "excluded.count");
+    if (!st) return st.error();
+    st->bind_text(1, key.first)
+        .bind_text(2, drop_reason_name(static_cast<DropReason>(key.second)))
+        .bind(3, static_cast<int64_t>(delta));
+    if (int rc = st->step(); rc != SQLITE_DONE) {
+      return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
+    }
+  }
   if (working.next_seq - 1 > working.reserved_seq) {
     // Reserve the next block of seqs in the state file before any of them is committed.
     auto state = sqlite::read_state_file(opt.path);

@@ -177,6 +177,12 @@ Result<void> create_side_tables(Db& db) {
     );
     CREATE TABLE IF NOT EXISTS source_progress (key TEXT PRIMARY KEY, value TEXT NOT NULL)
       WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS origin_drops (
+      origin TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      count  INTEGER NOT NULL,
+      PRIMARY KEY (origin, reason)
+    ) WITHOUT ROWID;
   )sql");
 }
 
@@ -425,6 +431,22 @@ Result<BufferStats> read_stats(Db& db) {
     }
   }
   if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
+  auto has_origin_drops = table_exists(db, "origin_drops");  // made by a relaying agent's version
+  if (!has_origin_drops) return has_origin_drops.error();
+  if (*has_origin_drops) {
+    auto od = Stmt::prepare(db, "SELECT origin, reason, count FROM origin_drops ORDER BY 1, 2");
+    if (!od) return od.error();
+    while ((rc = od->step()) == SQLITE_ROW) {
+      const std::string reason = od->col_blob(1);
+      for (int r = 0; r < kDropReasonCount; ++r) {
+        if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
+          s.origin_dropped.push_back(
+              {od->col_blob(0), static_cast<DropReason>(r), static_cast<uint64_t>(od->col_int(2))});
+        }
+      }
+    }
+    if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
+  }
 
   auto duplicates = meta_int(db, "duplicates", 0);
   auto quarantined = meta_int(db, "quarantined_total", 0);

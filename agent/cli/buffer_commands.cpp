@@ -3,6 +3,7 @@
 // purge go through SqliteBuffer, whose writer the running agent notices (docs/buffer.md).
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "agent/buffer/buffer_inspector.hpp"
@@ -30,7 +31,27 @@ std::string age(int64_t now, int64_t then) {
                     : format_duration_ns((now - then) / 1'000'000'000 * 1'000'000'000) + " ago";
 }
 
-void stats_json(const BufferStats& s, const std::string& path) {
+// Pending events by the agent they belong to: this agent's own, and each device a relaying
+// agent keeps events of (proto::relayed_identity).
+struct OriginCount {
+  uint64_t events = 0, bytes = 0;
+};
+using Origins = std::map<std::string, OriginCount>;
+
+Result<Origins> pending_by_origin(BufferInspector& inspector, const std::string& own) {
+  Origins origins;
+  auto n = inspector.scan({}, [&](const StoredEvent& e) {
+    const auto relayed = proto::relayed_identity(e.body);
+    OriginCount& c = origins[relayed ? std::string(relayed->agent_id) : own];
+    ++c.events;
+    c.bytes += e.body.size();
+    return true;
+  });
+  if (!n) return n.error();
+  return origins;
+}
+
+void stats_json(const BufferStats& s, const Origins& origins, const std::string& path) {
   JsonWriter w;
   w.begin_object();
   w.key("path").value(path);
@@ -62,6 +83,24 @@ void stats_json(const BufferStats& s, const std::string& path) {
     w.end_object();
   }
   w.end_array();
+  w.key("origins").begin_array();
+  for (const auto& [agent, c] : origins) {
+    w.begin_object();
+    w.key("agent_id").value(agent);
+    w.key("events").value(c.events);
+    w.key("bytes").value(c.bytes);
+    w.end_object();
+  }
+  w.end_array();
+  w.key("origin_dropped").begin_array();
+  for (const OriginDropCount& d : s.origin_dropped) {
+    w.begin_object();
+    w.key("agent_id").value(d.agent_id);
+    w.key("reason").value(drop_reason_name(d.reason));
+    w.key("count").value(d.count);
+    w.end_object();
+  }
+  w.end_array();
   w.key("dropped").begin_array();
   for (const DropCount& d : s.dropped) {
     w.begin_object();
@@ -75,7 +114,7 @@ void stats_json(const BufferStats& s, const std::string& path) {
   std::cout << w.str() << "\n";
 }
 
-void stats_table(const BufferStats& s, const std::string& path) {
+void stats_table(const BufferStats& s, const Origins& origins, const std::string& path) {
   const int64_t now = SystemClock().now_ns();
   std::printf("buffer          %s\n", path.c_str());
   std::printf("agent id        %s\n", s.agent_id.c_str());
@@ -107,11 +146,26 @@ void stats_table(const BufferStats& s, const std::string& path) {
                   static_cast<unsigned long long>(g.events), format_bytes(g.bytes).c_str());
     }
   }
+  if (origins.size() > 1 || (origins.size() == 1 && origins.begin()->first != s.agent_id)) {
+    std::printf("\n%-24s %12s %12s\n", "ORIGIN", "EVENTS", "BYTES");  // a relaying agent's
+    for (const auto& [agent, c] : origins) {
+      std::printf("%-24s %12llu %12s\n", agent.c_str(), static_cast<unsigned long long>(c.events),
+                  format_bytes(c.bytes).c_str());
+    }
+  }
   std::printf("\n%-14s %-8s %12s\n", "DROPPED", "KIND", "EVENTS");
   if (s.dropped.empty()) std::printf("%-14s %-8s %12d\n", "(none)", "-", 0);
   for (const DropCount& d : s.dropped) {
     std::printf("%-14s %-8s %12llu\n", std::string(drop_reason_name(d.reason)).c_str(),
                 std::string(kind_name(d.kind)).c_str(), static_cast<unsigned long long>(d.count));
+  }
+  if (!s.origin_dropped.empty()) {
+    std::printf("\n%-24s %-14s %12s\n", "DROPPED OF", "REASON", "EVENTS");  // relayed devices
+    for (const OriginDropCount& d : s.origin_dropped) {
+      std::printf("%-24s %-14s %12llu\n", d.agent_id.c_str(),
+                  std::string(drop_reason_name(d.reason)).c_str(),
+                  static_cast<unsigned long long>(d.count));
+    }
   }
 }
 
@@ -134,7 +188,9 @@ int buffer_stats(const BufferOptionsCli& o) {
   if (!inspector) return fail(inspector.error());
   auto stats = inspector->stats();
   if (!stats) return fail(stats.error());
-  o.json ? stats_json(*stats, o.path) : stats_table(*stats, o.path);
+  auto origins = pending_by_origin(*inspector, stats->agent_id);
+  if (!origins) return fail(origins.error());
+  o.json ? stats_json(*stats, *origins, o.path) : stats_table(*stats, *origins, o.path);
   return kExitOk;
 }
 

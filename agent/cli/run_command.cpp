@@ -136,7 +136,7 @@ int run_agent(const RunOptions& o) {
   std::unique_ptr<uplink::ServerMetrics> relay_metrics;
   std::unique_ptr<uplink::Server> relay;
   if (config->relay.enabled) {
-    auto sink = RelaySink::open(**buffer);
+    auto sink = RelaySink::open(**buffer, {config->buffer.path, config->relay.device_max_bytes});
     if (!sink) {
       log->critical("relay: {}", sink.error().describe());
       return kExitError;
@@ -158,6 +158,9 @@ int run_agent(const RunOptions& o) {
       keep->remember_certificate(identity, peer.der);
       return std::nullopt;
     };
+    o.on_session = [keep](const std::string& identity, bool open) {
+      keep->connection(identity, open);
+    };
     auto started = uplink::Server::start(std::move(o), *relay_sink, *relay_metrics, clock);
     if (!started) {
       log->critical("relay: {}", started.error().describe());
@@ -166,6 +169,10 @@ int run_agent(const RunOptions& o) {
     relay = std::move(*started);
     config->uplink.forwarder.device_certificate = [keep](const std::string& device) {
       return keep->certificate(device);
+    };
+    config->uplink.forwarder.on_relayed_ack = [keep](const std::string& device, uint64_t events,
+                                                     uint64_t bytes) {
+      keep->forwarded(device, events, bytes);
     };
     log->info("relay for the devices of site {} on port {}", site, relay->port());
   }

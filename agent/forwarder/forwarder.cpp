@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -143,6 +144,11 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   const bool relaying = static_cast<bool>(opt.device_certificate);
   std::set<std::string> vouched;     // relayed devices whose certificate went in this session
   std::set<uint64_t> own_in_flight;  // relaying: local last seqs of own batches in flight
+  struct Relayed {
+    std::string device;
+    uint64_t events, bytes;
+  };
+  std::map<uint64_t, Relayed> relayed_in_flight;  // relaying: by local last seq
   uint64_t own_next_first = own_acked + 1;
 
   // Acks being committed by the buffer's writer: the forwarder goes on sending meanwhile
@@ -180,6 +186,11 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
     }
     for (const uplink::AckedBatch& a : out.acked) {
       if (own_in_flight.erase(a.last_seq) > 0) own_acked = std::max(own_acked, a.last_seq);
+      if (auto r = relayed_in_flight.find(a.last_seq); r != relayed_in_flight.end()) {
+        if (opt.on_relayed_ack)
+          opt.on_relayed_ack(r->second.device, r->second.events, r->second.bytes);
+        relayed_in_flight.erase(r);
+      }
       committing.push_back(buffer.ack_async(a.last_seq));
       progress = true;
       set_status([&](ForwarderStatus& s) {
@@ -193,6 +204,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       log->info("uplink {}: gateway asks to retry later ({})", endpoint, *out.pause);
       // The batches in flight are abandoned and sent again from the last ack.
       own_in_flight.clear();
+      relayed_in_flight.clear();
       own_next_first = own_acked + 1;
       vouched.clear();
     }
@@ -212,7 +224,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       // One device's events per batch: the relay's own (origin ""), or a device's it relays
       // (docs/protocol.md, "Relays"), whose seqs the batch then names.
       std::optional<std::string> origin;
-      uint64_t origin_first = 0, origin_last = 0;
+      uint64_t origin_first = 0, origin_last = 0, body_bytes = 0;
       auto count = buffer.visit_batch(
           protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
           [&](const StoredEventRef& e) {
@@ -225,6 +237,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
               return false;
             }
             if (relayed) origin_last = relayed->seq;
+            body_bytes += e.body.size();
             proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq,
                                             e.collected_at_ns);
             last_seq = e.seq;
@@ -251,6 +264,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
         b.set_origin_agent_id(*origin);
         b.set_first_seq(origin_first);
         b.set_last_seq(origin_last);
+        relayed_in_flight[last_seq] = {*origin, static_cast<uint64_t>(*count), body_bytes};
         // The device's certificate with its first batch of the session, so that the gateway
         // can check this relay may speak for it.
         if (vouched.insert(*origin).second) {

@@ -38,6 +38,8 @@ struct ForwarderOptions {
   // A relaying agent (agent/relay/): the certificate (DER) of a device whose events it sends,
   // as the device presented it; nullopt when none is kept.
   std::function<std::optional<std::string>(const std::string& device)> device_certificate;
+  // A relaying agent: the gateway acknowledged `events` of the device (`bytes` of bodies).
+  std::function<void(const std::string& device, uint64_t events, uint64_t bytes)> on_relayed_ack;
 };
 
 struct ForwarderStatus {

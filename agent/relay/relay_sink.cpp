@@ -1,7 +1,9 @@
 #include "agent/relay/relay_sink.hpp"
 
+#include <chrono>
 #include <cstdlib>
 
+#include "agent/buffer/buffer_inspector.hpp"
 #include "proto/event_codec.hpp"
 #include "proto/field_reader.hpp"
 
@@ -54,6 +56,12 @@ NewEvent relayed_event(const std::string& device, const wire::EventView& e) {
   return ne;
 }
 
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 uplink::sink_errc sink_code(const Error& e) {
   if (e.code == buffer_errc::full || e.code == buffer_errc::disk_full) {
     return uplink::sink_errc::disk_full;
@@ -67,12 +75,17 @@ uplink::sink_errc sink_code(const Error& e) {
 
 }  // namespace
 
-RelaySink::RelaySink(Buffer& buffer) : buffer_(buffer) {}
+RelaySink::RelaySink(Buffer& buffer, RelaySinkOptions options)
+    : buffer_(buffer), opt_(std::move(options)) {}
 
 RelaySink::~RelaySink() = default;
 
-Result<std::unique_ptr<RelaySink>> RelaySink::open(Buffer& buffer) {
-  std::unique_ptr<RelaySink> sink(new RelaySink(buffer));
+Result<std::unique_ptr<RelaySink>> RelaySink::open(Buffer& buffer, RelaySinkOptions options) {
+  std::unique_ptr<RelaySink> sink(new RelaySink(buffer, std::move(options)));
+  if (!sink->recount()) {
+    return make_error(buffer_errc::io,
+                      "relay: cannot count the devices' backlog in " + sink->opt_.buffer_path);
+  }
   auto rows = buffer.read_progress(kMarkPrefix);
   if (!rows) return rows.error();
   for (const SourceProgress& p : *rows) {
@@ -114,21 +127,35 @@ void RelaySink::start(Pending p) {
   }
   std::vector<NewEvent> events;
   uplink::SinkResult result;
+  uint64_t bytes = 0;
   for (const wire::EventView e : p.batch.events) {
     if (e.seq <= decision.mark) {
       ++result.duplicates;
       continue;
     }
     events.push_back(relayed_event(device, e));
+    bytes += events.back().body.size();
   }
   result.written = events.size();
+  if (auto over = over_cap(device, bytes)) {
+    {
+      std::lock_guard lock(mu_);
+      book_.failed(device, p.batch.first_seq);  // nothing of the device overtakes it
+      ++devices_[device].over_cap;
+      ++devices_[device].refused;
+    }
+    const Error e = make_error(uplink::sink_errc::queue_full, *over);
+    p.done(e);
+    finish(device, e);
+    return;
+  }
   // A gap the device cannot fill is the gateway's to count: the relay only passes on what it
   // has (uplink/marks.hpp).
   const uint64_t mark = std::max(decision.mark, p.batch.last_seq);
   auto batch = std::make_shared<Pending>(std::move(p));
   buffer_.append_with_progress(
       std::move(events), SourceProgress{std::string(kMarkPrefix) + device, std::to_string(mark)},
-      [this, batch, device, decision, result](const Result<AppendResult>& r) {
+      [this, batch, device, decision, result, bytes](const Result<AppendResult>& r) {
         if (r) {
           std::lock_guard lock(mu_);
           uplink::MarkBook::Group marks(book_);
@@ -138,6 +165,8 @@ void RelaySink::start(Pending p) {
           Device& d = devices_[device];
           d.events += result.written;
           d.duplicates += result.duplicates;
+          d.backlog_events += result.written;
+          d.backlog_bytes += bytes;
           failure_.reset();
         } else {
           std::lock_guard lock(mu_);
@@ -151,6 +180,67 @@ void RelaySink::start(Pending p) {
         batch->done(answer);
         finish(device, answer);
       });
+}
+
+std::optional<std::string> RelaySink::over_cap(const std::string& device, uint64_t bytes) {
+  if (opt_.device_max_bytes == 0 || bytes == 0) return std::nullopt;
+  auto backlog = [&] {
+    std::lock_guard lock(mu_);
+    return devices_[device].backlog_bytes;
+  };
+  if (backlog() + bytes <= opt_.device_max_bytes) return std::nullopt;
+  // Rows the buffer removed by itself are not in the counts: count again before refusing.
+  const int64_t now = steady_ns();
+  bool stale = false;
+  {
+    std::lock_guard lock(mu_);
+    stale = now - last_recount_ns_ > 10'000'000'000;
+  }
+  if (stale) recount();
+  const uint64_t has = backlog();
+  if (has + bytes <= opt_.device_max_bytes) return std::nullopt;
+  return "device " + device + " has " + std::to_string(has) +
+         " bytes waiting in the site's buffer; its batch of " + std::to_string(bytes) +
+         " would pass relay.device_max_bytes (" + std::to_string(opt_.device_max_bytes) + ")";
+}
+
+bool RelaySink::recount() {
+  std::map<std::string, std::pair<uint64_t, uint64_t>> counts;
+  if (!opt_.buffer_path.empty()) {
+    auto inspector = BufferInspector::open(opt_.buffer_path);
+    if (!inspector) return false;
+    auto n = inspector->scan({}, [&](const StoredEvent& e) {
+      if (auto relayed = proto::relayed_identity(e.body)) {
+        auto& c = counts[std::string(relayed->agent_id)];
+        ++c.first;
+        c.second += e.body.size();
+      }
+      return true;
+    });
+    if (!n) return false;
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [device, d] : devices_) d.backlog_events = d.backlog_bytes = 0;
+  for (const auto& [device, c] : counts) {
+    devices_[device].backlog_events = c.first;
+    devices_[device].backlog_bytes = c.second;
+  }
+  last_recount_ns_ = steady_ns();
+  return true;
+}
+
+void RelaySink::forwarded(const std::string& device, uint64_t events, uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  Device& d = devices_[device];
+  d.backlog_events -= std::min(d.backlog_events, events);
+  d.backlog_bytes -= std::min(d.backlog_bytes, bytes);
+}
+
+void RelaySink::connection(const std::string& device, bool open) {
+  std::lock_guard lock(mu_);
+  Device& d = devices_[device];
+  d.connected += open ? 1 : -1;
+  if (d.connected < 0) d.connected = 0;
 }
 
 void RelaySink::finish(const std::string& device, const Result<uplink::SinkResult>&) {
@@ -195,6 +285,7 @@ std::optional<std::string> RelaySink::certificate(const std::string& device) {
 }
 
 void RelaySink::append_metrics(std::string& out) const {
+  auto stats = buffer_.stats();  // before the lock: the buffer's writer calls back into the sink
   std::lock_guard lock(mu_);
   auto series = [&](const char* name, const char* help, auto field) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
@@ -210,6 +301,31 @@ void RelaySink::append_metrics(std::string& out) const {
          "Batches of a device answered retry-later (buffer full, a gap).", &Device::refused);
   series("outpost_agent_relay_device_sessions_total", "Sessions of a device with this relay.",
          &Device::sessions);
+  series("outpost_agent_relay_device_over_cap_total",
+         "Batches of a device refused for relay.device_max_bytes (it keeps them).",
+         &Device::over_cap);
+  auto gauge = [&](const char* name, const char* help, auto field) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+    for (const auto& [device, d] : devices_) {
+      out += std::string(name) + "{device=\"" + device + "\"} " + std::to_string(d.*field) + "\n";
+    }
+  };
+  gauge("outpost_agent_relay_device_connected", "Sessions of the device open now.",
+        &Device::connected);
+  gauge("outpost_agent_relay_device_backlog_events",
+        "Events of the device in this relay's buffer, not yet acknowledged by the gateway.",
+        &Device::backlog_events);
+  gauge("outpost_agent_relay_device_backlog_bytes", "The same, in bytes.", &Device::backlog_bytes);
+  // What the site's buffer dropped of each device (max_age, drop_oldest, purge), by reason.
+  if (stats && !stats->origin_dropped.empty()) {
+    out +=
+        "# HELP outpost_agent_relay_device_dropped_total Events of a device the site's buffer "
+        "dropped, by reason.\n# TYPE outpost_agent_relay_device_dropped_total counter\n";
+    for (const OriginDropCount& d : stats->origin_dropped) {
+      out += "outpost_agent_relay_device_dropped_total{device=\"" + d.agent_id + "\",reason=\"" +
+             std::string(drop_reason_name(d.reason)) + "\"} " + std::to_string(d.count) + "\n";
+    }
+  }
 }
 
 }  // namespace outpost::agent

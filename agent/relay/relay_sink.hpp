@@ -16,6 +16,13 @@
 // The devices' certificates are kept too (key "relay-cert:DEVICE", the DER in hex), for the
 // forwarder to present to the gateway with each device's first batch of a session.
 //
+// Per device it knows the backlog in the buffer (counted at open, added to as batches are
+// stored, taken from as the forwarder's batches are acknowledged: forwarded()); with a
+// per-device cap (relay.device_max_bytes) a device over it is answered retry-later and keeps
+// its events, so one chatty device cannot fill the site buffer for the others. Rows the buffer
+// removes by itself (max_age, drop_oldest, purge) are not seen: before refusing a device, the
+// backlog is counted again from the file (at most every 10 s).
+//
 // Thread-safety: every method may be called from any thread. The Buffer outlives the sink.
 
 #include <deque>
@@ -32,10 +39,15 @@
 
 namespace outpost::agent {
 
+struct RelaySinkOptions {
+  std::string buffer_path;        // read (read-only) to count the backlog per device
+  uint64_t device_max_bytes = 0;  // per device, in the buffer; 0: only the buffer's own cap
+};
+
 class RelaySink final : public uplink::Sink {
  public:
-  // Loads the devices' marks from the buffer.
-  static Result<std::unique_ptr<RelaySink>> open(Buffer& buffer);
+  // Loads the devices' marks from the buffer and counts their backlog.
+  static Result<std::unique_ptr<RelaySink>> open(Buffer& buffer, RelaySinkOptions options);
   ~RelaySink() override;
 
   void write(uplink::SinkBatch batch, uplink::SinkCallback done) override;
@@ -50,17 +62,28 @@ class RelaySink final : public uplink::Sink {
   // The certificate kept for a device, or nullopt.
   std::optional<std::string> certificate(const std::string& device);
 
+  // The gateway acknowledged `events` (`bytes` of bodies) of the device: off its backlog.
+  void forwarded(const std::string& device, uint64_t events, uint64_t bytes);
+  // A session of the device opened or closed (the connected gauge).
+  void connection(const std::string& device, bool open);
+
  private:
   struct Pending {
     uplink::SinkBatch batch;
     uplink::SinkCallback done;
   };
-  explicit RelaySink(Buffer& buffer);
+  RelaySink(Buffer& buffer, RelaySinkOptions options);
+  // Counts every device's backlog from the file; false when it cannot be read.
+  bool recount();
+  // Why the device's batch of `bytes` would pass its cap, or nullopt.
+  std::optional<std::string> over_cap(const std::string& device, uint64_t bytes);
   void start(Pending p);
   void finish(const std::string& device, const Result<uplink::SinkResult>& result);
 
   Buffer& buffer_;
+  RelaySinkOptions opt_;
   mutable std::mutex mu_;
+  int64_t last_recount_ns_ = 0;
   uplink::MarkBook book_;
   struct Device {
     bool busy = false;    // a batch of it is being committed
@@ -68,6 +91,9 @@ class RelaySink final : public uplink::Sink {
     uint64_t duplicates = 0;
     uint64_t refused = 0;  // batches answered retry-later
     int64_t sessions = 0;
+    int64_t connected = 0;                           // sessions open now
+    uint64_t backlog_events = 0, backlog_bytes = 0;  // in the buffer, not yet acknowledged
+    uint64_t over_cap = 0;                           // batches refused for relay.device_max_bytes
   };
   std::map<std::string, Device> devices_;
   std::map<std::string, std::deque<Pending>> queues_;

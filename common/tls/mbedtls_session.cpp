@@ -357,8 +357,8 @@ Result<void> TlsSession::write(std::string_view plaintext) {
 
 void TlsSession::close() { (void)mbedtls_ssl_close_notify(&impl_->ssl); }
 
-namespace {
-
+// Also used by certificate.cpp (read_certificate).
+PeerCertificate describe_certificate(const mbedtls_x509_crt* crt);
 PeerCertificate describe_certificate(const mbedtls_x509_crt* crt) {
   PeerCertificate p;
   char buf[512];
@@ -379,8 +379,6 @@ PeerCertificate describe_certificate(const mbedtls_x509_crt* crt) {
   return p;
 }
 
-}  // namespace
-
 PeerCertificate TlsSession::peer() const {
   const mbedtls_x509_crt* crt = mbedtls_ssl_get_peer_cert(&impl_->ssl);
   if (crt == nullptr) {  // a failed verification keeps none: what the verification saw
@@ -390,19 +388,6 @@ PeerCertificate TlsSession::peer() const {
     return p;
   }
   return describe_certificate(crt);
-}
-
-Result<PeerCertificate> read_certificate(const std::string& path) {
-  mbedtls_x509_crt crt;
-  mbedtls_x509_crt_init(&crt);
-  const int rc = mbedtls_x509_crt_parse_file(&crt, path.c_str());
-  if (rc < 0 || crt.raw.p == nullptr) {
-    mbedtls_x509_crt_free(&crt);
-    return make_error(tls_errc::config, "certificate " + path + " cannot be read as PEM or DER");
-  }
-  PeerCertificate p = describe_certificate(&crt);
-  mbedtls_x509_crt_free(&crt);
-  return p;
 }
 
 Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) const {

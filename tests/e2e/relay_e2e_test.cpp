@@ -170,8 +170,7 @@ TEST_CASE("the site agent admits only its site's devices, and stores their event
   }
   TempDir gw_dir, site_dir, north_dir, south_dir;
   const uint16_t gateway_port = free_port(), relay_port = free_port();
-  GatewayProc gateway(pki, gw_dir.path(), gateway_port);
-  gateway.start();
+  GatewayProc gateway(pki, gw_dir.path(), gateway_port);  // started later: the site offline
   AgentProc site(pki, site_dir.path(), gateway_port);
   site.set_extra("[relay]\nenabled = true\nlisten = \"127.0.0.1:" + std::to_string(relay_port) +
                  "\"\n");
@@ -179,14 +178,22 @@ TEST_CASE("the site agent admits only its site's devices, and stores their event
   AgentProc north(pki, north_dir.path(), relay_port), south(pki, south_dir.path(), relay_port);
   north.start({.device = "north-device-1", .events = 1000, .rate = 100'000});
   south.start({.device = "south-device-1", .events = 1000, .rate = 100'000});
+  // While the site is offline its buffer holds the device's events and its own, by origin.
   REQUIRE_MESSAGE(wait_until(
                       [&] {
                         return generator_finished(north.log()) &&
-                               pending(north.buffer_path()) == 0 &&
-                               generator_finished(site.log()) && pending(site.buffer_path()) == 0;
+                               pending(north.buffer_path()) == 0 && generator_finished(site.log());
                       },
                       60),
                   site.log());
+  auto stats = run({OUTPOST_AGENT_BIN, "buffer", "stats", "--json", "--path", site.buffer_path()});
+  REQUIRE(stats.exit_code == 0);
+  CHECK_MESSAGE(stats.out.find("\"origins\":[{\"agent_id\":\"north-device-1\",\"events\":1000,") !=
+                    std::string::npos,
+                stats.out);
+  CHECK(stats.out.find("{\"agent_id\":\"relay-north\",\"events\":500,") != std::string::npos);
+  gateway.start();
+  REQUIRE_MESSAGE(wait_until([&] { return pending(site.buffer_path()) == 0; }, 60), site.log());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   CHECK(pending(south.buffer_path()) == 1000);  // refused at the door: it keeps its events
   north.stop();

@@ -52,25 +52,9 @@ std::shared_ptr<tls::TlsContext> client_ctx(const std::string& dir, const std::s
 // A batch of `origin`'s seqs first..first+n-1 (origin empty: the session's own).
 v1::Frame batch(uint64_t batch_seq, const std::string& origin, uint64_t first, uint64_t n,
                 const std::string& certificate = "") {
-  std::string payload;
-  for (uint64_t s = first; s < first + n; ++s) {
-    v1::Event e;
-    e.set_seq(s);
-    e.set_kind(v1::EVENT_KIND_JSON);
-    e.set_json("{\"n\":" + std::to_string(s) + "}");
-    proto::append_delimited(payload, e.SerializeAsString());
-  }
-  codec::Compressor c(1);
-  v1::Frame f;
-  auto* b = f.mutable_batch();
-  b->set_batch_seq(batch_seq);
-  b->set_first_seq(first);
-  b->set_last_seq(first + n - 1);
-  b->set_event_count(static_cast<uint32_t>(n));
-  b->set_codec(v1::CODEC_ZSTD);
-  b->set_payload(*c.compress(payload));
-  b->set_origin_agent_id(origin);
-  b->set_origin_certificate(certificate);
+  v1::Frame f = json_batch_frame("", batch_seq, first, n);
+  f.mutable_batch()->set_origin_agent_id(origin);
+  f.mutable_batch()->set_origin_certificate(certificate);
   return f;
 }
 

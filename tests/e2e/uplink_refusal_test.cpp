@@ -28,25 +28,7 @@ std::shared_ptr<tls::TlsContext> client_ctx(const std::string& ca, const std::st
 }
 
 v1::Frame batch_frame(const std::string& agent, uint64_t batch_seq, uint64_t first, uint64_t n) {
-  std::string payload;
-  for (uint64_t s = first; s < first + n; ++s) {
-    v1::Event e;
-    e.set_agent_id(agent);
-    e.set_seq(s);
-    e.set_kind(v1::EVENT_KIND_JSON);
-    e.set_json("{\"n\":" + std::to_string(s) + "}");
-    proto::append_delimited(payload, e.SerializeAsString());
-  }
-  codec::Compressor c(1);
-  v1::Frame f;
-  auto* b = f.mutable_batch();
-  b->set_batch_seq(batch_seq);
-  b->set_first_seq(first);
-  b->set_last_seq(first + n - 1);
-  b->set_event_count(static_cast<uint32_t>(n));
-  b->set_codec(v1::CODEC_ZSTD);
-  b->set_payload(*c.compress(payload));
-  return f;
+  return json_batch_frame(agent, batch_seq, first, n);
 }
 
 // An established, well-behaved session (Hello done).

@@ -12,7 +12,10 @@
 #include <optional>
 #include <string>
 
+#include "common/codec/zstd_codec.hpp"
 #include "common/tls/tls.hpp"
+#include "outpost/v1/event.pb.h"
+#include "proto/event_codec.hpp"
 #include "uplink/frame.hpp"
 
 namespace outpost::test {
@@ -126,5 +129,29 @@ class UplinkClient {
   std::optional<tls::TlsSession> tls_;
   wire::FrameDecoder decoder_{1u << 20};
 };
+
+// A Batch frame of n JSON events {"n": SEQ} with seqs first..first+n-1, zstd-compressed.
+inline v1::Frame json_batch_frame(const std::string& agent, uint64_t batch_seq, uint64_t first,
+                                  uint64_t n) {
+  std::string payload;
+  for (uint64_t s = first; s < first + n; ++s) {
+    v1::Event e;
+    e.set_agent_id(agent);
+    e.set_seq(s);
+    e.set_kind(v1::EVENT_KIND_JSON);
+    e.set_json("{\"n\":" + std::to_string(s) + "}");
+    proto::append_delimited(payload, e.SerializeAsString());
+  }
+  codec::Compressor c(1);
+  v1::Frame f;
+  auto* b = f.mutable_batch();
+  b->set_batch_seq(batch_seq);
+  b->set_first_seq(first);
+  b->set_last_seq(first + n - 1);
+  b->set_event_count(static_cast<uint32_t>(n));
+  b->set_codec(v1::CODEC_ZSTD);
+  b->set_payload(*c.compress(payload));
+  return f;
+}
 
 }  // namespace outpost::test

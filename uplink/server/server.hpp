@@ -65,6 +65,8 @@ struct ServerOptions {
   std::function<std::optional<std::string>(const std::string& identity,
                                            const tls::PeerCertificate& peer)>
       admit_peer;
+  // A session was established (true) or, having been established, ended (false).
+  std::function<void(const std::string& identity, bool open)> on_session;
   // On the connection's strand, before a batch goes to the sink (the gateway's validation).
   std::function<void(SinkBatch&)> prepare;
   // More Prometheus text for GET /metrics (the validation's counters).

@@ -238,6 +238,8 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (out.established) {
+      established_ = true;
+      if (s_.config.on_session) s_.config.on_session(identity_, true);
       s_.metrics.sessions_established++;
       register_identity();
       s_.sink.session_started(identity_);
@@ -385,6 +387,7 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     s_.release(ip_, shared_from_this());
+    if (established_ && s_.config.on_session) s_.config.on_session(identity_, false);
     if (!identity_.empty()) {
       std::lock_guard lock(s_.mu);
       auto it = s_.by_identity.find(identity_);
@@ -422,6 +425,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reading_ = false;
   bool writing_ = false;
   bool draining_ = false;
+  bool established_ = false;  // the Hello was accepted
 };
 
 }  // namespace outpost::uplink

@@ -6,6 +6,7 @@
 
 #include <future>
 
+#include "agent/buffer/buffer_inspector.hpp"
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/relay/relay_sink.hpp"
 #include "common/clock.hpp"
@@ -81,7 +82,7 @@ TEST_CASE("device batches are stored under the device's id and seq, once, across
   {
     auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
     REQUIRE(buffer);
-    auto sink = RelaySink::open(**buffer);
+    auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
     REQUIRE(sink);
     auto r = write(**sink, device_batch("dev-a", 1, 10, 1));
     REQUIRE(r);
@@ -95,7 +96,7 @@ TEST_CASE("device batches are stored under the device's id and seq, once, across
   }
   auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
   REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer);  // the marks come back from the buffer
+  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});  // the marks come back
   REQUIRE(sink);
   auto after = write(**sink, device_batch("dev-a", 11, 20, 11));
   REQUIRE(after);
@@ -117,7 +118,7 @@ TEST_CASE("a batch above a gap waits for the missing one; the stored seqs stay i
   SystemClock clock;
   auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
   REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer);
+  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
   REQUIRE(sink);
   REQUIRE(write(**sink, device_batch("dev", 1, 10, 1)));
   auto ahead = write(**sink, device_batch("dev", 21, 30, 1));
@@ -137,7 +138,7 @@ TEST_CASE("a full buffer answers retry-later; nothing of the device overtakes th
   o.max_bytes = 1ULL << 20;
   auto buffer = SqliteBuffer::open(o, clock);
   REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer);
+  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
   REQUIRE(sink);
   REQUIRE(write(**sink, device_batch("dev", 1, 10, 1, 80'000)));  // ~800 KB
   auto full = write(**sink, device_batch("dev", 11, 20, 1, 80'000));
@@ -158,11 +159,96 @@ TEST_CASE("a device's certificate is kept for the forwarder") {
   SystemClock clock;
   auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
   REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer);
+  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
   REQUIRE(sink);
   const std::string der("\x30\x82\x01\x00\xff\x00 not really DER", 24);
   (*sink)->remember_certificate("dev", der);
   REQUIRE(write(**sink, device_batch("dev", 1, 1, 1)));  // committed after the certificate
   CHECK((*sink)->certificate("dev") == der);
   CHECK(!(*sink)->certificate("other"));
+}
+
+TEST_CASE("a device over relay.device_max_bytes waits; the others go on; acks free its room") {
+  test::TempDir dir;
+  SystemClock clock;
+  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer, {dir.file("b.db"), 40'000});
+  REQUIRE(sink);
+  auto first = write(**sink, device_batch("chatty", 1, 10, 1, 3'000));  // ~30 KB
+  REQUIRE(first);
+  auto over = write(**sink, device_batch("chatty", 11, 20, 1, 3'000));
+  REQUIRE_FALSE(over);
+  CHECK(over.error().code == uplink::sink_errc::queue_full);
+  CHECK(over.error().message.find("relay.device_max_bytes") != std::string::npos);
+  CHECK(write(**sink, device_batch("quiet", 1, 10, 1, 3'000)));  // its own room
+  std::string metrics;
+  (*sink)->append_metrics(metrics);
+  CHECK(metrics.find("outpost_agent_relay_device_over_cap_total{device=\"chatty\"} 1") !=
+        std::string::npos);
+  CHECK(metrics.find("outpost_agent_relay_device_backlog_events{device=\"chatty\"} 10") !=
+        std::string::npos);
+  // The gateway acknowledged chatty's first ten: room again.
+  auto all = (*buffer)->read_batch(0, 100, 1 << 20);
+  REQUIRE(all);
+  uint64_t bytes = 0;
+  for (const StoredEvent& e : *all)
+    bytes += proto::relayed_identity(e.body)->agent_id == "chatty" ? e.body.size() : 0;
+  (*sink)->forwarded("chatty", 10, bytes);
+  CHECK(write(**sink, device_batch("chatty", 11, 20, 1, 3'000)));
+  // A new sink counts the backlog from the file: 20 of chatty (none acknowledged in the
+  // buffer), 10 of quiet.
+  auto again = RelaySink::open(**buffer, {dir.file("b.db"), 40'000});
+  REQUIRE(again);
+  std::string counted;
+  (*again)->append_metrics(counted);
+  CHECK(counted.find("outpost_agent_relay_device_backlog_events{device=\"chatty\"} 20") !=
+        std::string::npos);
+  CHECK(counted.find("outpost_agent_relay_device_backlog_events{device=\"quiet\"} 10") !=
+        std::string::npos);
+  auto s = (*buffer)->stats();
+  REQUIRE(s);
+  CHECK(s->dropped.empty());
+}
+
+TEST_CASE("what the site's buffer drops of a device is counted for that device") {
+  test::TempDir dir;
+  ManualClock clock;
+  BufferOptions o = options(dir.file("b.db"));
+  o.kinds[kind_index(EventKind::json)].max_age_ns = 60'000'000'000;  // a minute
+  {
+    auto buffer = SqliteBuffer::open(o, clock);
+    REQUIRE(buffer);
+    auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
+    REQUIRE(sink);
+    REQUIRE(write(**sink, device_batch("dev-a", 1, 7, 1)));
+    REQUIRE(write(**sink, device_batch("dev-b", 1, 3, 1)));
+    clock.advance_ns(120'000'000'000);  // the site offline for two minutes
+    REQUIRE((*buffer)->expire_now());
+    auto s = (*buffer)->stats();
+    REQUIRE(s);
+    REQUIRE(s->origin_dropped.size() == 2);
+    CHECK(s->origin_dropped[0].agent_id == "dev-a");
+    CHECK(s->origin_dropped[0].reason == DropReason::expired);
+    CHECK(s->origin_dropped[0].count == 7);
+    CHECK(s->origin_dropped[1].agent_id == "dev-b");
+    CHECK(s->origin_dropped[1].count == 3);
+    std::string metrics;
+    (*sink)->append_metrics(metrics);
+    CHECK(metrics.find("outpost_agent_relay_device_dropped_total{device=\"dev-a\",reason=\"expired\"} 7") !=
+          std::string::npos);
+  }
+  // Kept in the file: the read-only inspector (buffer stats) and a reopen see them.
+  auto inspector = BufferInspector::open(dir.file("b.db"));
+  REQUIRE(inspector);
+  auto s = inspector->stats();
+  REQUIRE(s);
+  REQUIRE(s->origin_dropped.size() == 2);
+  CHECK(s->origin_dropped[0].count == 7);
+  auto reopened = SqliteBuffer::open(o, clock);
+  REQUIRE(reopened);
+  auto again = (*reopened)->stats();
+  REQUIRE(again);
+  REQUIRE(again->origin_dropped.size() == 2);
+  CHECK(again->origin_dropped[1].count == 3);
 }
