@@ -256,8 +256,9 @@ Result<void> load_relay(ConfigDoc& doc, AgentConfig& c) {
   l.max_in_flight_batches = static_cast<uint32_t>(n);
   OUTPOST_TRY_ASSIGN(n, doc.integer("relay.max_events_per_batch", 10'000, 1, 1'000'000));
   l.max_events_per_batch = static_cast<uint32_t>(n);
-  OUTPOST_TRY_ASSIGN(l.max_frame_bytes,
-                     memory_bytes(doc, "relay.max_frame_bytes", "4MiB", 4096, 256u << 20));
+  size_t frame = 0;
+  OUTPOST_TRY_ASSIGN(frame, memory_bytes(doc, "relay.max_frame_bytes", "4MiB", 4096, 256u << 20));
+  l.max_frame_bytes = static_cast<uint32_t>(frame);
   OUTPOST_TRY_ASSIGN(l.max_decompressed_bytes,
                      memory_bytes(doc, "relay.max_decompressed_bytes", "16MiB", 4096, 1ULL << 30));
   OUTPOST_TRY_ASSIGN(l.idle_timeout_ns,

@@ -143,14 +143,14 @@ int run_agent(const RunOptions& o) {
     }
     relay_sink = std::move(*sink);
     relay_metrics = std::make_unique<uplink::ServerMetrics>("outpost_agent_relay");
-    uplink::ServerOptions o = config->relay.server;
+    uplink::ServerOptions server = config->relay.server;
     const std::string site = config->relay.site;
     const std::string site_uri = std::string(uplink::kSiteUri) + site;
     RelaySink* keep = relay_sink.get();
     // Only the site's own devices: the gateway takes their events from this relay only.
-    o.admit_peer = [keep, site, site_uri](
-                       const std::string& identity,
-                       const tls::PeerCertificate& peer) -> std::optional<std::string> {
+    server.admit_peer = [keep, site, site_uri](
+                            const std::string& identity,
+                            const tls::PeerCertificate& peer) -> std::optional<std::string> {
       if (std::find(peer.uri_sans.begin(), peer.uri_sans.end(), site_uri) == peer.uri_sans.end()) {
         return "the certificate of " + identity + " has no URI SAN " + site_uri +
                ": not a device of site " + site;
@@ -158,10 +158,10 @@ int run_agent(const RunOptions& o) {
       keep->remember_certificate(identity, peer.der);
       return std::nullopt;
     };
-    o.on_session = [keep](const std::string& identity, bool open) {
+    server.on_session = [keep](const std::string& identity, bool open) {
       keep->connection(identity, open);
     };
-    auto started = uplink::Server::start(std::move(o), *relay_sink, *relay_metrics, clock);
+    auto started = uplink::Server::start(std::move(server), *relay_sink, *relay_metrics, clock);
     if (!started) {
       log->critical("relay: {}", started.error().describe());
       return kExitUsage;

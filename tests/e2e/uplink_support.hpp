@@ -250,7 +250,7 @@ inline void check_file_sink_exactly_once_of(const std::string& sink,
   for (const auto& l : lines) {
     if (!seqs[l.agent_id].insert(l.seq).second) ++duplicates[l.agent_id];
   }
-  for (const auto& [agent, last] : lasts) {
+  for ([[maybe_unused]] const auto& [agent, last] : lasts) {
     INFO(agent);
     CHECK(duplicates[agent] == 0);
     CHECK(seqs[agent].size() == last);
