@@ -106,7 +106,8 @@ Result<uint64_t> SqliteBuffer::Impl::remove_rows(uint64_t max_seq, std::optional
         writer,
         "DELETE FROM " + sqlite::segment_table(first) +
             " WHERE seq > ?1 AND seq <= ?2 AND (?3 = 0 OR kind = ?3) "
-            "RETURNING seq, kind, priority, length(body), " + std::string(kOriginHeadSql),
+            "RETURNING seq, kind, priority, length(body), " +
+            std::string(kOriginHeadSql),
         {static_cast<int64_t>(working.acked_seq),
          static_cast<int64_t>(std::min<uint64_t>(max_seq, kNoLimit)),
          kind ? static_cast<int64_t>(*kind) : 0},

@@ -235,7 +235,8 @@ TEST_CASE("what the site's buffer drops of a device is counted for that device")
     CHECK(s->origin_dropped[1].count == 3);
     std::string metrics;
     (*sink)->append_metrics(metrics);
-    CHECK(metrics.find("outpost_agent_relay_device_dropped_total{device=\"dev-a\",reason=\"expired\"} 7") !=
+    CHECK(metrics.find(
+              "outpost_agent_relay_device_dropped_total{device=\"dev-a\",reason=\"expired\"} 7") !=
           std::string::npos);
   }
   // Kept in the file: the read-only inspector (buffer stats) and a reopen see them.
