@@ -161,7 +161,8 @@ TEST_CASE("a device's certificate is kept for the forwarder") {
   REQUIRE(buffer);
   auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
   REQUIRE(sink);
-  const std::string der("\x30\x82\x01\x00\xff\x00 not really DER", 24);
+  constexpr char kDer[] = "\x30\x82\x01\x00\xff\x00 not really DER";  // zero bytes in it
+  const std::string der(kDer, sizeof kDer - 1);
   (*sink)->remember_certificate("dev", der);
   REQUIRE(write(**sink, device_batch("dev", 1, 1, 1)));  // committed after the certificate
   CHECK((*sink)->certificate("dev") == der);
