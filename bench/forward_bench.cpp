@@ -24,8 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "agent/buffer/sqlite_buffer.hpp"
-#include "agent/generator/synthetic_generator.hpp"
+#include "bench/backlog.hpp"
 #include "bench/bench_support.hpp"
 #include "tests/e2e/uplink_support.hpp"
 
@@ -51,23 +50,7 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string buffer = dir + "/buffer.db";
-  {  // the backlog: synthetic events (the demo's generator), appended in batches
-    agent::BufferOptions o;
-    o.path = buffer;
-    o.agent_id = "device-1";
-    o.max_bytes = 64ULL << 30;
-    SystemClock clock;
-    auto b = agent::SqliteBuffer::open(o, clock);
-    if (!b) std::exit(1);
-    for (uint64_t i = 0; i < events; i += 1000) {
-      std::vector<NewEvent> batch;
-      for (uint64_t k = i; k < std::min(events, i + 1000); ++k) {
-        // The generator's k % 3 == 2 events are order.v1 JSON payloads.
-        batch.push_back(agent::synthetic_event(json_only ? k * 3 + 2 : k, clock.now_ns()));
-      }
-      if (!(*b)->append(std::move(batch)).get()) std::exit(1);
-    }
-  }
+  bench::fill_backlog(buffer, "device-1", events, json_only);
   const uint16_t port = test::free_port();
   test::write_file(
       dir + "/gateway.toml",

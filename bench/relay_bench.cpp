@@ -21,8 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "agent/buffer/sqlite_buffer.hpp"
-#include "agent/generator/synthetic_generator.hpp"
+#include "bench/backlog.hpp"
 #include "bench/bench_support.hpp"
 #include "tests/e2e/uplink_support.hpp"
 
@@ -34,23 +33,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kDevice = "bench-device-1";
-
-void backlog(const std::string& buffer, uint64_t events) {
-  agent::BufferOptions o;
-  o.path = buffer;
-  o.agent_id = kDevice;
-  o.max_bytes = 64ULL << 30;
-  SystemClock clock;
-  auto b = agent::SqliteBuffer::open(o, clock);
-  if (!b) std::exit(1);
-  for (uint64_t i = 0; i < events; i += 1000) {
-    std::vector<NewEvent> batch;
-    for (uint64_t k = i; k < std::min(events, i + 1000); ++k) {
-      batch.push_back(agent::synthetic_event(k, clock.now_ns()));
-    }
-    if (!(*b)->append(std::move(batch)).get()) std::exit(1);
-  }
-}
 
 uint16_t http_port_of(const std::string& out, const std::string& log) {
   for (int i = 0; i < 200; ++i) {
@@ -81,7 +63,7 @@ struct Run {
 Run one_run(const std::string& dir, const std::string& pki, uint64_t events, bool relayed) {
   fs::remove_all(dir);
   fs::create_directories(dir);
-  backlog(dir + "/device.db", events);
+  bench::fill_backlog(dir + "/device.db", kDevice, events);
   const uint16_t port = test::free_port(), relay_port = test::free_port();
   test::write_file(dir + "/gateway.toml",
                    "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +

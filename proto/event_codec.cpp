@@ -119,18 +119,6 @@ std::string relayed_body(std::string_view event_bytes, std::string_view agent_id
   return out;
 }
 
-std::optional<RelayedIdentity> relayed_identity(std::string_view body) {
-  if (!is_relayed(body)) return std::nullopt;
-  FieldReader r(body);
-  Field f;
-  RelayedIdentity id;
-  if (!r.next(f) || f.number != 1 || f.type != kLengthDelimited) return std::nullopt;
-  id.agent_id = f.bytes;
-  if (!r.next(f) || f.number != 2 || f.type != kVarint) return std::nullopt;
-  id.seq = f.value;
-  return id;
-}
-
 std::string encode_pixel_event(const PixelHitFields& hit) {
   // PixelHit first, to know its length; then the Event around it.
   std::string pixel;

@@ -18,6 +18,7 @@
 
 #include "common/event.hpp"
 #include "common/result.hpp"
+#include "proto/relayed.hpp"
 
 namespace outpost::v1 {
 class Event;
@@ -38,21 +39,11 @@ std::string stamp(std::string_view body, std::string_view agent_id, uint64_t seq
 void append_stamped_delimited(std::string& out, std::string_view body, std::string_view agent_id,
                               uint64_t seq, int64_t collected_at_ns);
 
-// A relayed event (agent/relay/): a device's event that a site agent took, stored with the
-// device's identity first — agent_id (field 1) at byte 0, then seq and collected_at — which
-// the body of an agent's own event never has (the buffer stamps those). stamp() and
-// append_stamped_delimited() leave such a body as it is, so it reaches the gateway under the
-// device's identity.
-inline bool is_relayed(std::string_view body) { return !body.empty() && body[0] == 0x0A; }
-// The body a relay stores for a device's event (its bytes as the device sent them).
+// stamp() and append_stamped_delimited() leave a relayed body (proto/relayed.hpp) as it is,
+// so it reaches the gateway under the device's identity. relayed_body() makes one: the body a
+// relay stores for a device's event (its bytes as the device sent them).
 std::string relayed_body(std::string_view event_bytes, std::string_view agent_id, uint64_t seq,
                          int64_t collected_at_ns);
-// The device's identity in a relayed body, or nullopt when the body is not one.
-struct RelayedIdentity {
-  std::string_view agent_id;
-  uint64_t seq = 0;
-};
-std::optional<RelayedIdentity> relayed_identity(std::string_view body);
 
 // The fields of a pixel hit, as the HTTP source has them (already bounded and valid UTF-8).
 struct PixelHitFields {

@@ -123,12 +123,12 @@ struct Counters {
   std::map<std::pair<std::string, int>, uint64_t> origin_dropped;
 };
 
-// The device a relayed body belongs to (its agent_id first: proto::is_relayed), from the
-// first bytes of the body that the removing statements return; "" for an own event.
+// The device a relayed body belongs to (proto/relayed.hpp), from the first bytes of the body
+// that the removing statements return (kOriginHeadSql); "" for an own event.
 std::string relayed_origin(std::string_view head);
 // SQL for those first bytes: NULL unless the body is a relayed one.
 inline constexpr const char* kOriginHeadSql =
-    "CASE WHEN substr(body, 1, 1) = x'0a' THEN substr(body, 1, 140) END";
+    "CASE WHEN substr(body, 1, 1) = x'0a' THEN substr(body, 1, 150) END";
 
 struct AppendJob {
   std::vector<NewEvent> events;

@@ -4,21 +4,15 @@
 #include <cstdlib>
 
 #include "agent/buffer/sqlite_buffer_impl.hpp"
+#include "proto/relayed.hpp"
 
 namespace outpost::agent {
 
+// The device whose relayed row a removing statement returned the head of (kOriginHeadSql);
+// "" for an own event.
 std::string relayed_origin(std::string_view head) {
-  // Field 1, length-delimited (0x0a), a varint length of at most 128 (one or two bytes).
-  if (head.size() < 2 || head[0] != 0x0a) return {};
-  size_t len = static_cast<unsigned char>(head[1]);
-  size_t at = 2;
-  if (len & 0x80) {
-    if (head.size() < 3) return {};
-    len = (len & 0x7f) | (static_cast<size_t>(static_cast<unsigned char>(head[2])) << 7);
-    at = 3;
-  }
-  if (len == 0 || len > 128 || head.size() < at + len) return {};
-  return std::string(head.substr(at, len));
+  auto id = proto::relayed_identity(head);
+  return id ? std::string(id->agent_id) : std::string();
 }
 
 // Frees at least `needed` bytes (plus headroom, so that eviction does not run on every

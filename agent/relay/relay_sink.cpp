@@ -122,7 +122,7 @@ void RelaySink::start(Pending p) {
   }
   if (decision.refuse) {
     p.done(make_error(uplink::sink_errc::gap, *decision.refuse));
-    finish(device, make_error(uplink::sink_errc::gap, *decision.refuse));
+    finish(device);
     return;
   }
   std::vector<NewEvent> events;
@@ -146,7 +146,7 @@ void RelaySink::start(Pending p) {
     }
     const Error e = make_error(uplink::sink_errc::queue_full, *over);
     p.done(e);
-    finish(device, e);
+    finish(device);
     return;
   }
   // A gap the device cannot fill is the gateway's to count: the relay only passes on what it
@@ -178,7 +178,7 @@ void RelaySink::start(Pending p) {
             r ? Result<uplink::SinkResult>(result)
               : Result<uplink::SinkResult>(make_error(sink_code(r.error()), r.error().message));
         batch->done(answer);
-        finish(device, answer);
+        finish(device);
       });
 }
 
@@ -243,7 +243,7 @@ void RelaySink::connection(const std::string& device, bool open) {
   if (d.connected < 0) d.connected = 0;
 }
 
-void RelaySink::finish(const std::string& device, const Result<uplink::SinkResult>&) {
+void RelaySink::finish(const std::string& device) {
   std::optional<Pending> next;
   {
     std::lock_guard lock(mu_);

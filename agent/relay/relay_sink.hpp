@@ -78,7 +78,8 @@ class RelaySink final : public uplink::Sink {
   // Why the device's batch of `bytes` would pass its cap, or nullopt.
   std::optional<std::string> over_cap(const std::string& device, uint64_t bytes);
   void start(Pending p);
-  void finish(const std::string& device, const Result<uplink::SinkResult>& result);
+  // The device's batch was answered: its next waiting one starts.
+  void finish(const std::string& device);
 
   Buffer& buffer_;
   RelaySinkOptions opt_;

@@ -112,7 +112,9 @@ TEST_CASE("3 devices -> site agent -> gateway -> Kafka through SIGKILLs of each 
   };
   REQUIRE_MESSAGE(wait_until(drained, 300), site.log());
   const std::string metrics = http_get(gateway.http_port(), "/metrics");
-  CHECK(metric(metrics, "outpost_gateway_relayed_devices_total") >= kDevices);
+  // Counted since the gateway's last restart, which may come after some devices were done
+  // (relay_gateway_test checks the exact count on a gateway that stays up).
+  CHECK(metric(metrics, "outpost_gateway_relayed_devices_total") >= 1);
   for (auto& d : devices) d->stop();
   site.stop();
   CHECK(gateway.stop() == 0);

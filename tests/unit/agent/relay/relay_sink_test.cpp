@@ -65,6 +65,19 @@ std::vector<std::pair<std::string, uint64_t>> stored(Buffer& buffer) {
   return out;
 }
 
+// The site's buffer and its relay sink over it (the sink first to go).
+struct Site {
+  std::unique_ptr<SqliteBuffer> buffer;
+  std::unique_ptr<RelaySink> sink;
+};
+Site open_site(const BufferOptions& o, const Clock& clock, uint64_t device_max_bytes = 0) {
+  auto buffer = SqliteBuffer::open(o, clock);
+  REQUIRE(buffer);
+  auto sink = RelaySink::open(**buffer, {o.path, device_max_bytes});
+  REQUIRE(sink);
+  return {std::move(*buffer), std::move(*sink)};
+}
+
 BufferOptions options(const std::string& path) {
   BufferOptions o;
   o.path = path;
@@ -80,29 +93,23 @@ TEST_CASE("device batches are stored under the device's id and seq, once, across
   test::TempDir dir;
   SystemClock clock;
   {
-    auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
-    REQUIRE(buffer);
-    auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
-    REQUIRE(sink);
-    auto r = write(**sink, device_batch("dev-a", 1, 10, 1));
+    auto [buffer, sink] = open_site(options(dir.file("b.db")), clock);
+    auto r = write(*sink, device_batch("dev-a", 1, 10, 1));
     REQUIRE(r);
     CHECK(r->written == 10);
-    REQUIRE(write(**sink, device_batch("dev-b", 1, 5, 1)));
+    REQUIRE(write(*sink, device_batch("dev-b", 1, 5, 1)));
     // The device resends (its ack was lost): duplicates, acknowledged, not stored again.
-    auto again = write(**sink, device_batch("dev-a", 6, 15, 6));
+    auto again = write(*sink, device_batch("dev-a", 6, 15, 6));
     REQUIRE(again);
     CHECK(again->duplicates == 5);
     CHECK(again->written == 5);
   }
-  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
-  REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});  // the marks come back
-  REQUIRE(sink);
-  auto after = write(**sink, device_batch("dev-a", 11, 20, 11));
+  auto [buffer, sink] = open_site(options(dir.file("b.db")), clock);  // the marks come back
+  auto after = write(*sink, device_batch("dev-a", 11, 20, 11));
   REQUIRE(after);
   CHECK(after->duplicates == 5);
   CHECK(after->written == 5);
-  auto events = stored(**buffer);
+  auto events = stored(*buffer);
   REQUIRE(events.size() == 25);
   std::map<std::string, std::vector<uint64_t>> by_device;
   for (const auto& [device, seq] : events) by_device[device].push_back(seq);
@@ -116,18 +123,15 @@ TEST_CASE("device batches are stored under the device's id and seq, once, across
 TEST_CASE("a batch above a gap waits for the missing one; the stored seqs stay in order") {
   test::TempDir dir;
   SystemClock clock;
-  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
-  REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
-  REQUIRE(sink);
-  REQUIRE(write(**sink, device_batch("dev", 1, 10, 1)));
-  auto ahead = write(**sink, device_batch("dev", 21, 30, 1));
+  auto [buffer, sink] = open_site(options(dir.file("b.db")), clock);
+  REQUIRE(write(*sink, device_batch("dev", 1, 10, 1)));
+  auto ahead = write(*sink, device_batch("dev", 21, 30, 1));
   REQUIRE_FALSE(ahead);
   CHECK(ahead.error().code == uplink::sink_errc::gap);
-  REQUIRE(write(**sink, device_batch("dev", 11, 20, 1)));
-  REQUIRE(write(**sink, device_batch("dev", 21, 30, 1)));
+  REQUIRE(write(*sink, device_batch("dev", 11, 20, 1)));
+  REQUIRE(write(*sink, device_batch("dev", 21, 30, 1)));
   uint64_t expected = 1;
-  for (const auto& [device, seq] : stored(**buffer)) CHECK(seq == expected++);
+  for (const auto& [device, seq] : stored(*buffer)) CHECK(seq == expected++);
   CHECK(expected == 31);
 }
 
@@ -136,20 +140,17 @@ TEST_CASE("a full buffer answers retry-later; nothing of the device overtakes th
   SystemClock clock;
   BufferOptions o = options(dir.file("b.db"));
   o.max_bytes = 1ULL << 20;
-  auto buffer = SqliteBuffer::open(o, clock);
-  REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
-  REQUIRE(sink);
-  REQUIRE(write(**sink, device_batch("dev", 1, 10, 1, 80'000)));  // ~800 KB
-  auto full = write(**sink, device_batch("dev", 11, 20, 1, 80'000));
+  auto [buffer, sink] = open_site(o, clock);
+  REQUIRE(write(*sink, device_batch("dev", 1, 10, 1, 80'000)));  // ~800 KB
+  auto full = write(*sink, device_batch("dev", 11, 20, 1, 80'000));
   REQUIRE_FALSE(full);
   CHECK(full.error().code == uplink::sink_errc::disk_full);
-  auto later = write(**sink, device_batch("dev", 21, 21, 1));
-  REQUIRE_FALSE(later);         // held back behind 11..20, though it would fit
-  REQUIRE((*buffer)->ack(10));  // the gateway took the first batch: room again
-  REQUIRE(write(**sink, device_batch("dev", 11, 20, 1, 80'000)));
-  REQUIRE(write(**sink, device_batch("dev", 21, 21, 1)));
-  auto s = (*buffer)->stats();
+  auto later = write(*sink, device_batch("dev", 21, 21, 1));
+  REQUIRE_FALSE(later);      // held back behind 11..20, though it would fit
+  REQUIRE(buffer->ack(10));  // the gateway took the first batch: room again
+  REQUIRE(write(*sink, device_batch("dev", 11, 20, 1, 80'000)));
+  REQUIRE(write(*sink, device_batch("dev", 21, 21, 1)));
+  auto s = buffer->stats();
   REQUIRE(s);
   CHECK(s->dropped.empty());  // refused, not dropped: the device still had them
 }
@@ -157,49 +158,43 @@ TEST_CASE("a full buffer answers retry-later; nothing of the device overtakes th
 TEST_CASE("a device's certificate is kept for the forwarder") {
   test::TempDir dir;
   SystemClock clock;
-  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
-  REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
-  REQUIRE(sink);
+  auto [buffer, sink] = open_site(options(dir.file("b.db")), clock);
   constexpr char kDer[] = "\x30\x82\x01\x00\xff\x00 not really DER";  // zero bytes in it
   const std::string der(kDer, sizeof kDer - 1);
-  (*sink)->remember_certificate("dev", der);
-  REQUIRE(write(**sink, device_batch("dev", 1, 1, 1)));  // committed after the certificate
-  CHECK((*sink)->certificate("dev") == der);
-  CHECK(!(*sink)->certificate("other"));
+  sink->remember_certificate("dev", der);
+  REQUIRE(write(*sink, device_batch("dev", 1, 1, 1)));  // committed after the certificate
+  CHECK(sink->certificate("dev") == der);
+  CHECK(!sink->certificate("other"));
 }
 
 TEST_CASE("a device over relay.device_max_bytes waits; the others go on; acks free its room") {
   test::TempDir dir;
   SystemClock clock;
-  auto buffer = SqliteBuffer::open(options(dir.file("b.db")), clock);
-  REQUIRE(buffer);
-  auto sink = RelaySink::open(**buffer, {dir.file("b.db"), 40'000});
-  REQUIRE(sink);
-  auto first = write(**sink, device_batch("chatty", 1, 10, 1, 3'000));  // ~30 KB
+  auto [buffer, sink] = open_site(options(dir.file("b.db")), clock, 40'000);
+  auto first = write(*sink, device_batch("chatty", 1, 10, 1, 3'000));  // ~30 KB
   REQUIRE(first);
-  auto over = write(**sink, device_batch("chatty", 11, 20, 1, 3'000));
+  auto over = write(*sink, device_batch("chatty", 11, 20, 1, 3'000));
   REQUIRE_FALSE(over);
   CHECK(over.error().code == uplink::sink_errc::queue_full);
   CHECK(over.error().message.find("relay.device_max_bytes") != std::string::npos);
-  CHECK(write(**sink, device_batch("quiet", 1, 10, 1, 3'000)));  // its own room
+  CHECK(write(*sink, device_batch("quiet", 1, 10, 1, 3'000)));  // its own room
   std::string metrics;
-  (*sink)->append_metrics(metrics);
+  sink->append_metrics(metrics);
   CHECK(metrics.find("outpost_agent_relay_device_over_cap_total{device=\"chatty\"} 1") !=
         std::string::npos);
   CHECK(metrics.find("outpost_agent_relay_device_backlog_events{device=\"chatty\"} 10") !=
         std::string::npos);
   // The gateway acknowledged chatty's first ten: room again.
-  auto all = (*buffer)->read_batch(0, 100, 1 << 20);
+  auto all = buffer->read_batch(0, 100, 1 << 20);
   REQUIRE(all);
   uint64_t bytes = 0;
   for (const StoredEvent& e : *all)
     bytes += proto::relayed_identity(e.body)->agent_id == "chatty" ? e.body.size() : 0;
-  (*sink)->forwarded("chatty", 10, bytes);
-  CHECK(write(**sink, device_batch("chatty", 11, 20, 1, 3'000)));
+  sink->forwarded("chatty", 10, bytes);
+  CHECK(write(*sink, device_batch("chatty", 11, 20, 1, 3'000)));
   // A new sink counts the backlog from the file: 20 of chatty (none acknowledged in the
   // buffer), 10 of quiet.
-  auto again = RelaySink::open(**buffer, {dir.file("b.db"), 40'000});
+  auto again = RelaySink::open(*buffer, {dir.file("b.db"), 40'000});
   REQUIRE(again);
   std::string counted;
   (*again)->append_metrics(counted);
@@ -207,7 +202,7 @@ TEST_CASE("a device over relay.device_max_bytes waits; the others go on; acks fr
         std::string::npos);
   CHECK(counted.find("outpost_agent_relay_device_backlog_events{device=\"quiet\"} 10") !=
         std::string::npos);
-  auto s = (*buffer)->stats();
+  auto s = buffer->stats();
   REQUIRE(s);
   CHECK(s->dropped.empty());
 }
@@ -218,15 +213,12 @@ TEST_CASE("what the site's buffer drops of a device is counted for that device")
   BufferOptions o = options(dir.file("b.db"));
   o.kinds[kind_index(EventKind::json)].max_age_ns = 60'000'000'000;  // a minute
   {
-    auto buffer = SqliteBuffer::open(o, clock);
-    REQUIRE(buffer);
-    auto sink = RelaySink::open(**buffer, {dir.file("b.db")});
-    REQUIRE(sink);
-    REQUIRE(write(**sink, device_batch("dev-a", 1, 7, 1)));
-    REQUIRE(write(**sink, device_batch("dev-b", 1, 3, 1)));
+    auto [buffer, sink] = open_site(o, clock);
+    REQUIRE(write(*sink, device_batch("dev-a", 1, 7, 1)));
+    REQUIRE(write(*sink, device_batch("dev-b", 1, 3, 1)));
     clock.advance_ns(120'000'000'000);  // the site offline for two minutes
-    REQUIRE((*buffer)->expire_now());
-    auto s = (*buffer)->stats();
+    REQUIRE(buffer->expire_now());
+    auto s = buffer->stats();
     REQUIRE(s);
     REQUIRE(s->origin_dropped.size() == 2);
     CHECK(s->origin_dropped[0].agent_id == "dev-a");
@@ -235,7 +227,7 @@ TEST_CASE("what the site's buffer drops of a device is counted for that device")
     CHECK(s->origin_dropped[1].agent_id == "dev-b");
     CHECK(s->origin_dropped[1].count == 3);
     std::string metrics;
-    (*sink)->append_metrics(metrics);
+    sink->append_metrics(metrics);
     CHECK(metrics.find(
               "outpost_agent_relay_device_dropped_total{device=\"dev-a\",reason=\"expired\"} 7") !=
           std::string::npos);
