@@ -240,6 +240,8 @@ Result<void> load_relay(ConfigDoc& doc, AgentConfig& c) {
   OUTPOST_TRY_ASSIGN(o.ca_file, doc.string("relay.ca_file", f.ca_file));
   OUTPOST_TRY_ASSIGN(o.cert_file, doc.string("relay.cert_file", f.cert_file));
   OUTPOST_TRY_ASSIGN(o.key_file, doc.string("relay.key_file", f.key_file));
+  OUTPOST_TRY_ASSIGN(o.crl_file, doc.string("relay.crl", ""));
+  o.tls_reload_interval_ns = f.tls_reload_interval_ns;
   std::string identity;
   OUTPOST_TRY_ASSIGN(identity, doc.choice("relay.identity", "cn", {"cn", "uri_san"}));
   o.identity_from_uri_san = identity == "uri_san";
@@ -424,6 +426,14 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
                      doc.duration_ns("uplink.ping_interval", "30s", 100 * kMs, 3600 * kSecond));
   OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.certificate_warn_days", 30, 0, 3650));
   c.uplink.certificate_warn_days = static_cast<int>(n);
+  f.certificate_warn_days = c.uplink.certificate_warn_days;
+  OUTPOST_TRY_ASSIGN(f.tls_reload_interval_ns,
+                     doc.duration_ns("uplink.tls_reload_interval", "5s", 0, 3600 * kSecond));
+  if (f.tls_reload_interval_ns > 0 && f.tls_reload_interval_ns < 100 * kMs) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("uplink.tls_reload_interval") +
+                          ": uplink.tls_reload_interval is 0 (only on reload) or at least 100ms");
+  }
 
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();

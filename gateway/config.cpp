@@ -39,6 +39,14 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.ca_file, doc.string("tls.ca_file", "/etc/outpost/certs/ca.crt"));
   OUTPOST_TRY_ASSIGN(c.cert_file, doc.string("tls.cert_file", "/etc/outpost/certs/gateway.crt"));
   OUTPOST_TRY_ASSIGN(c.key_file, doc.string("tls.key_file", "/etc/outpost/certs/gateway.key"));
+  OUTPOST_TRY_ASSIGN(c.crl_file, doc.string("tls.crl", ""));
+  OUTPOST_TRY_ASSIGN(c.tls_reload_interval_ns,
+                     doc.duration_ns("tls.reload_interval", "5s", 0, kHour));
+  if (c.tls_reload_interval_ns > 0 && c.tls_reload_interval_ns < 100 * kMs) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("tls.reload_interval") +
+                          ": tls.reload_interval is 0 (only on reload) or at least 100ms");
+  }
   std::string identity;
   OUTPOST_TRY_ASSIGN(identity, doc.choice("tls.identity", "cn", {"cn", "uri_san"}));
   c.identity_from_uri_san = identity == "uri_san";

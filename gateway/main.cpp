@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
       "--set", overrides,
       "override a configuration key, e.g. --set limits.max_connections=5000 "
       "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
-      "log_level}, tls.{ca_file,cert_file,key_file,identity}, limits.{max_connections,"
+      "log_level}, tls.{ca_file,cert_file,key_file,crl,reload_interval,identity}, limits.{max_connections,"
       "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
       "frame_bytes,"
       "max_decompressed_bytes,max_window_log,max_events_per_batch,"
@@ -123,6 +123,8 @@ int main(int argc, char** argv) {
   server_options.ca_file = config->ca_file;
   server_options.cert_file = config->cert_file;
   server_options.key_file = config->key_file;
+  server_options.crl_file = config->crl_file;
+  server_options.tls_reload_interval_ns = config->tls_reload_interval_ns;
   server_options.identity_from_uri_san = config->identity_from_uri_san;
   server_options.limits = config->limits;
   ValidationStage& stage = **validation;  // contracts, sensitive fields, provenance
@@ -141,12 +143,13 @@ int main(int argc, char** argv) {
   while (sig != SIGINT && sig != SIGTERM) {
     sig = sigwaitinfo(&stop_signals, nullptr);
     if (sig != SIGHUP) continue;
-    // Only the contracts are re-read today (docs/configuration.md, "Reload").
+    // The contracts and the TLS files are re-read today (docs/configuration.md, "Reload").
     if (auto r = (*validation)->reload(); r) {
       log->info("reload: contracts: {}", *r);
     } else {
       log->error("reload refused, the contracts in use stay: {}", r.error().describe());
     }
+    (void)(*server)->reload_tls();  // logs what it read or why it refused
   }
   log->info("stopping on signal {}: finishing in-flight batches (grace {}s)", sig,
             config->shutdown_grace_ns / 1'000'000'000);

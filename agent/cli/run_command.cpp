@@ -51,11 +51,13 @@ int run_agent(const RunOptions& o) {
   (void)log::init(config->log_level);
   auto log = log::get("agent");
 
-  // Block the stop signals before any thread starts, so that only sigtimedwait() sees them.
+  // Block the stop and reload signals before any thread starts, so that only sigtimedwait()
+  // sees them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   SystemClock clock;
@@ -186,12 +188,13 @@ int run_agent(const RunOptions& o) {
     log->warn("no uplink.endpoints configured: events stay in the buffer");
   }
 
-  // The device certificate's expiry (read at start): on /metrics, and a warning when near.
-  int64_t cert_not_after = 0;
+  // The device certificate's expiry: on /metrics (the forwarder's, which follows a renewed
+  // certificate; the file's until it has read one), and a warning in the log when near.
+  int64_t cert_at_start = 0;
   if (config->uplink.enabled) {
     if (auto t = tls::certificate_not_after(config->uplink.forwarder.cert_file); t) {
-      cert_not_after = *t;
-      const int64_t days = (cert_not_after - clock.now_ns() / 1'000'000'000) / 86'400;
+      cert_at_start = *t;
+      const int64_t days = (cert_at_start - clock.now_ns() / 1'000'000'000) / 86'400;
       if (days < config->uplink.certificate_warn_days) {
         log->warn("the device certificate {} expires in {} days ({}): renew it (docs/install.md)",
                   config->uplink.forwarder.cert_file, days,
@@ -200,11 +203,25 @@ int run_agent(const RunOptions& o) {
     }
   }
   auto more_metrics = [e = edge.get(), spool = spool_source.get(), rm = relay_metrics.get(),
-                       rs = relay_sink.get(), cert_not_after](std::string& out) {
+                       rs = relay_sink.get(), fw = forwarder.get(), cert_at_start, &clock,
+                       warn_days = config->uplink.certificate_warn_days](std::string& out) {
     if (e != nullptr) e->append_metrics(out);
     if (spool != nullptr) spool->append_metrics(out);
     if (rm != nullptr) out += rm->render_prometheus();
     if (rs != nullptr) rs->append_metrics(out);
+    int64_t cert_not_after = cert_at_start;
+    if (fw != nullptr) {
+      const ForwarderStatus st = fw->status();
+      if (st.certificate_not_after != 0) cert_not_after = st.certificate_not_after;
+      out +=
+          "# HELP outpost_agent_tls_reloads_total Changes of the uplink's TLS files read while "
+          "running, by result: ok (used from the next handshake) or refused (the files in use "
+          "stay).\n# TYPE outpost_agent_tls_reloads_total counter\n"
+          "outpost_agent_tls_reloads_total{result=\"ok\"} " +
+          std::to_string(st.tls_reloads_ok) +
+          "\noutpost_agent_tls_reloads_total{result=\"refused\"} " +
+          std::to_string(st.tls_reloads_refused) + "\n";
+    }
     if (cert_not_after != 0) {
       out +=
           "# HELP outpost_agent_certificate_expiry_timestamp_seconds When the device "
@@ -212,6 +229,17 @@ int run_agent(const RunOptions& o) {
           "outpost_agent_certificate_expiry_timestamp_seconds gauge\n"
           "outpost_agent_certificate_expiry_timestamp_seconds " +
           std::to_string(cert_not_after) + "\n";
+      const int64_t seconds_left = cert_not_after - clock.now_ns() / 1'000'000'000;
+      const int64_t days_left = seconds_left >= 0 ? seconds_left / 86'400 : -1 - (-seconds_left) / 86'400;
+      out +=
+          "# HELP outpost_agent_certificate_days_left Whole days until the device certificate "
+          "expires (negative: expired).\n# TYPE outpost_agent_certificate_days_left gauge\n"
+          "outpost_agent_certificate_days_left " +
+          std::to_string(days_left) +
+          "\n# HELP outpost_agent_certificate_expiring 1 when the device certificate expires "
+          "within uplink.certificate_warn_days days (renew it).\n# TYPE "
+          "outpost_agent_certificate_expiring gauge\noutpost_agent_certificate_expiring " +
+          std::string(days_left < warn_days ? "1" : "0") + "\n";
     }
   };
   std::unique_ptr<StatusServer> status;
@@ -234,6 +262,13 @@ int run_agent(const RunOptions& o) {
     if (sig == SIGINT || sig == SIGTERM) {
       log->info("stopping on signal {}", sig);
       break;
+    }
+    if (sig == SIGHUP) {
+      // Only the TLS files are read again today; other settings take a restart
+      // (docs/configuration.md, "Reload").
+      log->info("reload: reading the TLS files again; other settings take a restart");
+      if (forwarder) forwarder->reload_tls();
+      if (relay) (void)relay->reload_tls();
     }
     if (!(*buffer)->healthy()) {
       log->critical("the buffer became unusable; exiting so that a restart recovers it");

@@ -1,6 +1,8 @@
 #include "agent/forwarder/forwarder.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -15,6 +17,8 @@
 #include "agent/forwarder/tls_stream.hpp"
 #include "common/codec/zstd_codec.hpp"
 #include "common/log.hpp"
+#include "common/tls/context_source.hpp"
+#include "common/units.hpp"
 #include "proto/event_codec.hpp"
 #include "uplink/agent_protocol.hpp"
 
@@ -36,8 +40,9 @@ struct Forwarder::Impl {
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get("forwarder");
   codec::Compressor compressor;
-  std::shared_ptr<tls::TlsContext> tls_context;
-  std::string tls_context_name;
+  std::unique_ptr<tls::ContextSource> tls_source;
+  std::string tls_source_name;  // the server name it verifies
+  std::atomic<bool> reload_asked{false};
 
   mutable std::mutex mu;
   std::condition_variable wake;
@@ -76,6 +81,10 @@ struct Forwarder::Impl {
   // acknowledged (the backoff starts over).
   Result<void> session(const std::string& endpoint, bool& progress);
   Result<std::shared_ptr<tls::TlsContext>> context_for(const std::string& name);
+  // Looks at the TLS files (reads them when changed or asked to): true when new ones are in
+  // use, for the next handshake.
+  bool refresh_tls();
+  void tls_in_use(const tls::TlsContext& c);
 };
 
 void Forwarder::Impl::run() {
@@ -101,17 +110,49 @@ void Forwarder::Impl::run() {
 }
 
 Result<std::shared_ptr<tls::TlsContext>> Forwarder::Impl::context_for(const std::string& name) {
-  if (!tls_context || tls_context_name != name) {
+  if (!tls_source || tls_source_name != name) {
     tls::ContextOptions o;
     o.role = tls::Role::client;
-    o.files = {opt.ca_file, opt.cert_file, opt.key_file};
+    o.files = {opt.ca_file, opt.cert_file, opt.key_file, ""};
     o.server_name = name;
-    auto ctx = tls::TlsContext::create(o);
-    if (!ctx) return ctx.error();
-    tls_context = *ctx;
-    tls_context_name = name;
+    auto source = tls::ContextSource::create(o);
+    if (!source) return source.error();
+    tls_source = std::move(*source);
+    tls_source_name = name;
+    tls_in_use(*tls_source->current());
+  } else {
+    (void)refresh_tls();
   }
-  return tls_context;
+  return tls_source->current();
+}
+
+void Forwarder::Impl::tls_in_use(const tls::TlsContext& c) {
+  set_status([&](ForwarderStatus& s) { s.certificate_not_after = c.not_after(); });
+  if (c.not_after() == 0) return;
+  const int64_t days = (c.not_after() - clock.now_ns() / 1'000'000'000) / 86'400;
+  if (days < opt.certificate_warn_days) {
+    log->warn("the device certificate {} (serial {}) expires in {} days ({}): renew it "
+              "(docs/install.md)",
+              opt.cert_file, c.serial(), days,
+              days < 0 ? "already expired" : "uplink.certificate_warn_days");
+  }
+}
+
+bool Forwarder::Impl::refresh_tls() {
+  if (!tls_source) return false;
+  auto r = tls_source->refresh(reload_asked.exchange(false));
+  if (r.refused) {
+    set_status([](ForwarderStatus& s) { ++s.tls_reloads_refused; });
+    log->error("uplink TLS files changed but cannot be used; the ones in use stay: {}",
+               r.refused->describe());
+    return false;
+  }
+  if (!r.changed) return false;
+  set_status([](ForwarderStatus& s) { ++s.tls_reloads_ok; });
+  log->info("uplink TLS files read: certificate serial {}, expires {}", r.context->serial(),
+            format_time_ns(r.context->not_after() * 1'000'000'000));
+  tls_in_use(*r.context);
+  return true;
 }
 
 Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progress) {
@@ -215,10 +256,33 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   };
 
   std::string payload;  // one batch's stamped events; its capacity is kept between batches
+  // New TLS files (a renewed certificate): send nothing more, let the batches in flight be
+  // acknowledged, then end the session; the next handshake uses them.
+  bool rotating = false;
+  int64_t next_tls_look =
+      opt.tls_reload_interval_ns > 0 ? clock.mono_ns() + opt.tls_reload_interval_ns : INT64_MAX;
   while (!stop_requested()) {
     if (auto r = check_acks(); !r) return r;
+    if (!rotating && (reload_asked || clock.mono_ns() >= next_tls_look)) {
+      if (opt.tls_reload_interval_ns > 0) next_tls_look = clock.mono_ns() + opt.tls_reload_interval_ns;
+      if (refresh_tls()) {
+        rotating = true;
+        log->info("uplink {}: new TLS files: finishing the {} batches in flight, then "
+                  "reconnecting with them",
+                  endpoint, protocol.in_flight());
+      }
+    }
+    if (rotating && protocol.in_flight() == 0) {
+      for (auto& a : committing) {
+        if (auto r = a.get(); !r) return r;
+      }
+      committing.clear();
+      stream.close(clock.mono_ns() + 1'000'000'000);
+      progress = true;
+      return {};
+    }
     // Fill the window.
-    while (protocol.may_send(clock.mono_ns())) {
+    while (!rotating && protocol.may_send(clock.mono_ns())) {
       payload.clear();
       uint64_t last_seq = 0;
       // One device's events per batch: the relay's own (origin ""), or a device's it relays
@@ -286,9 +350,9 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
     if (auto r = carry_out(); !r) return r;
     // Wait for acks, or for new events to send, or for the protocol's next deadline.
     const int64_t now = clock.mono_ns();
-    const int64_t wait_until =
-        std::min(protocol.next_timer(now),
-                 now + (protocol.may_send(now) ? kPollWhileWindowOpenNs : 1'000'000'000));
+    const int64_t wait_until = std::min(
+        {protocol.next_timer(now), next_tls_look,
+         now + (protocol.may_send(now) ? kPollWhileWindowOpenNs : 1'000'000'000)});
     auto f = stream.receive(wait_until);
     while (true) {
       if (!f) return f.error();
@@ -319,6 +383,11 @@ void Forwarder::stop() {
   }
   impl_->wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Forwarder::reload_tls() {
+  impl_->reload_asked = true;
+  impl_->wake.notify_all();
 }
 
 ForwarderStatus Forwarder::status() const {

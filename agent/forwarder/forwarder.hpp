@@ -35,6 +35,11 @@ struct ForwarderOptions {
   int64_t backoff_max_ns = 30'000'000'000;
   uint64_t rate_limit_bytes_per_s = 0;  // compressed bytes on the wire; 0: no limit
   int64_t ping_interval_ns = 30'000'000'000;
+  // How often the certificate, key and CA files are looked at for a change; 0: only on
+  // reload_tls(). A change is used for the next handshake: the session in use finishes the
+  // batches it has in flight and reconnects with the new files.
+  int64_t tls_reload_interval_ns = 5'000'000'000;
+  int certificate_warn_days = 30;  // a (re)read certificate nearer its expiry is warned about
   // A relaying agent (agent/relay/): the certificate (DER) of a device whose events it sends,
   // as the device presented it; nullopt when none is kept.
   std::function<std::optional<std::string>(const std::string& device)> device_certificate;
@@ -51,6 +56,9 @@ struct ForwarderStatus {
   uint64_t bytes_sent = 0;  // compressed
   uint64_t connects = 0;
   int64_t last_ack_ns = 0;
+  int64_t certificate_not_after = 0;  // of the certificate in use (Unix time); 0: none read yet
+  uint64_t tls_reloads_ok = 0;        // the TLS files changed and are in use
+  uint64_t tls_reloads_refused = 0;   // they changed and could not be used
 };
 
 class Forwarder {
@@ -63,6 +71,9 @@ class Forwarder {
   void start();
   void stop();
   ForwarderStatus status() const;
+  // Reads the TLS files again at the forwarder's next step (SIGHUP), even if they look
+  // unchanged.
+  void reload_tls();
 
  private:
   struct Impl;

@@ -28,21 +28,24 @@ auto with_certificate(const std::string& path, Use&& use) -> Result<decltype(use
   return out;
 }
 
-int64_t not_after(const mbedtls_x509_crt* crt) {
+}  // namespace
+
+// Also used by mbedtls_session.cpp (a context's certificate and CRL times).
+int64_t unix_time(const mbedtls_x509_time& t);
+int64_t unix_time(const mbedtls_x509_time& t) {
   std::tm tm{};
-  tm.tm_year = crt->valid_to.year - 1900;
-  tm.tm_mon = crt->valid_to.mon - 1;
-  tm.tm_mday = crt->valid_to.day;
-  tm.tm_hour = crt->valid_to.hour;
-  tm.tm_min = crt->valid_to.min;
-  tm.tm_sec = crt->valid_to.sec;
+  tm.tm_year = t.year - 1900;
+  tm.tm_mon = t.mon - 1;
+  tm.tm_mday = t.day;
+  tm.tm_hour = t.hour;
+  tm.tm_min = t.min;
+  tm.tm_sec = t.sec;
   return static_cast<int64_t>(timegm(&tm));
 }
 
-}  // namespace
-
 Result<int64_t> certificate_not_after(const std::string& path) {
-  return with_certificate(path, [](const mbedtls_x509_crt* crt) { return not_after(crt); });
+  return with_certificate(path,
+                          [](const mbedtls_x509_crt* crt) { return unix_time(crt->valid_to); });
 }
 
 Result<PeerCertificate> read_certificate(const std::string& path) {

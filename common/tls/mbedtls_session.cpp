@@ -5,6 +5,7 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
 #include <unistd.h>
 
@@ -19,6 +20,10 @@
 #include "common/units.hpp"
 
 namespace outpost::tls {
+
+// certificate.cpp: an X.509 time as Unix time.
+int64_t unix_time(const mbedtls_x509_time& t);
+
 namespace {
 
 // What this machine's clock says: what mbedTLS judged the certificates' validity by.
@@ -78,6 +83,8 @@ struct TlsContext::Impl {
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
   mbedtls_x509_crt ca;
+  mbedtls_x509_crl crl;
+  bool has_crl = false;
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
   mbedtls_ssl_config conf;
@@ -86,6 +93,7 @@ struct TlsContext::Impl {
     mbedtls_entropy_init(&entropy);
     mbedtls_ctr_drbg_init(&drbg);
     mbedtls_x509_crt_init(&ca);
+    mbedtls_x509_crl_init(&crl);
     mbedtls_x509_crt_init(&cert);
     mbedtls_pk_init(&key);
     mbedtls_ssl_config_init(&conf);
@@ -94,6 +102,7 @@ struct TlsContext::Impl {
     mbedtls_ssl_config_free(&conf);
     mbedtls_pk_free(&key);
     mbedtls_x509_crt_free(&cert);
+    mbedtls_x509_crl_free(&crl);
     mbedtls_x509_crt_free(&ca);
     mbedtls_ctr_drbg_free(&drbg);
     mbedtls_entropy_free(&entropy);
@@ -118,7 +127,8 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const ContextOptions& opt
   // A missing or unreadable file is named as such, not as mbedTLS's "Read/write of file failed".
   for (const auto& [what, path] : {std::pair{"CA file", &options.files.ca_file},
                                    std::pair{"certificate file", &options.files.cert_file},
-                                   std::pair{"key file", &options.files.key_file}}) {
+                                   std::pair{"key file", &options.files.key_file},
+                                   std::pair{"CRL file", &options.files.crl_file}}) {
     if (path->empty() || ::access(path->c_str(), R_OK) == 0) continue;
     return make_error(tls_errc::config,
                       std::string(what) + " " + *path + " cannot be read: " + std::strerror(errno));
@@ -133,6 +143,27 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const ContextOptions& opt
     if (ret != 0) return fail("certificate file " + options.files.cert_file, ret);
     ret = mbedtls_pk_parse_keyfile(&impl->key, options.files.key_file.c_str(), nullptr);
     if (ret != 0) return fail("key file " + options.files.key_file, ret);
+    // mbedTLS would take a key of another certificate and fail every handshake: a key file
+    // renewed before its certificate (or a copy mixed up) is refused here instead.
+    if ((ret = mbedtls_pk_check_pair(&impl->cert.pk, &impl->key)) != 0) {
+      return make_error(tls_errc::config, "key file " + options.files.key_file +
+                                              " is not the key of certificate file " +
+                                              options.files.cert_file + ": " + mbed_error(ret));
+    }
+  }
+  if (!options.files.crl_file.empty()) {
+    ret = mbedtls_x509_crl_parse_file(&impl->crl, options.files.crl_file.c_str());
+    if (ret != 0) return fail("CRL file " + options.files.crl_file + " (PEM)", ret);
+    impl->has_crl = true;
+    // A CRL of another CA would revoke nothing and is surely a mistake.
+    char issuer[512], subject[512];
+    if (mbedtls_x509_dn_gets(issuer, sizeof issuer, &impl->crl.issuer) < 0 ||
+        mbedtls_x509_dn_gets(subject, sizeof subject, &impl->ca.subject) < 0 ||
+        std::strcmp(issuer, subject) != 0) {
+      return make_error(tls_errc::config, "CRL file " + options.files.crl_file +
+                                              " is not issued by the CA of " +
+                                              options.files.ca_file);
+    }
   }
   mbedtls_ssl_config& conf = impl->conf;
   ret = mbedtls_ssl_config_defaults(
@@ -141,7 +172,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const ContextOptions& opt
   if (ret != 0) return fail("TLS defaults", ret);
   mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &impl->drbg);
   mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-  mbedtls_ssl_conf_ca_chain(&conf, &impl->ca, nullptr);
+  mbedtls_ssl_conf_ca_chain(&conf, &impl->ca, impl->has_crl ? &impl->crl : nullptr);
   if (own_cert && (ret = mbedtls_ssl_conf_own_cert(&conf, &impl->cert, &impl->key)) != 0) {
     return fail("certificate and key " + options.files.cert_file, ret);
   }
@@ -404,7 +435,8 @@ Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) con
   }
   uint32_t flags = 0;
   const int ret =
-      mbedtls_x509_crt_verify(&crt, &impl_->ca, nullptr, nullptr, &flags, nullptr, nullptr);
+      mbedtls_x509_crt_verify(&crt, &impl_->ca, impl_->has_crl ? &impl_->crl : nullptr, nullptr,
+                              &flags, nullptr, nullptr);
   if (ret == 0 &&
       mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0) {
@@ -419,6 +451,45 @@ Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) con
     return make_error(tls_errc::peer_verify, why.empty() ? "verification failed" : why);
   }
   return describe_certificate(&crt);
+}
+
+bool TlsContext::revoked(std::string_view der) const {
+  if (!impl_->has_crl) return false;
+  mbedtls_x509_crt crt;
+  mbedtls_x509_crt_init(&crt);
+  const bool parsed =
+      mbedtls_x509_crt_parse_der(&crt, reinterpret_cast<const unsigned char*>(der.data()),
+                                 der.size()) == 0;
+  const bool out = parsed && mbedtls_x509_crt_is_revoked(&crt, &impl_->crl) != 0;
+  mbedtls_x509_crt_free(&crt);
+  return out;
+}
+
+bool TlsContext::has_crl() const { return impl_->has_crl; }
+
+std::string TlsContext::serial() const {
+  if (impl_->cert.raw.p == nullptr) return "";
+  char buf[128];
+  return mbedtls_x509_serial_gets(buf, sizeof buf, &impl_->cert.serial) > 0 ? buf : "";
+}
+
+int64_t TlsContext::not_after() const {
+  return impl_->cert.raw.p == nullptr ? 0 : unix_time(impl_->cert.valid_to);
+}
+
+size_t TlsContext::crl_entries() const {
+  size_t n = 0;
+  if (!impl_->has_crl) return 0;
+  for (const mbedtls_x509_crl* c = &impl_->crl; c != nullptr; c = c->next) {
+    for (const mbedtls_x509_crl_entry* e = &c->entry; e != nullptr; e = e->next) {
+      n += e->serial.len > 0;
+    }
+  }
+  return n;
+}
+
+int64_t TlsContext::crl_next_update() const {
+  return impl_->has_crl ? unix_time(impl_->crl.next_update) : 0;
 }
 
 std::string TlsSession::cipher_suite() const {

@@ -10,7 +10,8 @@
 //
 // Thread-safety: a TlsContext is immutable after creation and shared by every session (its
 // random generator locks internally). A TlsSession belongs to one connection and one thread
-// at a time. A TlsSession keeps its TlsContext alive.
+// at a time. A TlsSession keeps its TlsContext alive, so a context replaced when its files
+// change (common/tls/context_source.hpp) lives on for the sessions that use it.
 
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,7 @@ struct Files {
   std::string ca_file;    // PEM: the CA that signs the peer's certificate
   std::string cert_file;  // PEM: our certificate (chain); a client without one: tests only
   std::string key_file;   // PEM: its private key
+  std::string crl_file;   // PEM: the CA's revocation list; "" for none (the gateway's tls.crl)
 };
 
 enum class Role { client, server };
@@ -65,6 +67,17 @@ class TlsContext {
   // the local clock, extended key usage clientAuth when present), and says what it names.
   // tls_errc::peer_verify with the reason when it does not pass.
   Result<struct PeerCertificate> verify_certificate(std::string_view der) const;
+
+  // Whether this context's CRL lists the certificate (DER) as revoked; false without a CRL.
+  bool revoked(std::string_view der) const;
+  bool has_crl() const;
+
+  // For logs and /metrics: our certificate's serial (hex) and notAfter (Unix time; 0 without
+  // a certificate), and the CRL's entries and next update (Unix time; 0 without a CRL).
+  std::string serial() const;
+  int64_t not_after() const;
+  size_t crl_entries() const;
+  int64_t crl_next_update() const;
 
   struct Impl;
   Impl& impl() { return *impl_; }

@@ -42,7 +42,7 @@ struct SitePki {
 std::shared_ptr<tls::TlsContext> client_ctx(const std::string& dir, const std::string& name) {
   tls::ContextOptions o;
   o.role = tls::Role::client;
-  o.files = {dir + "/ca.crt", dir + "/" + name + ".crt", dir + "/" + name + ".key"};
+  o.files = {dir + "/ca.crt", dir + "/" + name + ".crt", dir + "/" + name + ".key", ""};
   o.server_name = "localhost";
   auto c = tls::TlsContext::create(o);
   REQUIRE_MESSAGE(c, (c ? "" : c.error().message));

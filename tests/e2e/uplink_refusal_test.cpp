@@ -19,7 +19,7 @@ std::shared_ptr<tls::TlsContext> client_ctx(const std::string& ca, const std::st
                                             const std::string& max_version = "") {
   tls::ContextOptions o;
   o.role = tls::Role::client;
-  o.files = {ca, cert, key};
+  o.files = {ca, cert, key, ""};
   o.server_name = "localhost";
   o.max_version_for_tests = max_version;
   auto c = tls::TlsContext::create(o);

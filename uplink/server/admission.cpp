@@ -137,7 +137,7 @@ namespace outpost::uplink {
 
 Result<void> Server::Impl::vouch(const std::string& site, const std::string& origin,
                                  std::string_view certificate_der) {
-  auto cert = tls->verify_certificate(certificate_der);
+  auto cert = tls->current()->verify_certificate(certificate_der);
   if (!cert) return make_error(cert.error().code, "its certificate: " + cert.error().message);
   std::string named = cert->common_name;
   bool in_site = false;

@@ -62,6 +62,12 @@ std::string ServerMetrics::render_prometheus() const {
   counter("outpost_gateway_bytes_total", "Batch payload bytes received.", "{form=\"compressed\"}",
           bytes_compressed, true);
   counter("outpost_gateway_bytes_total", "", "{form=\"raw\"}", bytes_raw, false);
+  counter("outpost_gateway_tls_reloads_total",
+          "Changes of the TLS files (certificate, key, CA, CRL) read while running, by result: "
+          "ok (in use for new handshakes) or refused (the files in use stay).",
+          "{result=\"ok\"}", tls_reloads_ok, true);
+  counter("outpost_gateway_tls_reloads_total", "", "{result=\"refused\"}", tls_reloads_refused,
+          false);
   std::lock_guard lock(mu_);
   o << "# HELP outpost_gateway_rejects_total Refusals by reason.\n"
     << "# TYPE outpost_gateway_rejects_total counter\n";

@@ -36,9 +36,12 @@ class ServerMetrics {
   std::atomic<uint64_t> events_gap_lost{0};     // seqs no agent can send again (pipeline/marks.hpp)
   std::atomic<uint64_t> bytes_compressed{0};
   std::atomic<uint64_t> bytes_raw{0};
+  std::atomic<uint64_t> tls_reloads_ok{0};       // the TLS files changed and are in use
+  std::atomic<uint64_t> tls_reloads_refused{0};  // they changed and could not be used
 
   // Refused connections, handshakes, sessions and batches, by reason.
   void reject(const std::string& reason);
+  void tls_reload(bool ok) { (ok ? tls_reloads_ok : tls_reloads_refused)++; }
   // A batch the sink failed, by its sink_errc name (outpost_gateway_sink_errors_total).
   void sink_error(const std::string& code);
   // Seconds from handing a batch to the sink to its completion.

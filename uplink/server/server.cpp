@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "common/net/listener.hpp"
-#include "common/tls/certificate.hpp"
+#include "common/units.hpp"
 #include "uplink/server/session.hpp"
 
 namespace outpost::uplink {
@@ -14,11 +14,10 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options, Sink& sink,
   const ServerOptions& config = impl->config;
   tls::ContextOptions o;
   o.role = tls::Role::server;
-  o.files = {config.ca_file, config.cert_file, config.key_file};
-  auto ctx = tls::TlsContext::create(o);
-  if (!ctx) return ctx.error();
-  impl->tls = *ctx;
-  if (auto t = tls::certificate_not_after(config.cert_file); t) impl->cert_not_after = *t;
+  o.files = {config.ca_file, config.cert_file, config.key_file, config.crl_file};
+  auto source = tls::ContextSource::create(o);
+  if (!source) return source.error();
+  impl->tls = std::move(*source);
   if (auto r = net::open_listener(impl->acceptor, config.listen_address, config.listen_port,
                                   config.listen_key);
       !r) {
@@ -34,6 +33,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options, Sink& sink,
   }
   impl->accept();
   impl->give_memory_back();
+  impl->watch_tls();
   for (int i = 0; i < config.threads; ++i) {
     impl->threads.emplace_back([raw = impl.get()] { raw->io.run(); });
   }
@@ -46,6 +46,45 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options, Sink& sink,
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
+
+Result<std::string> Server::Impl::refresh_tls(bool force) {
+  auto r = tls->refresh(force);
+  if (r.refused) {
+    metrics.tls_reload(false);
+    log->error("TLS files changed but cannot be used; the ones in use stay: {}",
+               r.refused->describe());
+    return *r.refused;
+  }
+  if (!r.changed) return std::string("TLS files unchanged");
+  metrics.tls_reload(true);
+  const auto& c = *r.context;
+  std::string what = "TLS files read: certificate serial " + c.serial() + ", expires " +
+                     format_time_ns(c.not_after() * 1'000'000'000);
+  if (c.has_crl()) {
+    what += "; CRL with " + std::to_string(c.crl_entries()) + " revoked, next update " +
+            format_time_ns(c.crl_next_update() * 1'000'000'000);
+    std::vector<std::shared_ptr<Session>> live;
+    {
+      std::lock_guard lock(mu);
+      live.assign(sessions.begin(), sessions.end());
+    }
+    for (auto& s : live) s->check_revoked(r.context);
+  }
+  log->info("{}", what);
+  return what;
+}
+
+void Server::Impl::watch_tls() {
+  if (config.tls_reload_interval_ns <= 0) return;
+  tls_timer.expires_after(std::chrono::nanoseconds(config.tls_reload_interval_ns));
+  tls_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || draining) return;
+    (void)refresh_tls(false);
+    watch_tls();
+  });
+}
+
+Result<std::string> Server::reload_tls() { return impl_->refresh_tls(true); }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -64,6 +103,7 @@ size_t Server::shutdown(std::chrono::nanoseconds grace) {
   asio::post(m.io, [&m] {
     boost::system::error_code ignored;
     m.acceptor.close(ignored);
+    m.tls_timer.cancel();
   });
   std::vector<std::shared_ptr<Session>> live;
   {

@@ -54,6 +54,11 @@ struct ServerOptions {
   uint16_t http_port = 9090;
   int threads = 2;
   std::string ca_file, cert_file, key_file;
+  std::string crl_file;  // "" for none: no certificate is refused as revoked
+  // How often the TLS files are looked at for a change (a rotated certificate, a new CRL);
+  // 0: only on reload_tls(). A device revoked while connected is disconnected within this
+  // interval and a second (docs/install.md, "Rotating and revoking certificates").
+  int64_t tls_reload_interval_ns = 5'000'000'000;
   bool identity_from_uri_san = false;  // the identity is the first URI SAN, not the CN
   ServerLimits limits;
   // Whether a certificate with the relay role (urn:outpost:relay:SITE) may send other devices'
@@ -82,6 +87,11 @@ class Server {
 
   uint16_t port() const;
   uint16_t http_port() const;  // 0 without the HTTP listener
+
+  // Reads the TLS files again now (SIGHUP): new handshakes use them, sessions already open go
+  // on, and a session whose certificate the new CRL revokes is closed. What it did, for the
+  // log, or why the files were refused (the ones in use stay).
+  Result<std::string> reload_tls();
 
   // Graceful stop: accept nothing new, let each session finish and acknowledge the batches
   // it has in flight, then close; after `grace`, close what is left. Returns how many

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "common/tls/context_source.hpp"
 #include "common/tls/tls.hpp"
 #include "uplink/gateway_protocol.hpp"
 #include "uplink/server/server.hpp"
@@ -38,8 +39,7 @@ struct Server::Impl final : RateGate, RelayCheck {
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get(config.name);
   std::shared_ptr<spdlog::logger> audit = log::get("audit");
-  std::shared_ptr<tls::TlsContext> tls;
-  int64_t cert_not_after = 0;  // the server certificate's notAfter (Unix time), read at start
+  std::unique_ptr<tls::ContextSource> tls;  // new sessions take tls->current()
 
   asio::io_context io;
   tcp::acceptor acceptor{io};
@@ -71,6 +71,10 @@ struct Server::Impl final : RateGate, RelayCheck {
 
   void accept();
   void accept_http();
+  // Looks at the TLS files (every tls_reload_interval, and on reload_tls()); when the new
+  // context has a CRL, each open session checks its peer against it.
+  Result<std::string> refresh_tls(bool force);
+  void watch_tls();
   // Logs a refused handshake or identity mismatch, at most 10 lines per source IP a minute.
   void audit_line(const std::string& ip, const std::string& subject, const std::string& serial,
                   const std::string& reason);
@@ -83,6 +87,7 @@ struct Server::Impl final : RateGate, RelayCheck {
   void release(const std::string& ip, const std::shared_ptr<Session>& s);
   void handshake_over();
   asio::steady_timer trim_timer{io};
+  asio::steady_timer tls_timer{io};  // watch_tls()
   void give_memory_back();  // a session left the handshake state (done or closed)
 };
 

@@ -67,6 +67,23 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // The TLS files were read again: a session whose peer the new CRL revokes ends now, and
+  // nothing it sent after this is acknowledged (batches the sink finishes later are not
+  // acknowledged either: the session is closing).
+  void check_revoked(std::shared_ptr<tls::TlsContext> context) {
+    asio::post(socket_.get_executor(), [self = shared_from_this(), context] {
+      if (self->state_ != State::open || self->peer_der_.empty() ||
+          !context->revoked(self->peer_der_)) {
+        return;
+      }
+      self->s_.metrics.reject("revoked");
+      self->s_.audit_line(self->ip_, self->subject_, self->serial_,
+                          "certificate revoked (tls.crl) while connected: session closed, "
+                          "nothing more acknowledged");
+      self->goodbye("certificate revoked");
+    });
+  }
+
   void cut() {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->finish(); });
   }
@@ -95,7 +112,7 @@ class Session : public std::enable_shared_from_this<Session> {
               self->on_read(avail_ec ? avail_ec : asio::error::eof, 0);
               return;
             }
-            self->tls_.emplace(self->s_.tls);
+            self->tls_.emplace(self->s_.tls->current());
             self->buf_.resize(16 * 1024);
             self->read();
           });
@@ -174,6 +191,7 @@ class Session : public std::enable_shared_from_this<Session> {
     identity_ = s_.config.identity_from_uri_san ? first_uri : peer.common_name;
     subject_ = peer.subject;
     serial_ = peer.serial;
+    peer_der_ = std::move(peer.der);
     state_ = State::open;
     s_.handshake_over();
     if (!acceptable_identity(identity_)) {
@@ -243,8 +261,8 @@ class Session : public std::enable_shared_from_this<Session> {
       s_.metrics.sessions_established++;
       register_identity();
       s_.sink.session_started(identity_);
-      s_.log->info("session {} from {} ({}, {}), agent {}", identity_, ip_, tls_->version(),
-                   tls_->cipher_suite(), *out.established);
+      s_.log->info("session {} from {} ({}, {}), certificate serial {}, agent {}", identity_, ip_,
+                   tls_->version(), tls_->cipher_suite(), serial_, *out.established);
     }
     for (const std::string& origin : out.origins_started) {
       s_.metrics.relayed_devices++;
@@ -417,6 +435,7 @@ class Session : public std::enable_shared_from_this<Session> {
   wire::FrameDecoder decoder_;
   std::string ip_;
   std::string identity_, subject_, serial_;
+  std::string peer_der_;  // the peer's certificate, checked again when a new CRL is read
   State state_ = State::handshake;
   std::optional<GatewayProtocol> protocol_;  // made when the handshake is done
   std::vector<char> buf_;                    // likewise

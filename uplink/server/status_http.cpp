@@ -54,12 +54,20 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       res->body() += "# HELP " + p + "_ready 1 while the " + s_.config.name +
                      " takes batches (/readyz answers 200).\n# TYPE " + p + "_ready gauge\n" + p +
                      "_ready " + (ready ? "1" : "0") + "\n";
-      if (s_.cert_not_after != 0) {
+      const auto tls = s_.tls->current();
+      if (tls->not_after() != 0) {
         res->body() += "# HELP " + p + "_certificate_expiry_timestamp_seconds When the " +
                        s_.config.name + "'s certificate expires (notAfter, Unix time).\n# TYPE " +
                        p + "_certificate_expiry_timestamp_seconds gauge\n" + p +
                        "_certificate_expiry_timestamp_seconds " +
-                       std::to_string(s_.cert_not_after) + "\n";
+                       std::to_string(tls->not_after()) + "\n";
+      }
+      if (tls->has_crl()) {
+        res->body() += "# HELP " + p + "_crl_next_update_timestamp_seconds When the CRL in use " +
+                       "(tls.crl) must be replaced: past it, every certificate is refused.\n" +
+                       "# TYPE " + p + "_crl_next_update_timestamp_seconds gauge\n" + p +
+                       "_crl_next_update_timestamp_seconds " +
+                       std::to_string(tls->crl_next_update()) + "\n";
       }
       if (s_.config.append_metrics) s_.config.append_metrics(res->body());
       s_.sink.append_metrics(res->body());

@@ -7,8 +7,13 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "common/tls/certificate.hpp"
+#include "common/tls/context_source.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace outpost;
@@ -29,10 +34,12 @@ struct Pki {
                       other + " --devices 1 --ca-name 'Some other CA' >/dev/null";
     REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "make-certs failed: is openssl installed?");
   }
-  Files gateway() const { return {main + "/ca.crt", main + "/gateway.crt", main + "/gateway.key"}; }
+  Files gateway() const {
+    return {main + "/ca.crt", main + "/gateway.crt", main + "/gateway.key", ""};
+  }
   Files device(const std::string& name, const std::string& pki = "") const {
     const std::string& d = pki.empty() ? main : pki;
-    return {main + "/ca.crt", d + "/" + name + ".crt", d + "/" + name + ".key"};
+    return {main + "/ca.crt", d + "/" + name + ".crt", d + "/" + name + ".key", ""};
   }
 };
 
@@ -115,7 +122,7 @@ TEST_CASE("mutual TLS: both sides verify, data flows, identity is the certificat
 
 TEST_CASE("the server refuses a client without a certificate") {
   auto server_ctx = server_context();
-  auto client_ctx = context({Role::client, {pki().main + "/ca.crt", "", ""}, "localhost", ""});
+  auto client_ctx = context({Role::client, {pki().main + "/ca.crt", "", "", ""}, "localhost", ""});
   TlsSession client(client_ctx), server(server_ctx);
   auto o = pump(client, server);
   REQUIRE_FALSE(o.server);
@@ -127,7 +134,7 @@ TEST_CASE("the server refuses a client certificate signed by another CA") {
   auto server_ctx = server_context();
   auto client_ctx = context(
       {Role::client,
-       {pki().main + "/ca.crt", pki().other + "/device-1.crt", pki().other + "/device-1.key"},
+       {pki().main + "/ca.crt", pki().other + "/device-1.crt", pki().other + "/device-1.key", ""},
        "localhost",
        ""});
   TlsSession client(client_ctx), server(server_ctx);
@@ -161,7 +168,7 @@ TEST_CASE("the client refuses a server whose name does not match") {
 TEST_CASE("the client refuses a server certificate from another CA") {
   auto server_ctx =
       context({Role::server,
-               {pki().main + "/ca.crt", pki().other + "/gateway.crt", pki().other + "/gateway.key"},
+               {pki().main + "/ca.crt", pki().other + "/gateway.crt", pki().other + "/gateway.key", ""},
                "",
                ""});
   auto client_ctx = context({Role::client, pki().device("device-1"), "localhost", ""});
@@ -190,11 +197,153 @@ TEST_CASE("garbage instead of a ClientHello is a handshake error, not a crash") 
 }
 
 TEST_CASE("unusable files are a config error naming the file") {
-  auto r = TlsContext::create({Role::server, {"/nonexistent/ca.crt", "a", "b"}, "", ""});
+  auto r = TlsContext::create({Role::server, {"/nonexistent/ca.crt", "a", "b", ""}, "", ""});
   REQUIRE_FALSE(r);
   CHECK(r.error().code == tls_errc::config);
   CHECK(r.error().message.find("/nonexistent/ca.crt") != std::string::npos);
   auto no_name = TlsContext::create({Role::client, pki().device("device-1"), "", ""});
   REQUIRE_FALSE(no_name);
   CHECK(no_name.error().message.find("server name") != std::string::npos);
+}
+
+// --- Rotation and revocation (docs/install.md, "Rotating and revoking certificates") ---
+
+namespace {
+
+std::string make_certs(const std::string& args) {
+  return std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs " + args + " >/dev/null";
+}
+
+// A PKI of its own, for tests that revoke and renew.
+struct OwnPki {
+  test::TempDir dir;
+  std::string at = dir.file("pki");
+  explicit OwnPki(const std::string& more = "") {
+    REQUIRE(std::system(make_certs(at + " --devices 2 " + more).c_str()) == 0);
+  }
+  void run(const std::string& args) const {
+    REQUIRE(std::system(make_certs(at + " " + args).c_str()) == 0);
+  }
+  Files gateway(bool crl) const {
+    return {at + "/ca.crt", at + "/gateway.crt", at + "/gateway.key", crl ? at + "/crl.pem" : ""};
+  }
+  Files device(const std::string& name) const {
+    return {at + "/ca.crt", at + "/" + name + ".crt", at + "/" + name + ".key", ""};
+  }
+  std::string der(const std::string& name) const {
+    auto c = read_certificate(at + "/" + name + ".crt");
+    REQUIRE(c);
+    return c->der;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a key that is not the certificate's is refused, naming both files") {
+  Files f = pki().device("device-1");
+  f.key_file = pki().main + "/device-2.key";
+  auto r = TlsContext::create({Role::client, f, "localhost", ""});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == tls_errc::config);
+  CHECK(r.error().message.find("is not the key of certificate file") != std::string::npos);
+  CHECK(r.error().message.find("device-1.crt") != std::string::npos);
+}
+
+TEST_CASE("a revoked client is refused at the handshake, its serial known for the audit") {
+  OwnPki own;
+  own.run("--revoke device-2");
+  auto server_ctx = context({Role::server, own.gateway(true), "", ""});
+  CHECK(server_ctx->has_crl());
+  CHECK(server_ctx->crl_entries() == 1);
+  CHECK(server_ctx->crl_next_update() > std::time(nullptr) + 29 * 86400);
+  auto revoked = read_certificate(own.at + "/device-2.crt");
+  REQUIRE(revoked);
+  {
+    auto client_ctx = context({Role::client, own.device("device-2"), "localhost", ""});
+    TlsSession client(client_ctx), server(server_ctx);
+    auto o = pump(client, server);
+    REQUIRE_FALSE(o.server);
+    CHECK(o.server.error().code == tls_errc::peer_verify);
+    CHECK(o.server.error().message.find("revoked") != std::string::npos);
+    CHECK(server.peer().serial == revoked->serial);
+  }
+  {
+    auto client_ctx = context({Role::client, own.device("device-1"), "localhost", ""});
+    TlsSession client(client_ctx), server(server_ctx);
+    auto o = pump(client, server);
+    REQUIRE(o.server);
+    CHECK(*o.server);
+  }
+  CHECK(server_ctx->revoked(own.der("device-2")));
+  CHECK_FALSE(server_ctx->revoked(own.der("device-1")));
+  CHECK_FALSE(server_ctx->verify_certificate(own.der("device-2")));  // a relay cannot vouch
+  CHECK(server_ctx->verify_certificate(own.der("device-1")));
+  // Without the CRL nothing is revoked.
+  auto plain = context({Role::server, own.gateway(false), "", ""});
+  CHECK_FALSE(plain->has_crl());
+  CHECK_FALSE(plain->revoked(own.der("device-2")));
+}
+
+TEST_CASE("a CRL of another CA is refused") {
+  OwnPki own("--ca-name 'Another CA'");
+  own.run("--crl");
+  Files f = pki().gateway();
+  f.crl_file = own.at + "/crl.pem";
+  auto r = TlsContext::create({Role::server, f, "", ""});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("is not issued by the CA") != std::string::npos);
+  f.crl_file = own.at + "/ca.crt";  // not a CRL
+  auto not_crl = TlsContext::create({Role::server, f, "", ""});
+  REQUIRE_FALSE(not_crl);
+  CHECK(not_crl.error().message.find("CRL file") != std::string::npos);
+}
+
+TEST_CASE("a context source follows renewed files and keeps the old pair when the new one is bad") {
+  OwnPki own;
+  auto source = ContextSource::create({Role::client, own.device("device-1"), "localhost", ""});
+  REQUIRE(source);
+  ContextSource& s = **source;
+  const auto first = s.current();
+  const std::string first_serial = first->serial();
+  CHECK_FALSE(first_serial.empty());
+  CHECK_FALSE(s.refresh().changed);  // nothing changed: nothing read
+  CHECK(s.current() == first);
+
+  own.run("--renew device-1");
+  auto renewed = s.refresh();
+  CHECK(renewed.changed);
+  CHECK_FALSE(renewed.refused);
+  CHECK(s.current() != first);
+  CHECK(s.current()->serial() != first_serial);
+  CHECK(first->serial() == first_serial);  // a session holding the old one still has it
+
+  // A key that does not match (written before its certificate, or a mix-up): refused, the
+  // pair in use stays; once both match again, they are taken.
+  const std::string key = own.at + "/device-1.key";
+  std::string good;
+  {
+    std::ifstream in(key);
+    good.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::filesystem::copy_file(own.at + "/device-2.key", key,
+                             std::filesystem::copy_options::overwrite_existing);
+  const auto in_use = s.current();
+  auto bad = s.refresh();
+  CHECK(bad.changed);
+  REQUIRE(bad.refused);
+  CHECK(bad.refused->message.find("is not the key") != std::string::npos);
+  CHECK(s.current() == in_use);
+  CHECK_FALSE(s.refresh().changed);  // refused once, not again until the files change
+  { std::ofstream(key, std::ios::trunc) << good; }
+  auto fixed = s.refresh(true);  // as a reload asks: read even if the stamp looks the same
+  CHECK(fixed.changed);
+  CHECK_FALSE(fixed.refused);
+  CHECK(s.current()->serial() == in_use->serial());
+
+  // An unreadable file is refused the same way.
+  std::filesystem::remove(own.at + "/device-1.crt");
+  auto gone = s.refresh();
+  REQUIRE(gone.refused);
+  CHECK(gone.refused->message.find("cannot be read") != std::string::npos);
+  CHECK(s.current()->serial() == in_use->serial());
 }
