@@ -114,6 +114,7 @@ class ManagedProcess {
     child_.reset();
     return status;
   }
+  void signal(int sig) { child_->signal(sig); }
   bool running() const { return child_ != nullptr; }
   pid_t pid() const { return child_ ? child_->pid() : -1; }
   std::string log() const { return read_text(log_path_); }
@@ -132,14 +133,16 @@ class ManagedProcess {
 
 class GatewayProc : public ManagedProcess {
  public:
-  GatewayProc(const Pki& pki, const std::string& dir, uint16_t port, const std::string& extra = "")
+  // `extra`: more tables after [sink.file]; `tls_keys`: more keys of [tls].
+  GatewayProc(const Pki& pki, const std::string& dir, uint16_t port, const std::string& extra = "",
+              const std::string& tls_keys = "")
       : ManagedProcess(dir + "/gateway.log"), config_(dir + "/gateway.toml"), dir_(dir) {
     write_file(config_, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) +
                             "\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n"
                             "[tls]\nca_file = \"" +
                             pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
-                            "/gateway.crt\"\nkey_file = \"" + pki.main +
-                            "/gateway.key\"\n[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
+                            "/gateway.crt\"\nkey_file = \"" + pki.main + "/gateway.key\"\n" +
+                            tls_keys + "[sink.file]\ndir = \"" + dir + "/sink\"\n" + extra);
   }
   std::string sink_dir() const { return dir_ + "/sink"; }
 

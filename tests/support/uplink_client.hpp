@@ -81,6 +81,9 @@ class UplinkClient {
     return make_error(tls::tls_errc::handshake, "handshake timed out");
   }
 
+  // After the handshake: the server's certificate, as the client verified it.
+  tls::PeerCertificate server_certificate() const { return tls_->peer(); }
+
   bool send_plain(std::string_view bytes) {
     if (!tls_->write(bytes)) return false;
     return send_raw(tls_->take_output());
