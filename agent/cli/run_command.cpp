@@ -229,17 +229,17 @@ int run_agent(const RunOptions& o) {
           "outpost_agent_certificate_expiry_timestamp_seconds gauge\n"
           "outpost_agent_certificate_expiry_timestamp_seconds " +
           std::to_string(cert_not_after) + "\n";
+      // Prometheus wants seconds; dashboards divide by 86400 for days left.
       const int64_t seconds_left = cert_not_after - clock.now_ns() / 1'000'000'000;
-      const int64_t days_left = seconds_left >= 0 ? seconds_left / 86'400 : -1 - (-seconds_left) / 86'400;
       out +=
-          "# HELP outpost_agent_certificate_days_left Whole days until the device certificate "
-          "expires (negative: expired).\n# TYPE outpost_agent_certificate_days_left gauge\n"
-          "outpost_agent_certificate_days_left " +
-          std::to_string(days_left) +
+          "# HELP outpost_agent_certificate_remaining_seconds Time until the device certificate "
+          "expires (negative: expired).\n# TYPE outpost_agent_certificate_remaining_seconds "
+          "gauge\noutpost_agent_certificate_remaining_seconds " +
+          std::to_string(seconds_left) +
           "\n# HELP outpost_agent_certificate_expiring 1 when the device certificate expires "
           "within uplink.certificate_warn_days days (renew it).\n# TYPE "
           "outpost_agent_certificate_expiring gauge\noutpost_agent_certificate_expiring " +
-          std::string(days_left < warn_days ? "1" : "0") + "\n";
+          std::string(seconds_left < int64_t{warn_days} * 86'400 ? "1" : "0") + "\n";
     }
   };
   std::unique_ptr<StatusServer> status;

@@ -56,9 +56,13 @@ TEST_CASE(
   TempDir gw_dir, agent_dir;
   const uint16_t port = free_port();
   write_file(gw_dir.file("hash.key"), "a-test-key");
+  // A CRL, so that its gauge is served too.
+  REQUIRE(run({std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs", pki.main, "--crl"})
+              .exit_code == 0);
   GatewayProc gateway(pki, gw_dir.path(), port,
                       "[contracts]\ndescriptor_set = \"" + std::string(OUTPOST_DESCRIPTOR_SET) +
-                          "\"\nhash_key_file = \"" + gw_dir.file("hash.key") + "\"\n");
+                          "\"\nhash_key_file = \"" + gw_dir.file("hash.key") + "\"\n",
+                      "crl = \"" + pki.main + "/crl.pem\"\n");
   gateway.start();
   AgentProc agent(pki, agent_dir.path(), port);
   const uint16_t status_port = free_port(), http_port = free_port();
@@ -79,6 +83,9 @@ TEST_CASE(
   }
   const std::string gw = scrape_until(gateway.http_port(), "result=\"dead_letter\"} 1");
   const std::string ag = scrape_until(status_port, "outpost_agent_uplink_events_acked_total 301");
+  // make-certs' 825 days, against uplink.certificate_warn_days = 30.
+  CHECK(metric(ag, "outpost_agent_certificate_remaining_seconds") > 800 * 86400.0);
+  CHECK(metric(ag, "outpost_agent_certificate_expiring") == 0);
 
   for (const auto& [name, text] : {std::pair{"gateway", gw}, std::pair{"agent", ag}}) {
     CAPTURE(name);
@@ -123,6 +130,8 @@ TEST_CASE("an agent whose certificate has expired says so in its log and on /met
   const double expiry = metric(text, "outpost_agent_certificate_expiry_timestamp_seconds");
   CHECK(expiry > 0);
   CHECK(expiry < static_cast<double>(time(nullptr)));
+  CHECK(metric(text, "outpost_agent_certificate_remaining_seconds") < 0);
+  CHECK(metric(text, "outpost_agent_certificate_expiring") == 1);
   std::string log;
   for (int i = 0; i < 50 && log.find("already expired") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
