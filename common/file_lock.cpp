@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -41,6 +42,29 @@ Result<FileLock> FileLock::acquire(const std::string& path, const std::string& w
     // The lock holds all the same; only the pid in a second process's message is missing.
   }
   return FileLock(fd);
+}
+
+Result<std::optional<pid_t>> FileLock::holder(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<pid_t>();
+    return make_error(common_errc::config_invalid,
+                      "cannot open the lock file " + path + ": " + std::strerror(errno));
+  }
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {  // nobody holds it
+    ::close(fd);
+    return std::optional<pid_t>();
+  }
+  char buf[32] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  ::close(fd);
+  char* end = nullptr;
+  const long pid = n > 0 ? std::strtol(buf, &end, 10) : 0;
+  if (pid <= 0) {
+    return make_error(common_errc::config_invalid,
+                      "the lock file " + path + " is held but names no pid");
+  }
+  return std::optional<pid_t>(static_cast<pid_t>(pid));
 }
 
 FileLock::FileLock(FileLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }

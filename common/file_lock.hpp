@@ -7,6 +7,9 @@
 // Thread-safety: a FileLock is a value owned by one thread; it releases the lock when it is
 // destroyed.
 
+#include <sys/types.h>
+
+#include <optional>
 #include <string>
 
 #include "common/result.hpp"
@@ -19,6 +22,10 @@ class FileLock {
   // the error ("sink directory /var/lib/outpost/sink"). common_errc::in_use, naming the
   // holder's pid, when another process holds it.
   static Result<FileLock> acquire(const std::string& path, const std::string& what);
+
+  // The pid of the process that holds the lock on `path` now; nullopt when none does (no
+  // file, or nobody holds it): `outpost-agent reload` finds the running agent this way.
+  static Result<std::optional<pid_t>> holder(const std::string& path);
 
   FileLock() = default;
   FileLock(FileLock&& other) noexcept;

@@ -36,6 +36,7 @@ Result<GatewayConfig> load_gateway_config(ConfigDoc& doc) {
   OUTPOST_TRY_ASSIGN(c.shutdown_grace_ns,
                      doc.duration_ns("gateway.shutdown_grace", "20s", 0, kHour));
 
+  OUTPOST_TRY_ASSIGN(c.pid_file, doc.string("gateway.pid_file", ""));
   OUTPOST_TRY_ASSIGN(c.ca_file, doc.string("tls.ca_file", "/etc/outpost/certs/ca.crt"));
   OUTPOST_TRY_ASSIGN(c.cert_file, doc.string("tls.cert_file", "/etc/outpost/certs/gateway.crt"));
   OUTPOST_TRY_ASSIGN(c.key_file, doc.string("tls.key_file", "/etc/outpost/certs/gateway.key"));

@@ -31,6 +31,8 @@ struct GatewayConfig {
   bool identity_from_uri_san = false;  // tls.identity = "uri_san"; default "cn"
   Limits limits;
   int64_t shutdown_grace_ns = 20'000'000'000;
+  std::string pid_file;  // gateway.pid_file: "" for none (`outpost-gateway reload` then uses
+                         // the file sink's directory lock)
   // [contracts]: the payload contracts and the validation policy (docs/contracts.md).
   ValidationConfig contracts;
   std::string sink = "file";

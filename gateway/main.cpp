@@ -3,10 +3,12 @@
 #include <sys/resource.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 
 #include "common/exit_code.hpp"
+#include "common/file_lock.hpp"
 #include "common/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/contracts/contracts_command.hpp"
@@ -18,15 +20,78 @@
 using namespace outpost;
 using namespace outpost::gateway;
 
+namespace {
+
+// The lock whose holder is the running gateway of `config`: gateway.pid_file, or the file
+// sink's directory lock.
+std::string running_gateway_lock(const GatewayConfig& config) {
+  if (!config.pid_file.empty()) return config.pid_file;
+  if (config.sink == "file") return config.file_sink.dir + "/_outpost/lock";
+  return "";
+}
+
+// `outpost-gateway reload -c CONFIG`: SIGHUP to the gateway running with that configuration.
+int reload_command(int argc, char** argv) {
+  CLI::App app{
+      "outpost-gateway reload: makes the running gateway read its contracts and TLS files "
+      "again (SIGHUP; docs/configuration.md, \"Reload\")"};
+  std::string config_path = "/etc/outpost/gateway.toml";
+  app.add_option("-c,--config", config_path, "The running gateway's configuration")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  auto doc = ConfigDoc::parse_file(config_path);
+  if (!doc) {
+    std::cerr << "outpost-gateway reload: " << doc.error().describe() << "\n";
+    return kExitUsage;
+  }
+  auto config = load_gateway_config(*doc);
+  if (!config) {
+    std::cerr << "outpost-gateway reload: " << config.error().describe() << "\n";
+    return kExitUsage;
+  }
+  const std::string lock = running_gateway_lock(*config);
+  if (lock.empty()) {
+    std::cerr << "outpost-gateway reload: with the Kafka sink, set gateway.pid_file to find the "
+                 "running gateway (or use systemctl reload / kill -HUP)\n";
+    return kExitUsage;
+  }
+  auto pid = FileLock::holder(lock);
+  if (!pid) {
+    std::cerr << "outpost-gateway reload: " << pid.error().message << "\n";
+    return kExitError;
+  }
+  if (!*pid) {
+    std::cerr << "outpost-gateway reload: no outpost-gateway is running with " << config_path
+              << " (nothing holds " << lock << ")\n";
+    return kExitError;
+  }
+  if (::kill(**pid, SIGHUP) != 0) {
+    std::cerr << "outpost-gateway reload: cannot signal pid " << **pid << ": "
+              << std::strerror(errno) << "\n";
+    return kExitError;
+  }
+  std::cout << "outpost-gateway reload: SIGHUP sent to pid " << **pid
+            << "; its log says what it read\n";
+  return kExitOk;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "contracts") {
     return run_contracts_command(argc - 1, argv + 1);
   }
+  if (argc > 1 && std::string(argv[1]) == "reload") return reload_command(argc - 1, argv + 1);
   CLI::App app{
       "outpost-gateway: receives events from outpost-agents over mutual TLS, drops "
       "duplicates, and writes them to a sink.\nExit codes: 0 stopped cleanly, 1 runtime error, "
       "2 bad command line or configuration.\nAlso: outpost-gateway contracts check --old OLD "
-      "--new NEW (docs/contracts.md)."};
+      "--new NEW (docs/contracts.md); outpost-gateway reload -c CONFIG (SIGHUP to the running "
+      "gateway)."};
   std::string config_path;
   std::vector<std::string> overrides;
   std::string log_level;
@@ -37,7 +102,7 @@ int main(int argc, char** argv) {
       "--set", overrides,
       "override a configuration key, e.g. --set limits.max_connections=5000 "
       "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
-      "log_level}, tls.{ca_file,cert_file,key_file,crl,reload_interval,identity}, limits.{max_connections,"
+      "log_level,pid_file}, tls.{ca_file,cert_file,key_file,crl,reload_interval,identity}, limits.{max_connections,"
       "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
       "frame_bytes,"
       "max_decompressed_bytes,max_window_log,max_events_per_batch,"
@@ -86,6 +151,16 @@ int main(int argc, char** argv) {
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
     files.rlim_cur = files.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+
+  FileLock pid_lock;  // gateway.pid_file, for `outpost-gateway reload`
+  if (!config->pid_file.empty()) {
+    auto locked = FileLock::acquire(config->pid_file, "the pid file " + config->pid_file);
+    if (!locked) {
+      log->critical("{}", locked.error().describe());
+      return exit_code_for(locked.error());
+    }
+    pid_lock = std::move(*locked);
   }
 
   SystemClock clock;

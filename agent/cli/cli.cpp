@@ -27,6 +27,14 @@ int agent_main(int argc, char** argv) {
   run_cmd->add_option("--log-level", run.log_level, "Same as --set agent.log_level=LEVEL");
   run_cmd->add_option("--agent-id", run.agent_id, "Same as --set agent.id=ID");
 
+  std::string reload_config = "/etc/outpost/agent.toml";
+  auto* reload_cmd = app.add_subcommand(
+      "reload",
+      "Make the running agent read its TLS files again (SIGHUP to the agent that holds the "
+      "configuration's buffer; docs/configuration.md, \"Reload\")");
+  reload_cmd->add_option("-c,--config", reload_config, "The running agent's configuration")
+      ->capture_default_str();
+
   cli::BufferOptionsCli b;
   auto* buffer = app.add_subcommand("buffer", "Inspect or repair the local buffer");
   buffer->require_subcommand(1);
@@ -100,6 +108,7 @@ int agent_main(int argc, char** argv) {
   }
 
   if (run_cmd->parsed()) return cli::run_agent(run);
+  if (reload_cmd->parsed()) return cli::reload_agent(reload_config);
   if (b.path.empty()) {
     auto path = cli::buffer_path_from_config(b.config);
     if (!path) {

@@ -19,6 +19,10 @@ struct RunOptions {
 };
 int run_agent(const RunOptions& o);
 
+// `outpost-agent reload`: SIGHUP to the agent running on the configuration's buffer (the pid
+// its buffer lock names).
+int reload_agent(const std::string& config_path);
+
 struct BufferOptionsCli {
   std::string path;  // empty: buffer.path of `config`
   std::string config = "/etc/outpost/agent.toml";

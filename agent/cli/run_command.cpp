@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include <csignal>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "agent/sources/mqtt/mqtt_source.hpp"
 #include "agent/sources/spool/spool_source.hpp"
 #include "agent/status/status_server.hpp"
+#include "common/file_lock.hpp"
 #include "common/log.hpp"
 #include "common/tls/certificate.hpp"
 #include "common/units.hpp"
@@ -26,6 +28,32 @@
 #include "uplink/server/server.hpp"
 
 namespace outpost::agent::cli {
+
+int reload_agent(const std::string& config_path) {
+  auto path = buffer_path_from_config(config_path);
+  if (!path) {
+    std::cerr << "outpost-agent reload: " << path.error().message << "\n";
+    return kExitUsage;
+  }
+  auto pid = FileLock::holder(*path + ".lock");
+  if (!pid) {
+    std::cerr << "outpost-agent reload: " << pid.error().message << "\n";
+    return kExitError;
+  }
+  if (!*pid) {
+    std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << *path
+              << " (nothing holds " << *path << ".lock)\n";
+    return kExitError;
+  }
+  if (::kill(**pid, SIGHUP) != 0) {
+    std::cerr << "outpost-agent reload: cannot signal pid " << **pid << ": "
+              << std::strerror(errno) << "\n";
+    return kExitError;
+  }
+  std::cout << "outpost-agent reload: SIGHUP sent to pid " << **pid << " (buffer " << *path
+            << "); its log says what it read\n";
+  return kExitOk;
+}
 
 int run_agent(const RunOptions& o) {
   auto doc = ConfigDoc::parse_file(o.config_path);

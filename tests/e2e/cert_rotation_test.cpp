@@ -139,12 +139,16 @@ TEST_CASE("certificates renewed on both sides under load: zero failed batches, e
   CHECK_MESSAGE(session_with(gateway, "device-2", d2_serial_1, 15), gateway.log());
   CHECK(log_has(a2, "new TLS files: finishing the", 1));
 
-  // 3. device-1's certificate renewed, read on SIGHUP.
+  // 3. device-1's certificate renewed, read on `outpost-agent reload` (a SIGHUP to the agent
+  //    holding the configuration's buffer).
   make_certs(pki, {"--renew", "device-1"});
   const std::string d1_serial_1 = serial_of(pki.main + "/device-1.crt");
   std::this_thread::sleep_for(std::chrono::seconds(1));
   CHECK(a1.log().find("new TLS files") == std::string::npos);  // not without the signal
-  a1.signal(SIGHUP);
+  const std::string a1_config = a1_dir.file("agent.toml");
+  auto reload = run({OUTPOST_AGENT_BIN, "reload", "--config", a1_config});
+  CHECK_MESSAGE(reload.exit_code == 0, reload.err);
+  CHECK(reload.out.find("SIGHUP sent to pid " + std::to_string(a1.pid())) != std::string::npos);
   CHECK_MESSAGE(session_with(gateway, "device-1", d1_serial_1, 15), a1.log());
 
   // 4. A key that is not the gateway certificate's: refused, the pair in use keeps serving;
@@ -169,6 +173,10 @@ TEST_CASE("certificates renewed on both sides under load: zero failed batches, e
     return n;
   };
   CHECK_MESSAGE(wait_until([&] { return reads() == 2; }, 10), gateway.log());
+  // `outpost-gateway reload` (found by its sink directory's lock) reads them again at once.
+  auto gw_reload = run({OUTPOST_GATEWAY_BIN, "reload", "-c", gw_dir.file("gateway.toml")});
+  CHECK_MESSAGE(gw_reload.exit_code == 0, gw_reload.err);
+  CHECK_MESSAGE(wait_until([&] { return reads() == 3; }, 10), gateway.log());
 
   // 5. Everything arrives once, and no batch failed: no retry-later, no refusal, no resend.
   REQUIRE_MESSAGE(wait_until(
@@ -193,6 +201,14 @@ TEST_CASE("certificates renewed on both sides under load: zero failed batches, e
   a2.stop();
   CHECK(gateway.stop() == 0);
   check_file_sink_exactly_once_of(gateway.sink_dir(), {{"device-1", kEvents}, {"device-2", kEvents}});
+  // Nothing running: both commands say so and fail.
+  auto none = run({OUTPOST_AGENT_BIN, "reload", "--config", a1_config});
+  CHECK(none.exit_code == 1);
+  CHECK_MESSAGE(none.err.find("no outpost-agent is running on buffer") != std::string::npos,
+                none.err);
+  auto no_gw = run({OUTPOST_GATEWAY_BIN, "reload", "-c", gw_dir.file("gateway.toml")});
+  CHECK(no_gw.exit_code == 1);
+  CHECK_MESSAGE(no_gw.err.find("no outpost-gateway is running") != std::string::npos, no_gw.err);
 }
 
 TEST_CASE("a device revoked while connected is cut off, refused at its next handshake, audited") {
