@@ -27,6 +27,8 @@ const char* describe(buffer_errc e) {
       return "buffer file not found";
     case buffer_errc::busy:
       return "buffer busy";
+    case buffer_errc::key_missing:
+      return "buffer key missing";
   }
   return nullptr;
 }
@@ -58,6 +60,8 @@ std::string_view drop_reason_name(DropReason r) {
       return "write_failed";
     case DropReason::corrupt:
       return "corrupt";
+    case DropReason::tampered:
+      return "tampered";
   }
   return "unknown";
 }

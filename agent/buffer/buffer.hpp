@@ -23,6 +23,7 @@
 
 #include "common/event.hpp"
 #include "common/result.hpp"
+#include "common/tls/aead.hpp"
 
 namespace outpost::agent {
 
@@ -36,6 +37,7 @@ enum class buffer_errc {
   io,            // any other SQLite / file-system failure
   not_found,     // the buffer file does not exist (read-only tools)
   busy,          // another process holds the write lock for too long
+  key_missing,   // pending events are sealed with a key that was not given (buffer.key_file)
 };
 const std::error_category& buffer_category();
 inline std::error_code make_error_code(buffer_errc e) {
@@ -50,6 +52,13 @@ struct KindLimits {
 };
 
 enum class Synchronous { off, normal, full, extra };  // SQLite's PRAGMA synchronous
+
+// Encryption at rest (docs/buffer.md, "Encryption at rest"; agent/buffer/row_seal.hpp).
+struct BufferEncryption {
+  bool seal = false;  // encryption = "aead": new rows are sealed with keys[0]
+  tls::AeadCipher cipher = tls::AeadCipher::chacha20_poly1305;
+  std::vector<tls::AeadKey> keys;  // keys[0] seals (when `seal`); each one opens its rows
+};
 
 struct BufferOptions {
   std::string path;
@@ -83,6 +92,7 @@ struct BufferOptions {
   // turn into events, each with at most quarantine_keep_bytes of its payload.
   uint32_t quarantine_max_rows = 1000;
   uint32_t quarantine_keep_bytes = 4096;
+  BufferEncryption encryption;
 };
 
 // Seqs [first_seq, last_seq] were assigned to the events of one append, in order.
@@ -153,8 +163,9 @@ enum class DropReason {
   closed,         // appended while the buffer was shutting down
   write_failed,   // any other failure of the append's transaction (I/O error, corruption)
   corrupt,        // pending in a file moved aside as corrupt and not salvaged into the new one
+  tampered,       // a sealed row whose tag does not verify: quarantined, never forwarded
 };
-inline constexpr int kDropReasonCount = 9;
+inline constexpr int kDropReasonCount = 10;
 
 // What the source has told its client by the time it calls append(), which decides whether a
 // refusal is a loss that the buffer must count (docs/buffer.md, "Every acceptance counted"):

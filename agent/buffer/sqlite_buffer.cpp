@@ -23,6 +23,7 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
     if (auto r = impl->load_counters(impl->working); !r) return r.error();
   }
   impl->committed = impl->working;
+  if (auto r = impl->check_keys(); !r) return r.error();
   impl->disk.hold();
   impl->start_age_clock();
   Impl* raw = impl.get();
@@ -59,6 +60,8 @@ void SqliteBuffer::Impl::enqueue(std::vector<NewEvent> events, AppendCallback do
   Impl& m = *this;
   uint64_t bytes = 0;
   for (const NewEvent& e : events) bytes += e.body.size();
+  // What the rows will hold: sealed bodies are larger (row_seal.hpp).
+  if (m.write_sealer.sealing()) bytes += kSealOverheadBytes * events.size();
   std::optional<Error> refused;
   bool notify = false;
   {
@@ -206,6 +209,8 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
   size_t bytes = 0;
   Result<void> r;
   std::vector<ReadRow> rows;
+  std::vector<uint64_t> tampered;
+  std::optional<Error> missing;
   rows.reserve(std::min<size_t>(max_events, 4096));
   const uint64_t epoch = removal_epoch.load();  // before the snapshot (see transact())
   {
@@ -221,7 +226,24 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
       e.priority = static_cast<int32_t>(row.col_int(2));
       e.event_time_ns = row.col_int(3);
       e.collected_at_ns = row.col_int(4);
-      e.body = std::string_view(body == nullptr ? "" : body, size);
+      const std::string_view stored(body == nullptr ? "" : body, size);
+      const RowMeta meta{e.seq, kind, e.priority, e.event_time_ns, e.collected_at_ns};
+      switch (read_sealer.open(meta, stored, e.body)) {
+        case RowSealer::Opened::clear:
+        case RowSealer::Opened::ok:
+          break;
+        case RowSealer::Opened::failed:
+          tampered.push_back(e.seq);  // never forwarded
+          return true;
+        case RowSealer::Opened::unknown_key:
+          missing = make_error(
+              buffer_errc::key_missing,
+              "buffer " + opt.path + ": event seq " + std::to_string(e.seq) +
+                  " is sealed with key id " + tls::AeadKey::id_hex_of(*sealed_key_id(stored)) +
+                  ", which none of the configured keys has (buffer.key_file, "
+                  "buffer.old_key_files): it waits until that key is given");
+          return false;
+      }
       if (!visit(e)) return false;  // not taken: not in this batch
       rows.push_back({e.seq, size, kind, e.priority});
       bytes += size;
@@ -232,6 +254,15 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
     note_error(r.error());
     return r.error();
   }
+  if (!tampered.empty()) {
+    for (uint64_t seq : tampered) {
+      log->error("buffer {}: event seq {} does not authenticate (its bytes or its metadata were "
+                 "changed): quarantined, counted as dropped (tampered), not forwarded",
+                 opt.path, seq);
+    }
+    (void)submit(TamperedJob{std::move(tampered), {}});  // before any ack of this batch
+  }
+  if (missing && rows.empty()) return *missing;
   const size_t seen = rows.size();
   if (!rows.empty()) remember_read(after_seq, epoch, std::move(rows));
   return seen;

@@ -6,6 +6,7 @@
 //   sqlite_buffer_writer.cpp     the writer thread: group commit, appends, transactions
 //   sqlite_buffer_ack.cpp        acknowledgements: dropping and hiding segments, read ranges
 //   sqlite_buffer_retention.cpp  eviction (drop_oldest), expiry (max_age), purges
+//   sqlite_buffer_seal.cpp       encryption at rest: the keys a file needs, tampered rows
 //   disk_space.cpp               the disk reserve and the free-space floor (docs/buffer.md)
 // Nothing here is part of the Buffer interface; only those files include it.
 #include <sqlite3.h>
@@ -24,6 +25,7 @@
 #include <variant>
 
 #include "agent/buffer/disk_space.hpp"
+#include "agent/buffer/row_seal.hpp"
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/buffer/sqlite_db.hpp"
 #include "common/file_lock.hpp"
@@ -162,7 +164,14 @@ struct EraseProgressJob {
   std::string key;
   std::promise<Result<void>> done;
 };
-using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob, EraseProgressJob>;
+// Sealed rows whose tag did not verify when the reader opened them (row_seal.hpp): moved to
+// the quarantine table and counted as dropped (tampered), before any ack can delete them.
+struct TamperedJob {
+  std::vector<uint64_t> seqs;
+  std::promise<Result<void>> done;
+};
+using Job = std::variant<AppendJob, AckJob, PurgeJob, ExpireJob, QuarantineJob, EraseProgressJob,
+                         TamperedJob>;
 
 struct SqliteBuffer::Impl {
   BufferOptions opt;
@@ -178,6 +187,7 @@ struct SqliteBuffer::Impl {
   std::optional<uint64_t> insert_segment;
   uint64_t segment_size = 0;  // seqs per segment table: 2^segment_shift
   Counters working;
+  RowSealer write_sealer{opt.encryption};  // seals what insert_row() stores
   int64_t data_version = 0;
   int64_t next_expiry_ns = 0;  // on the monotonic clock
   // The age clock max_age is measured on: at open the later of the wall clock and the age
@@ -219,6 +229,7 @@ struct SqliteBuffer::Impl {
   // Reader side (forwarder, stats).
   std::mutex read_mu;
   Db reader;
+  RowSealer read_sealer{opt.encryption};  // opens what scan_batch() reads; under read_mu
 
   // What read_batch returned, kept for acknowledge(): the kind, priority and size of each row
   // of a seq range, so that acknowledging a partly acknowledged segment's rows does not read
@@ -254,6 +265,12 @@ struct SqliteBuffer::Impl {
       : opt(std::move(o)), clock(c), disk(opt.path, opt.disk_reserve_bytes, opt.max_file_bytes) {}
 
   Result<void> open_file();
+  // At open: every key id the file's pending rows were sealed with is among the configured
+  // keys (buffer_errc::key_missing naming it otherwise); records the sealing key's id.
+  Result<void> check_keys();
+  // In a transaction: the rows of `seqs` that are still pending go to the quarantine table
+  // (their stored bytes) and are counted as dropped (tampered).
+  Result<void> quarantine_tampered(const std::vector<uint64_t>& seqs);
   Result<void> prepare_statements();
   Result<void> load_counters(Counters& c);
   void run();

@@ -141,18 +141,20 @@ Result<void> SqliteBuffer::Impl::insert_row(uint64_t seq, const NewEvent& e, int
   auto insert = insert_statement(seq);
   if (!insert) return insert.error();
   Stmt& st = **insert;
+  const std::string_view stored = write_sealer.seal(
+      {seq, static_cast<int64_t>(e.kind), e.priority, e.event_time_ns, collected_at}, e.body);
   st.bind(1, static_cast<int64_t>(seq))
       .bind(2, static_cast<int64_t>(e.kind))
       .bind(3, e.priority)
       .bind(4, e.event_time_ns)
       .bind(5, collected_at)
-      .bind(6, std::string_view(e.body));
+      .bind(6, stored);
   int rc = st.step();
   st.reset();
   if (rc != SQLITE_DONE) {
     return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": append");
   }
-  count_in(seq, e.kind, e.priority, e.body.size());
+  count_in(seq, e.kind, e.priority, stored.size());
   return {};
 }
 
@@ -478,6 +480,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         r = add_quarantine(q->entry);
       } else if (auto* p = std::get_if<EraseProgressJob>(&job)) {
         r = put_progress(p->key, std::nullopt);
+      } else if (auto* t = std::get_if<TamperedJob>(&job)) {
+        r = quarantine_tampered(t->seqs);
       } else {
         r = expire();
       }
@@ -550,6 +554,8 @@ void SqliteBuffer::Impl::run_group(std::vector<Job>& jobs) {
         q->done.set_value(result ? Result<void>() : Result<void>(result.error()));
       } else if (auto* p = std::get_if<EraseProgressJob>(&job)) {
         p->done.set_value(result ? Result<void>() : Result<void>(result.error()));
+      } else if (auto* t = std::get_if<TamperedJob>(&job)) {
+        t->done.set_value(result ? Result<void>() : Result<void>(result.error()));
       }
     } catch (const std::exception& e) {
       log->error("an append callback threw: {}", e.what());

@@ -1,0 +1,110 @@
+// Encryption at rest (docs/buffer.md, "Encryption at rest"; row_seal.hpp seals and opens the
+// rows): which keys a file needs, and what happens to a row whose tag does not verify.
+#include <set>
+#include <sstream>
+
+#include "agent/buffer/sqlite_buffer_impl.hpp"
+
+namespace outpost::agent {
+namespace {
+
+// meta 'key_ids': the ids of the keys rows were sealed with, "0a1b2c3d,...".
+std::set<uint32_t> parse_ids(const std::string& text) {
+  std::set<uint32_t> out;
+  std::istringstream in(text);
+  for (std::string id; std::getline(in, id, ',');) {
+    if (id.size() == 8) out.insert(static_cast<uint32_t>(std::stoul(id, nullptr, 16)));
+  }
+  return out;
+}
+
+std::string join_ids(const std::set<uint32_t>& ids) {
+  std::string out;
+  for (uint32_t id : ids) out += (out.empty() ? "" : ",") + tls::AeadKey::id_hex_of(id);
+  return out;
+}
+
+}  // namespace
+
+Result<void> SqliteBuffer::Impl::check_keys() {
+  std::string text;
+  {
+    auto st = Stmt::prepare(writer, "SELECT value FROM meta WHERE key = 'key_ids'");
+    if (!st) return st.error();
+    if (st->step() == SQLITE_ROW) text = st->col_blob(0);
+  }
+  std::set<uint32_t> recorded = parse_ids(text);
+  std::set<uint32_t> configured;
+  for (const tls::AeadKey& k : opt.encryption.keys) configured.insert(k.id());
+  std::set<uint32_t> needed = recorded;
+  for (uint32_t id : recorded) {
+    if (configured.contains(id)) continue;
+    // A key no longer given: fine once none of the rows it sealed is pending.
+    bool pending = false;
+    for (const auto& [first, tally] : working.segments) {
+      if (tally.total_events() == 0) continue;
+      auto r = sqlite::for_each_row(
+          writer,
+          "SELECT 1 FROM " + sqlite::segment_table(first) +
+              " WHERE seq > ?1 AND substr(body, 1, 2) = x'ff45' AND substr(body, 4, 4) = x'" +
+              tls::AeadKey::id_hex_of(id) + "' LIMIT 1",
+          {static_cast<int64_t>(working.acked_seq)}, [&](Stmt&) {
+            pending = true;
+            return false;
+          });
+      if (!r) return r;
+      if (pending) break;
+    }
+    if (pending) {
+      return make_error(buffer_errc::key_missing,
+                        "buffer " + opt.path + " holds pending events sealed with key id " +
+                            tls::AeadKey::id_hex_of(id) +
+                            ", which none of the configured keys has: give that key in "
+                            "buffer.key_file or buffer.old_key_files (docs/buffer.md, "
+                            "\"Encryption at rest\")");
+    }
+    needed.erase(id);
+  }
+  if (write_sealer.sealing()) needed.insert(opt.encryption.keys.front().id());
+  if (needed == recorded) return {};
+  auto st = Stmt::prepare(writer, "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_ids', ?1)");
+  if (!st) return st.error();
+  st->bind_text(1, join_ids(needed));
+  if (int rc = st->step(); rc != SQLITE_DONE) {
+    return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": key ids");
+  }
+  return {};
+}
+
+Result<void> SqliteBuffer::Impl::quarantine_tampered(const std::vector<uint64_t>& seqs) {
+  for (uint64_t seq : seqs) {
+    if (seq <= working.acked_seq || !working.segments.contains(segment_of(seq))) continue;
+    std::optional<QuarantineEntry> entry;
+    auto r = sqlite::for_each_row(
+        writer,
+        "DELETE FROM " + sqlite::segment_table(segment_of(seq)) +
+            " WHERE seq = ?1 RETURNING kind, priority, length(body), body",
+        {static_cast<int64_t>(seq)}, [&](Stmt& row) {
+          auto kind = kind_from_number(row.col_int(0));
+          if (!kind) return false;
+          count_out(seq, *kind, static_cast<int32_t>(row.col_int(1)),
+                    static_cast<uint64_t>(row.col_int(2)));
+          ++working.dropped[static_cast<int>(DropReason::tampered)][kind_index(*kind)];
+          const auto key = sealed_key_id(row.col_blob(3));
+          entry = QuarantineEntry{
+              "buffer", "seq " + std::to_string(seq),
+              "a sealed event that does not authenticate (key id " +
+                  (key ? tls::AeadKey::id_hex_of(*key) : std::string("?")) +
+                  "): its bytes or its metadata were changed; kept as stored",
+              row.col_blob(3)};
+          return false;
+        });
+    if (!r) return r;
+    if (entry) {
+      if (auto q = add_quarantine(*entry); !q) return q;
+    }
+  }
+  return {};
+}
+
+}  // namespace outpost::agent
