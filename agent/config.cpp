@@ -223,6 +223,58 @@ Result<void> load_spool_source(ConfigDoc& doc, SpoolSourceConfig& c) {
   return {};
 }
 
+}  // namespace
+
+Result<BufferEncryption> load_buffer_encryption(ConfigDoc& doc) {
+  BufferEncryption e;
+  std::string mode, key_file, old_keys, cipher;
+  OUTPOST_TRY_ASSIGN(mode, doc.choice("buffer.encryption", "none", {"none", "aead"}));
+  OUTPOST_TRY_ASSIGN(key_file, doc.string("buffer.key_file", ""));
+  OUTPOST_TRY_ASSIGN(old_keys, doc.string("buffer.old_key_files", ""));
+  OUTPOST_TRY_ASSIGN(cipher, doc.choice("buffer.cipher", "chacha20-poly1305",
+                                        {"chacha20-poly1305", "aes-256-gcm"}));
+  e.seal = mode == "aead";
+  e.cipher = *tls::parse_aead_cipher(cipher);
+  if (e.seal && key_file.empty()) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("buffer.encryption") +
+                          ": buffer.encryption = \"aead\" needs buffer.key_file (32 random "
+                          "bytes: head -c 32 /dev/urandom > /etc/outpost/buffer.key)");
+  }
+  if (!e.seal && !key_file.empty()) {
+    return make_error(common_errc::config_invalid,
+                      doc.where("buffer.key_file") +
+                          ": buffer.key_file seals new events only with buffer.encryption = "
+                          "\"aead\"; to open old ones without sealing new ones, list it in "
+                          "buffer.old_key_files");
+  }
+  auto read = [&](const std::string& key, const std::string& path) -> Result<void> {
+    auto k = tls::AeadKey::read_file(path);
+    if (!k) {
+      return make_error(common_errc::config_invalid,
+                        doc.where(key) + ": " + key + ": " + k.error().message);
+    }
+    e.keys.push_back(*k);
+    return {};
+  };
+  if (!key_file.empty()) {
+    if (auto r = read("buffer.key_file", key_file); !r) return r.error();
+  }
+  for (size_t at = 0; at < old_keys.size();) {
+    const size_t comma = old_keys.find(',', at);
+    std::string one = old_keys.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    while (!one.empty() && one.front() == ' ') one.erase(0, 1);
+    while (!one.empty() && one.back() == ' ') one.pop_back();
+    if (!one.empty()) {
+      if (auto r = read("buffer.old_key_files", one); !r) return r.error();
+    }
+    at = comma == std::string::npos ? old_keys.size() : comma + 1;
+  }
+  return e;
+}
+
+namespace {
+
 // [relay] (docs/configuration.md): after [uplink], whose files are its defaults.
 Result<void> load_relay(ConfigDoc& doc, AgentConfig& c) {
   RelayConfig& r = c.relay;
@@ -350,6 +402,7 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   uint64_t keep = 0;
   OUTPOST_TRY_ASSIGN(keep, doc.bytes("buffer.quarantine_keep_bytes", "4KiB", 0, 16u << 20));
   b.quarantine_keep_bytes = static_cast<uint32_t>(keep);
+  OUTPOST_TRY_ASSIGN(b.encryption, load_buffer_encryption(doc));
 
   for (const std::string& name : doc.table_keys("buffer.kinds")) {
     if (!kind_from_name(name)) {
@@ -439,6 +492,13 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
   if (auto r = load_spool_source(doc, c.spool); !r) return r.error();
   if (auto r = load_relay(doc, c); !r) return r.error();
+  if (c.relay.enabled && b.encryption.seal) {
+    // A relaying agent reads whose each stored event is from its first bytes (the site's
+    // per-device drops and backlog); sealed, they are not readable there.
+    return make_error(common_errc::config_invalid,
+                      doc.where("buffer.encryption") +
+                          ": buffer.encryption = \"aead\" is not supported with [relay] yet");
+  }
 
   std::string validate;
   OUTPOST_TRY_ASSIGN(validate, doc.choice("contracts.validate", "gateway", {"gateway", "edge"}));

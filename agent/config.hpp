@@ -77,5 +77,8 @@ struct AgentConfig {
 
 // Reads every key (applying defaults) and rejects unknown ones.
 Result<AgentConfig> load_agent_config(ConfigDoc& doc);
+// [buffer] encryption, key_file, old_key_files, cipher: the keys read and checked (the
+// buffer's tools use it too, to open sealed events).
+Result<BufferEncryption> load_buffer_encryption(ConfigDoc& doc);
 
 }  // namespace outpost::agent

@@ -93,6 +93,9 @@ struct BufferOptions {
   uint32_t quarantine_max_rows = 1000;
   uint32_t quarantine_keep_bytes = 4096;
   BufferEncryption encryption;
+  // At open, refuse a file whose pending events are sealed with a key not in `encryption`
+  // (the agent could not forward them). `buffer purge`, which reads no bodies, sets false.
+  bool require_keys = true;
 };
 
 // Seqs [first_seq, last_seq] were assigned to the events of one append, in order.

@@ -2,13 +2,21 @@
 
 #include <unistd.h>
 
+#include "agent/buffer/row_seal.hpp"
 #include "agent/buffer/sqlite_db.hpp"
 
 namespace outpost::agent {
 
 struct BufferInspector::Impl {
   sqlite::Db db;
+  std::unique_ptr<RowSealer> sealer = std::make_unique<RowSealer>(BufferEncryption{});
 };
+
+void BufferInspector::use_keys(const BufferEncryption& encryption) {
+  BufferEncryption opening = encryption;
+  opening.seal = false;  // a read-only view seals nothing
+  impl_->sealer = std::make_unique<RowSealer>(std::move(opening));
+}
 
 BufferInspector::BufferInspector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 BufferInspector::BufferInspector(BufferInspector&&) noexcept = default;
@@ -45,6 +53,7 @@ Result<size_t> BufferInspector::scan(const ScanFilter& filter,
                                      const std::function<bool(const StoredEvent&)>& visit) {
   if (filter.limit == 0) return size_t{0};
   size_t n = 0;
+  std::optional<Error> unopened;
   sqlite::ReadTransaction snapshot(impl_->db);
   auto r = sqlite::scan_events(impl_->db, filter.after_seq, filter.kind, [&](sqlite::Stmt& row) {
     auto kind = kind_from_number(row.col_int(1));
@@ -56,10 +65,35 @@ Result<size_t> BufferInspector::scan(const ScanFilter& filter,
     e.event_time_ns = row.col_int(3);
     e.collected_at_ns = row.col_int(4);
     e.body = row.col_blob(5);
+    if (filter.open_sealed && is_sealed(e.body)) {
+      std::string_view plain;
+      const RowMeta meta{e.seq, row.col_int(1), e.priority, e.event_time_ns, e.collected_at_ns};
+      switch (impl_->sealer->open(meta, e.body, plain)) {
+        case RowSealer::Opened::clear:
+        case RowSealer::Opened::ok:
+          e.body.assign(plain);
+          break;
+        case RowSealer::Opened::unknown_key:
+          unopened = make_error(
+              buffer_errc::key_missing,
+              "event seq " + std::to_string(e.seq) + " is sealed with key id " +
+                  tls::AeadKey::id_hex_of(*sealed_key_id(e.body)) +
+                  ": give that key (--key-file FILE, or --config of the agent whose "
+                  "buffer.key_file or buffer.old_key_files has it)");
+          return false;
+        case RowSealer::Opened::failed:
+          unopened = make_error(buffer_errc::corrupt,
+                                "event seq " + std::to_string(e.seq) +
+                                    " does not authenticate: its bytes or its metadata were "
+                                    "changed (the agent quarantines it when it reads it)");
+          return false;
+      }
+    }
     ++n;
     return visit(e) && n < filter.limit;
   });
   if (!r) return r.error();
+  if (unopened) return *unopened;
   return n;
 }
 

@@ -20,6 +20,9 @@ struct ScanFilter {
   std::optional<EventKind> kind;
   uint64_t after_seq = 0;  // events with seq > after_seq
   size_t limit = std::numeric_limits<size_t>::max();
+  // Sealed events (docs/buffer.md, "Encryption at rest") are opened with the keys given to
+  // use_keys(); an event it cannot open is an error naming it. false: bodies as stored.
+  bool open_sealed = true;
 };
 
 struct Verdict {
@@ -35,6 +38,9 @@ class BufferInspector {
   BufferInspector(BufferInspector&&) noexcept;
   BufferInspector& operator=(BufferInspector&&) noexcept;
   ~BufferInspector();
+
+  // The keys sealed events are opened with (buffer.key_file, buffer.old_key_files).
+  void use_keys(const BufferEncryption& encryption);
 
   // Every figure, from a full scan (by kind and priority, with event times).
   Result<BufferStats> stats();

@@ -23,7 +23,9 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
     if (auto r = impl->load_counters(impl->working); !r) return r.error();
   }
   impl->committed = impl->working;
-  if (auto r = impl->check_keys(); !r) return r.error();
+  if (impl->opt.require_keys) {
+    if (auto r = impl->check_keys(); !r) return r.error();
+  }
   impl->disk.hold();
   impl->start_age_clock();
   Impl* raw = impl.get();

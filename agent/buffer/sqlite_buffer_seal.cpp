@@ -77,32 +77,54 @@ Result<void> SqliteBuffer::Impl::check_keys() {
 }
 
 Result<void> SqliteBuffer::Impl::quarantine_tampered(const std::vector<uint64_t>& seqs) {
+  std::set<uint64_t> touched;
   for (uint64_t seq : seqs) {
     if (seq <= working.acked_seq || !working.segments.contains(segment_of(seq))) continue;
     std::optional<QuarantineEntry> entry;
     auto r = sqlite::for_each_row(
         writer,
         "DELETE FROM " + sqlite::segment_table(segment_of(seq)) +
-            " WHERE seq = ?1 RETURNING kind, priority, length(body), body",
+            " WHERE seq = ?1 RETURNING kind, body",
         {static_cast<int64_t>(seq)}, [&](Stmt& row) {
-          auto kind = kind_from_number(row.col_int(0));
-          if (!kind) return false;
-          count_out(seq, *kind, static_cast<int32_t>(row.col_int(1)),
-                    static_cast<uint64_t>(row.col_int(2)));
-          ++working.dropped[static_cast<int>(DropReason::tampered)][kind_index(*kind)];
-          const auto key = sealed_key_id(row.col_blob(3));
+          // The kind as stored, which may be what was changed.
+          const EventKind kind = kind_from_number(row.col_int(0)).value_or(EventKind::json);
+          ++working.dropped[static_cast<int>(DropReason::tampered)][kind_index(kind)];
+          const std::string stored = row.col_blob(1);
+          const auto key = sealed_key_id(stored);
           entry = QuarantineEntry{
               "buffer", "seq " + std::to_string(seq),
               "a sealed event that does not authenticate (key id " +
                   (key ? tls::AeadKey::id_hex_of(*key) : std::string("?")) +
                   "): its bytes or its metadata were changed; kept as stored",
-              row.col_blob(3)};
+              stored};
           return false;
         });
     if (!r) return r;
-    if (entry) {
-      if (auto q = add_quarantine(*entry); !q) return q;
-    }
+    if (!entry) continue;
+    touched.insert(segment_of(seq));
+    if (auto q = add_quarantine(*entry); !q) return q;
+  }
+  // The rows' metadata may be what was changed, so what they were counted with is not known:
+  // count their segments again from what is left.
+  for (uint64_t first : touched) {
+    Tally fresh;
+    auto r = sqlite::for_each_row(
+        writer,
+        "SELECT kind, priority, count(*), sum(length(body)) FROM " +
+            sqlite::segment_table(first) + " WHERE seq > ?1 GROUP BY kind, priority",
+        {static_cast<int64_t>(working.acked_seq)}, [&](Stmt& row) {
+          if (auto kind = kind_from_number(row.col_int(0))) {
+            fresh.add(*kind, static_cast<int32_t>(row.col_int(1)),
+                      static_cast<uint64_t>(row.col_int(3)), static_cast<uint64_t>(row.col_int(2)));
+          }
+          return true;
+        });
+    if (!r) return r;
+    Tally& old = working.segments[first];
+    working.pending.remove(old);
+    working.pending.add(fresh);
+    old = fresh;
+    removed_pending = true;  // read ranges remembered before this no longer hold
   }
   return {};
 }

@@ -10,6 +10,7 @@
 #include "agent/buffer/sqlite_buffer.hpp"
 #include "agent/cli/cli.hpp"
 #include "agent/cli/commands.hpp"
+#include "agent/config.hpp"
 #include "common/config.hpp"
 #include "common/errc.hpp"
 #include "common/json/json_writer.hpp"
@@ -40,7 +41,9 @@ using Origins = std::map<std::string, OriginCount>;
 
 Result<Origins> pending_by_origin(BufferInspector& inspector, const std::string& own) {
   Origins origins;
-  auto n = inspector.scan({}, [&](const StoredEvent& e) {
+  ScanFilter as_stored;
+  as_stored.open_sealed = false;  // the first bytes say whose; sealed ones are the agent's own
+  auto n = inspector.scan(as_stored, [&](const StoredEvent& e) {
     const auto relayed = proto::relayed_identity(e.body);
     OriginCount& c = origins[relayed ? std::string(relayed->agent_id) : own];
     ++c.events;
@@ -183,6 +186,27 @@ Result<std::string> buffer_path_from_config(const std::string& config_path) {
   return doc->string("buffer.path", "/var/lib/outpost/buffer.db");
 }
 
+// The keys that open sealed events (docs/buffer.md, "Encryption at rest"): the --key-file
+// ones, else those of the configuration (buffer.key_file, buffer.old_key_files); none when the
+// configuration cannot be read. `sealing`: as the agent seals (import).
+Result<BufferEncryption> keys_for(const BufferOptionsCli& o, bool sealing) {
+  BufferEncryption e;
+  if (!o.key_files.empty() && !sealing) {
+    for (const std::string& path : o.key_files) {
+      auto k = tls::AeadKey::read_file(path);
+      if (!k) return k.error();
+      e.keys.push_back(*k);
+    }
+    return e;
+  }
+  auto doc = ConfigDoc::parse_file(o.config);
+  if (!doc) return e;
+  auto loaded = load_buffer_encryption(*doc);
+  if (!loaded) return loaded.error();
+  if (!sealing) loaded->seal = false;
+  return *loaded;
+}
+
 int buffer_stats(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
@@ -197,6 +221,9 @@ int buffer_stats(const BufferOptionsCli& o) {
 int buffer_peek(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
+  auto keys = keys_for(o, false);
+  if (!keys) return fail(keys.error());
+  inspector->use_keys(*keys);
   const std::string agent_id = inspector->agent_id();
   ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, o.since,
                     static_cast<size_t>(std::min<uint64_t>(o.limit, SIZE_MAX))};
@@ -222,6 +249,9 @@ int buffer_peek(const BufferOptionsCli& o) {
 int buffer_export(const BufferOptionsCli& o) {
   auto inspector = BufferInspector::open(o.path);
   if (!inspector) return fail(inspector.error());
+  auto keys = keys_for(o, false);
+  if (!keys) return fail(keys.error());
+  inspector->use_keys(*keys);
   const std::string agent_id = inspector->agent_id();
   ScanFilter filter{o.kind ? kind_from_name(*o.kind) : std::nullopt, 0,
                     std::numeric_limits<size_t>::max()};
@@ -295,6 +325,9 @@ int buffer_import(const BufferOptionsCli& o) {
   options.path = o.path;
   options.recover_corrupt = false;
   options.max_bytes = std::numeric_limits<uint64_t>::max();  // an operator's explicit requeue
+  auto sealing = keys_for(o, true);  // imported events are sealed as the agent seals
+  if (!sealing) return fail(sealing.error());
+  options.encryption = *sealing;
   options.agent_id = o.agent_id.value_or("");
   if (options.agent_id.empty()) {
     auto existing = BufferInspector::open(o.path);
@@ -386,6 +419,7 @@ int buffer_purge(const BufferOptionsCli& o) {
   options.agent_id = inspector->agent_id();
   options.recover_corrupt = false;
   options.max_bytes = std::numeric_limits<uint64_t>::max();
+  options.require_keys = false;  // deletes rows without reading them
   SystemClock clock;
   auto buffer = SqliteBuffer::open(options, clock);
   if (!buffer) return fail(buffer.error());

@@ -57,11 +57,18 @@ int agent_main(int argc, char** argv) {
   peek->add_option("-n,--limit", b.limit, "How many events")->check(CLI::Range(1, 1000000));
   peek->add_option("--since", b.since, "Only events with a seq above this");
   peek->add_flag("--json", b.json, "One JSON event per line");
+  auto add_keys = [&](CLI::App* cmd) {
+    cmd->add_option("--key-file", b.key_files,
+                    "A key that opens sealed events (repeatable; default: buffer.key_file and "
+                    "buffer.old_key_files of --config)");
+  };
+  add_keys(peek);
   auto* exp = buffer->add_subcommand("export", "Write pending events to stdout");
   add_path(exp);
   add_kind(exp);
   exp->add_option("-f,--format", b.format, "ndjson or protobuf (length-delimited)")
       ->check(CLI::IsMember({"ndjson", "protobuf"}));
+  add_keys(exp);
   auto* imp =
       buffer->add_subcommand("import", "Append events read from stdin (the export formats)");
   add_path(imp);

@@ -36,6 +36,7 @@ struct BufferOptionsCli {
   bool yes = false;
   std::optional<std::string> agent_id;  // import into a new file
   bool new_seqs = false;                // import: give every event a new seq
+  std::vector<std::string> key_files;   // peek / export: keys for sealed events
 };
 // The buffer file of a configuration (buffer.path), for `buffer …` without --path.
 Result<std::string> buffer_path_from_config(const std::string& config_path);
