@@ -93,7 +93,11 @@ int run_agent(const RunOptions& o) {
   auto buffer = SqliteBuffer::open(config->buffer, clock);
   if (!buffer) {
     log->critical("cannot open the buffer: {}", buffer.error().describe());
-    return buffer.error().code == buffer_errc::newer_schema ? kExitUsage : kExitError;
+    // A file from a newer version, or sealed with a key not given: the configuration's to mend.
+    return buffer.error().code == buffer_errc::newer_schema ||
+                   buffer.error().code == buffer_errc::key_missing
+               ? kExitUsage
+               : kExitError;
   }
   log->info("agent {} started; buffer {} (cap {})", config->agent_id, config->buffer.path,
             format_bytes(config->buffer.max_bytes));

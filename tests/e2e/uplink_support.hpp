@@ -184,11 +184,15 @@ class AgentProc : public ManagedProcess {
   void set_extra(const std::string& uplink_keys) { extra_ = uplink_keys; }
   // More keys for the [agent] table.
   void set_agent_keys(const std::string& agent_keys) { agent_keys_ = agent_keys; }
+  // More keys for the [buffer] table.
+  void set_buffer_keys(const std::string& buffer_keys) { buffer_keys_ = buffer_keys; }
+  std::string config_path() const { return dir_ + "/agent.toml"; }
 
   void start(const AgentSetup& s) {
     const std::string config = dir_ + "/agent.toml";
     std::string text = "[agent]\nid = \"" + s.device + "\"\n" + agent_keys_ +
-                       "[buffer]\npath = \"" + buffer_path() + "\"\n[uplink]\nendpoints = \"" +
+                       "[buffer]\npath = \"" + buffer_path() + "\"\n" + buffer_keys_ +
+                       "[uplink]\nendpoints = \"" +
                        (endpoints_.empty() ? "127.0.0.1:" + std::to_string(port_) : endpoints_) +
                        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main +
                        "/ca.crt\"\ncert_file = \"" + pki_.main + "/" + s.device +
@@ -206,7 +210,7 @@ class AgentProc : public ManagedProcess {
   const Pki& pki_;
   std::string dir_;
   uint16_t port_;
-  std::string endpoints_, extra_, agent_keys_;
+  std::string endpoints_, extra_, agent_keys_, buffer_keys_;
 };
 
 // Whether the agent's synthetic generator finished its run since the agent last started (the
