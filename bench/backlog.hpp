@@ -15,9 +15,10 @@
 namespace outpost::bench {
 
 inline void fill_backlog(const std::string& path, const std::string& agent_id, uint64_t events,
-                         bool json_only = false) {
+                         bool json_only = false, const agent::BufferEncryption& encryption = {}) {
   agent::BufferOptions o;
   o.path = path;
+  o.encryption = encryption;  // sealed as the agent would seal them
   o.agent_id = agent_id;
   o.max_bytes = 64ULL << 30;
   SystemClock clock;

@@ -10,7 +10,11 @@
 //
 // Each figure is the median of --runs runs (default 3). The last lines are the figures.
 // --ack-inline acks on the reading thread instead, one batch at a time (no pipelining).
+// --encryption CIPHER (chacha20-poly1305 or aes-256-gcm): each run also appends and drains with
+// the rows sealed (docs/buffer.md, "Encryption at rest"), right after the run without, and the
+// last lines give sealed against clear.
 // Usage: buffer_bench [--events N] [--runs R] [--batch B] [--ack-inline] [--dir DIR]
+//                     [--encryption CIPHER]
 #include <sqlite3.h>
 #include <sys/resource.h>
 
@@ -22,6 +26,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,7 +101,7 @@ struct BufferRun {
 };
 
 BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_events,
-                     bool ack_inline) {
+                     bool ack_inline, const BufferEncryption& encryption = {}) {
   for (const char* suffix : {"", "-wal", "-shm", ".state", ".reserve"}) {
     std::filesystem::remove(path + suffix);
   }
@@ -104,6 +109,7 @@ BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_even
   o.path = path;
   o.agent_id = "bench";
   o.max_bytes = 64ULL << 30;
+  o.encryption = encryption;
   SystemClock clock;
   auto opened = SqliteBuffer::open(o, clock);
   if (!opened) {
@@ -215,6 +221,7 @@ int main(int argc, char** argv) {
   size_t batch = 1000;
   bool ack_inline = false;
   std::string dir = std::filesystem::temp_directory_path().string();
+  std::optional<BufferEncryption> sealed;
   for (int i = 1; i < argc; ++i) {
     const char* flag = argv[i];
     if (!std::strcmp(flag, "--ack-inline")) {
@@ -234,6 +241,13 @@ int main(int argc, char** argv) {
       dir = value;
     } else if (!std::strcmp(flag, "--batch")) {
       batch = std::stoull(value);
+    } else if (!std::strcmp(flag, "--encryption")) {
+      auto cipher = tls::parse_aead_cipher(value);
+      if (!cipher) {
+        std::fprintf(stderr, "buffer_bench: %s\n", cipher.error().message.c_str());
+        return 2;
+      }
+      sealed = BufferEncryption{true, *cipher, {*tls::AeadKey::from_bytes(std::string(32, 'k'))}};
     } else {
       std::fprintf(stderr, "buffer_bench: unknown flag %s\n", flag);
       return 2;
@@ -241,8 +255,21 @@ int main(int argc, char** argv) {
   }
   const std::string path = dir + "/outpost-buffer-bench.db";
   std::vector<double> appends, drains, references, reopens_clean, reopens_crash;
+  std::vector<double> sealed_appends, sealed_drains, append_ratios, drain_ratios;
   for (int r = 0; r < runs; ++r) {
     BufferRun run = buffer_run(path, events, batch, ack_inline);
+    if (sealed) {
+      BufferRun s = buffer_run(path, events, batch, ack_inline, *sealed);
+      std::printf("run %d sealed (%s): append %.0f events/s (%.0f %% of clear), drain %.0f "
+                  "events/s (%.0f %% of clear)\n",
+                  r + 1, tls::aead_cipher_name(sealed->cipher), s.append_rate,
+                  100 * s.append_rate / run.append_rate, s.drain_rate,
+                  100 * s.drain_rate / run.drain_rate);
+      sealed_appends.push_back(s.append_rate);
+      sealed_drains.push_back(s.drain_rate);
+      append_ratios.push_back(s.append_rate / run.append_rate);
+      drain_ratios.push_back(s.drain_rate / run.drain_rate);
+    }
     double ref = reference_inserts(path + ".ref", events);
     std::printf(
         "run %d: append %.0f events/s, drain %.0f events/s (%.0f %% in read_batch), "
@@ -273,6 +300,13 @@ int main(int argc, char** argv) {
               ack_inline ? "ack after each batch" : "acks on a second thread", drain);
   std::printf("open with the backlog pending: %.3f s after a clean close, %.3f s after a crash\n",
               median(reopens_clean), median(reopens_crash));
+  if (sealed) {
+    std::printf("sealed (%s): append %.0f events/s, drain %.0f events/s\n",
+                tls::aead_cipher_name(sealed->cipher), median(sealed_appends),
+                median(sealed_drains));
+    std::printf("sealed / clear, run by run: append %.0f %%, drain %.0f %% (aim >= 80 %%)\n",
+                100 * median(append_ratios), 100 * median(drain_ratios));
+  }
   std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
 }

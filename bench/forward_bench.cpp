@@ -5,10 +5,13 @@
 //
 // Usage: forward_bench [--events N] [--runs R] [--dir DIR] [--sink-format ndjson|protobuf]
 //                      [--payloads mixed|json] [--contracts off|on|ab]
+//                      [--encryption off|on|ab]
 // (default 1,000,000 events, 3 runs, the generator's mix of pixel, sensor and order.v1 JSON
 // events, no contracts). --payloads json: every event an order.v1 JSON payload. --contracts
 // ab: each run twice, the gateway without and with payload validation against the build's
-// descriptor set, to compare the rates in the same run (docs/BENCHMARKS.md).
+// descriptor set, to compare the rates in the same run (docs/BENCHMARKS.md). --encryption ab:
+// each run twice, the agent's buffer in clear and sealed (ChaCha20-Poly1305; docs/buffer.md,
+// "Encryption at rest"); not together with --contracts ab.
 // Each figure is the median over the runs; the last lines are the figures.
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -46,11 +49,17 @@ struct Run {
 };
 
 Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
-            const std::string& sink_format, bool json_only, bool contracts) {
+            const std::string& sink_format, bool json_only, bool contracts, bool sealed) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string buffer = dir + "/buffer.db";
-  bench::fill_backlog(buffer, "device-1", events, json_only);
+  const std::string key = dir + "/buffer.key";
+  agent::BufferEncryption encryption;
+  if (sealed) {
+    test::write_file(key, std::string(32, 'k'));
+    encryption = {true, tls::AeadCipher::chacha20_poly1305, {*tls::AeadKey::read_file(key)}};
+  }
+  bench::fill_backlog(buffer, "device-1", events, json_only, encryption);
   const uint16_t port = test::free_port();
   test::write_file(
       dir + "/gateway.toml",
@@ -81,8 +90,9 @@ Run one_run(const std::string& dir, const std::string& pki, uint64_t events,
     std::exit(1);
   }
   test::write_file(dir + "/agent.toml",
-                   "[agent]\nid = \"device-1\"\n[buffer]\npath = \"" + buffer +
-                       "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port) +
+                   "[agent]\nid = \"device-1\"\n[buffer]\npath = \"" + buffer + "\"\n" +
+                       (sealed ? "encryption = \"aead\"\nkey_file = \"" + key + "\"\n" : "") +
+                       "[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(port) +
                        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki +
                        "/ca.crt\"\ncert_file = \"" + pki + "/device-1.crt\"\nkey_file = \"" + pki +
                        "/device-1.key\"\n");
@@ -130,7 +140,8 @@ int main(int argc, char** argv) {
                             {"dir", fs::temp_directory_path().string()},
                             {"sink-format", "ndjson"},
                             {"payloads", "mixed"},
-                            {"contracts", "off"}});
+                            {"contracts", "off"},
+                            {"encryption", "off"}});
   const auto events = static_cast<uint64_t>(flags.number("events"));
   const auto runs = static_cast<int>(flags.number("runs"));
   const std::string base = flags.text("dir");
@@ -140,30 +151,46 @@ int main(int argc, char** argv) {
   const std::string make = std::string(OUTPOST_SOURCE_DIR) + "/deploy/certs/make-certs " + pki +
                            " --devices 1 >/dev/null";
   if (std::system(make.c_str()) != 0) return 1;
-  std::vector<bool> arms;  // per run: validation off, on
-  if (mode != "on") arms.push_back(false);
-  if (mode != "off") arms.push_back(true);
-  std::map<bool, std::vector<double>> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss, stage;
+  const std::string sealing = flags.text("encryption");
+  if (mode == "ab" && sealing == "ab") {
+    std::fprintf(stderr, "forward_bench: --contracts ab and --encryption ab: one at a time\n");
+    return 2;
+  }
+  using Arm = std::pair<bool, bool>;  // validation, a sealed buffer
+  std::vector<Arm> arms;              // per run
+  for (bool contracts : {false, true}) {
+    if ((contracts && mode == "off") || (!contracts && mode == "on")) continue;
+    for (bool sealed : {false, true}) {
+      if ((sealed && sealing == "off") || (!sealed && sealing == "on")) continue;
+      arms.emplace_back(contracts, sealed);
+    }
+  }
+  auto label = [](const Arm& a) {
+    return std::string(a.first ? "validation on" : "validation off") +
+           (a.second ? ", buffer sealed" : "");
+  };
+  std::map<Arm, std::vector<double>> rate, bpe, ratio, agent_cpu, gw_cpu, agent_rss, gw_rss, stage;
   for (int r = 0; r < runs; ++r) {
-    for (bool contracts : arms) {
+    for (const Arm& arm : arms) {
+      const auto [contracts, sealed] = arm;
       Run run = one_run(base + "/outpost-forward-bench", pki, events, flags.text("sink-format"),
-                        json_only, contracts);
+                        json_only, contracts, sealed);
       const double millions = static_cast<double>(events) / 1e6;
       std::printf(
-          "run %d%s: %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent "
+          "run %d (%s): %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent "
           "%.2f gateway %.2f (its validation stage %.2f), peak RSS agent %.1f MiB gateway %.1f "
           "MiB\n",
-          r + 1, contracts ? " (validation on)" : "", run.events_per_s, run.bytes_per_event,
+          r + 1, label(arm).c_str(), run.events_per_s, run.bytes_per_event,
           run.ratio, run.agent.cpu_seconds / millions, run.gateway.cpu_seconds / millions,
           run.stage_us, run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
-      stage[contracts].push_back(run.stage_us);
-      rate[contracts].push_back(run.events_per_s);
-      bpe[contracts].push_back(run.bytes_per_event);
-      ratio[contracts].push_back(run.ratio);
-      agent_cpu[contracts].push_back(run.agent.cpu_seconds / millions);
-      gw_cpu[contracts].push_back(run.gateway.cpu_seconds / millions);
-      agent_rss[contracts].push_back(run.agent.peak_rss_mib);
-      gw_rss[contracts].push_back(run.gateway.peak_rss_mib);
+      stage[arm].push_back(run.stage_us);
+      rate[arm].push_back(run.events_per_s);
+      bpe[arm].push_back(run.bytes_per_event);
+      ratio[arm].push_back(run.ratio);
+      agent_cpu[arm].push_back(run.agent.cpu_seconds / millions);
+      gw_cpu[arm].push_back(run.gateway.cpu_seconds / millions);
+      agent_rss[arm].push_back(run.agent.peak_rss_mib);
+      gw_rss[arm].push_back(run.gateway.peak_rss_mib);
     }
   }
   fs::remove_all(base + "/outpost-forward-bench");
@@ -171,22 +198,27 @@ int main(int argc, char** argv) {
   std::printf("events per run: %llu synthetic events (%s); medians of %d runs\n",
               static_cast<unsigned long long>(events),
               json_only ? "all order.v1 JSON" : "pixel, sensor and order.v1 JSON", runs);
-  for (bool contracts : arms) {
-    const char* arm = contracts ? "validation on" : "validation off";
+  for (const Arm& a : arms) {
+    const std::string text = label(a);
+    const char* arm = text.c_str();
     std::printf("end to end (agent buffer -> TLS -> gateway -> file sink, %s, %s): %.0f events/s\n",
-                flags.text("sink-format").c_str(), arm, median(rate[contracts]));
+                flags.text("sink-format").c_str(), arm, median(rate[a]));
     std::printf("compressed bytes per event (%s): %.1f (zstd level 1, ratio %.2f)\n", arm,
-                median(bpe[contracts]), median(ratio[contracts]));
+                median(bpe[a]), median(ratio[a]));
     std::printf(
         "CPU seconds per million events (%s): agent %.2f, gateway %.2f (its validation stage "
         "%.2f)\n",
-        arm, median(agent_cpu[contracts]), median(gw_cpu[contracts]), median(stage[contracts]));
+        arm, median(agent_cpu[a]), median(gw_cpu[a]), median(stage[a]));
     std::printf("peak RSS (%s): agent %.1f MiB, gateway %.1f MiB\n", arm,
-                median(agent_rss[contracts]), median(gw_rss[contracts]));
+                median(agent_rss[a]), median(gw_rss[a]));
   }
-  if (arms.size() == 2) {
+  if (arms.size() == 2 && mode == "ab") {
     std::printf("validation on keeps %.1f %% of the rate with validation off (medians)\n",
-                100.0 * median(rate[true]) / median(rate[false]));
+                100.0 * median(rate[arms[1]]) / median(rate[arms[0]]));
+  }
+  if (arms.size() == 2 && sealing == "ab") {
+    std::printf("a sealed buffer keeps %.1f %% of the rate in clear (medians)\n",
+                100.0 * median(rate[arms[1]]) / median(rate[arms[0]]));
   }
   return 0;
 }

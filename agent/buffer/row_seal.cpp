@@ -46,15 +46,17 @@ RowSealer::RowSealer(BufferEncryption encryption)
 
 RowSealer::~RowSealer() = default;
 
-std::string RowSealer::aad(const RowMeta& m) {
-  std::string a;
-  a.reserve(36);
-  put_be(a, m.seq, 8);
-  put_be(a, static_cast<uint64_t>(m.kind), 8);
-  put_be(a, static_cast<uint32_t>(m.priority), 4);
-  put_be(a, static_cast<uint64_t>(m.event_time_ns), 8);
-  put_be(a, static_cast<uint64_t>(m.collected_at_ns), 8);
-  return a;
+std::string_view RowSealer::aad(const RowMeta& m, char (&out)[kAadBytes]) {
+  size_t at = 0;
+  auto put = [&](uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) out[at++] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  };
+  put(m.seq, 8);
+  put(static_cast<uint64_t>(m.kind), 8);
+  put(static_cast<uint32_t>(m.priority), 4);
+  put(static_cast<uint64_t>(m.event_time_ns), 8);
+  put(static_cast<uint64_t>(m.collected_at_ns), 8);
+  return {out, at};
 }
 
 tls::Aead* RowSealer::aead_for(uint32_t key_id, tls::AeadCipher cipher) {
@@ -80,7 +82,8 @@ std::string_view RowSealer::seal(const RowMeta& m, std::string_view plain) {
   put_be(scratch_, prefix_, 4);
   unsigned char nonce[tls::kAeadNonceBytes];
   nonce_of(prefix_, m.seq, nonce);
-  aead->seal(nonce, aad(m), plain, scratch_);
+  char a[kAadBytes];
+  aead->seal(nonce, aad(m, a), plain, scratch_);
   return scratch_;
 }
 
@@ -100,7 +103,8 @@ RowSealer::Opened RowSealer::open(const RowMeta& m, std::string_view stored,
   unsigned char nonce[tls::kAeadNonceBytes];
   nonce_of(get_be32(stored, 7), m.seq, nonce);
   scratch_.clear();
-  if (!aead->open(nonce, aad(m), stored.substr(kSealHeaderBytes), scratch_)) {
+  char a[kAadBytes];
+  if (!aead->open(nonce, aad(m, a), stored.substr(kSealHeaderBytes), scratch_)) {
     return Opened::failed;
   }
   plain = scratch_;

@@ -69,7 +69,8 @@ class RowSealer {
 
  private:
   tls::Aead* aead_for(uint32_t key_id, tls::AeadCipher cipher);
-  static std::string aad(const RowMeta& m);
+  static constexpr size_t kAadBytes = 36;
+  static std::string_view aad(const RowMeta& m, char (&out)[kAadBytes]);
 
   BufferEncryption encryption_;
   uint32_t prefix_;
