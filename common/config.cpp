@@ -363,6 +363,8 @@ const char* describe(common_errc e) {
       return "input does not parse";
     case common_errc::in_use:
       return "in use by another process";
+    case common_errc::not_running:
+      return "not running";
   }
   return nullptr;
 }

@@ -11,6 +11,7 @@ enum class common_errc {
   config_unknown_key,     // a key the program does not know (likely a typo)
   bad_input,              // bytes from outside (a file, stdin, the network) that do not parse
   in_use,                 // another process holds the lock on a directory or file (file_lock.hpp)
+  not_running,            // no process holds that lock, or it cannot be signalled (reload)
 };
 
 const std::error_category& common_category();

@@ -1,6 +1,7 @@
 #include "common/file_lock.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -65,6 +66,19 @@ Result<std::optional<pid_t>> FileLock::holder(const std::string& path) {
                       "the lock file " + path + " is held but names no pid");
   }
   return std::optional<pid_t>(static_cast<pid_t>(pid));
+}
+
+Result<pid_t> FileLock::signal_holder(const std::string& path, int sig) {
+  auto pid = holder(path);
+  if (!pid) return pid.error();
+  if (!*pid) {
+    return make_error(common_errc::not_running, "nothing holds " + path + ": is it running?");
+  }
+  if (::kill(**pid, sig) != 0) {
+    return make_error(common_errc::not_running,
+                      "cannot signal pid " + std::to_string(**pid) + ": " + std::strerror(errno));
+  }
+  return **pid;
 }
 
 FileLock::FileLock(FileLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }

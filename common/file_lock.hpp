@@ -26,6 +26,9 @@ class FileLock {
   // The pid of the process that holds the lock on `path` now; nullopt when none does (no
   // file, or nobody holds it): `outpost-agent reload` finds the running agent this way.
   static Result<std::optional<pid_t>> holder(const std::string& path);
+  // Sends `sig` to that holder (`outpost-agent reload`, `outpost-gateway reload`): its pid, or
+  // an error a person can act on when nothing holds the lock or the signal cannot be sent.
+  static Result<pid_t> signal_holder(const std::string& path, int sig);
 
   FileLock() = default;
   FileLock(FileLock&& other) noexcept;

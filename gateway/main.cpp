@@ -3,7 +3,6 @@
 #include <sys/resource.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
-#include <cstring>
 #include <ctime>
 #include <iostream>
 
@@ -30,6 +29,17 @@ std::string running_gateway_lock(const GatewayConfig& config) {
   return "";
 }
 
+// The configuration file with `overrides` applied, checked; an error says which and why.
+Result<GatewayConfig> read_config(const std::string& path,
+                                  const std::vector<std::string>& overrides) {
+  auto doc = ConfigDoc::parse_file(path);
+  if (!doc) return doc.error();
+  for (const std::string& set : overrides) {
+    if (auto r = doc->set_override(set); !r) return r.error();
+  }
+  return load_gateway_config(*doc);
+}
+
 // `outpost-gateway reload -c CONFIG`: SIGHUP to the gateway running with that configuration.
 int reload_command(int argc, char** argv) {
   CLI::App app{
@@ -43,12 +53,7 @@ int reload_command(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  auto doc = ConfigDoc::parse_file(config_path);
-  if (!doc) {
-    std::cerr << "outpost-gateway reload: " << doc.error().describe() << "\n";
-    return kExitUsage;
-  }
-  auto config = load_gateway_config(*doc);
+  auto config = read_config(config_path, {});
   if (!config) {
     std::cerr << "outpost-gateway reload: " << config.error().describe() << "\n";
     return kExitUsage;
@@ -59,22 +64,13 @@ int reload_command(int argc, char** argv) {
                  "running gateway (or use systemctl reload / kill -HUP)\n";
     return kExitUsage;
   }
-  auto pid = FileLock::holder(lock);
+  auto pid = FileLock::signal_holder(lock, SIGHUP);
   if (!pid) {
-    std::cerr << "outpost-gateway reload: " << pid.error().message << "\n";
-    return kExitError;
-  }
-  if (!*pid) {
     std::cerr << "outpost-gateway reload: no outpost-gateway is running with " << config_path
-              << " (nothing holds " << lock << ")\n";
+              << " (" << pid.error().message << ")\n";
     return kExitError;
   }
-  if (::kill(**pid, SIGHUP) != 0) {
-    std::cerr << "outpost-gateway reload: cannot signal pid " << **pid << ": "
-              << std::strerror(errno) << "\n";
-    return kExitError;
-  }
-  std::cout << "outpost-gateway reload: SIGHUP sent to pid " << **pid
+  std::cout << "outpost-gateway reload: SIGHUP sent to pid " << *pid
             << "; its log says what it read\n";
   return kExitOk;
 }
@@ -119,19 +115,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  auto doc = ConfigDoc::parse_file(config_path);
-  if (!doc) {
-    std::cerr << "outpost-gateway: " << doc.error().describe() << "\n";
-    return kExitUsage;
-  }
   if (!log_level.empty()) overrides.push_back("gateway.log_level=" + log_level);
-  for (const std::string& set : overrides) {
-    if (auto r = doc->set_override(set); !r) {
-      std::cerr << "outpost-gateway: " << r.error().describe() << "\n";
-      return kExitUsage;
-    }
-  }
-  auto config = load_gateway_config(*doc);
+  auto config = read_config(config_path, overrides);
   if (!config) {
     std::cerr << "outpost-gateway: " << config.error().describe() << "\n";
     return kExitUsage;

@@ -3,7 +3,6 @@
 #include <fmt/ranges.h>
 
 #include <csignal>
-#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <memory>
@@ -35,22 +34,13 @@ int reload_agent(const std::string& config_path) {
     std::cerr << "outpost-agent reload: " << path.error().message << "\n";
     return kExitUsage;
   }
-  auto pid = FileLock::holder(*path + ".lock");
+  auto pid = FileLock::signal_holder(*path + ".lock", SIGHUP);
   if (!pid) {
-    std::cerr << "outpost-agent reload: " << pid.error().message << "\n";
+    std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << *path << " ("
+              << pid.error().message << ")\n";
     return kExitError;
   }
-  if (!*pid) {
-    std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << *path
-              << " (nothing holds " << *path << ".lock)\n";
-    return kExitError;
-  }
-  if (::kill(**pid, SIGHUP) != 0) {
-    std::cerr << "outpost-agent reload: cannot signal pid " << **pid << ": "
-              << std::strerror(errno) << "\n";
-    return kExitError;
-  }
-  std::cout << "outpost-agent reload: SIGHUP sent to pid " << **pid << " (buffer " << *path
+  std::cout << "outpost-agent reload: SIGHUP sent to pid " << *pid << " (buffer " << *path
             << "); its log says what it read\n";
   return kExitOk;
 }
