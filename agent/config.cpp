@@ -262,7 +262,8 @@ Result<BufferEncryption> load_buffer_encryption(ConfigDoc& doc) {
   }
   for (size_t at = 0; at < old_keys.size();) {
     const size_t comma = old_keys.find(',', at);
-    std::string one = old_keys.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    std::string one =
+        old_keys.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
     while (!one.empty() && one.front() == ' ') one.erase(0, 1);
     while (!one.empty() && one.back() == ' ') one.pop_back();
     if (!one.empty()) {

@@ -100,8 +100,8 @@ struct BufferRun {
   double reopen_clean = 0, reopen_crash = 0;  // seconds to open with the backlog pending
 };
 
-BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_events,
-                     bool ack_inline, const BufferEncryption& encryption = {}) {
+BufferRun buffer_run(const std::string& path, uint64_t events, size_t batch_events, bool ack_inline,
+                     const BufferEncryption& encryption = {}) {
   for (const char* suffix : {"", "-wal", "-shm", ".state", ".reserve"}) {
     std::filesystem::remove(path + suffix);
   }
@@ -260,11 +260,11 @@ int main(int argc, char** argv) {
     BufferRun run = buffer_run(path, events, batch, ack_inline);
     if (sealed) {
       BufferRun s = buffer_run(path, events, batch, ack_inline, *sealed);
-      std::printf("run %d sealed (%s): append %.0f events/s (%.0f %% of clear), drain %.0f "
-                  "events/s (%.0f %% of clear)\n",
-                  r + 1, tls::aead_cipher_name(sealed->cipher), s.append_rate,
-                  100 * s.append_rate / run.append_rate, s.drain_rate,
-                  100 * s.drain_rate / run.drain_rate);
+      std::printf(
+          "run %d sealed (%s): append %.0f events/s (%.0f %% of clear), drain %.0f "
+          "events/s (%.0f %% of clear)\n",
+          r + 1, tls::aead_cipher_name(sealed->cipher), s.append_rate,
+          100 * s.append_rate / run.append_rate, s.drain_rate, 100 * s.drain_rate / run.drain_rate);
       sealed_appends.push_back(s.append_rate);
       sealed_drains.push_back(s.drain_rate);
       append_ratios.push_back(s.append_rate / run.append_rate);

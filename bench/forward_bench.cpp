@@ -180,9 +180,9 @@ int main(int argc, char** argv) {
           "run %d (%s): %.0f events/s, %.1f bytes/event, ratio %.2f, CPU s per 1M events agent "
           "%.2f gateway %.2f (its validation stage %.2f), peak RSS agent %.1f MiB gateway %.1f "
           "MiB\n",
-          r + 1, label(arm).c_str(), run.events_per_s, run.bytes_per_event,
-          run.ratio, run.agent.cpu_seconds / millions, run.gateway.cpu_seconds / millions,
-          run.stage_us, run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
+          r + 1, label(arm).c_str(), run.events_per_s, run.bytes_per_event, run.ratio,
+          run.agent.cpu_seconds / millions, run.gateway.cpu_seconds / millions, run.stage_us,
+          run.agent.peak_rss_mib, run.gateway.peak_rss_mib);
       stage[arm].push_back(run.stage_us);
       rate[arm].push_back(run.events_per_s);
       bpe[arm].push_back(run.bytes_per_event);
@@ -209,8 +209,8 @@ int main(int argc, char** argv) {
         "CPU seconds per million events (%s): agent %.2f, gateway %.2f (its validation stage "
         "%.2f)\n",
         arm, median(agent_cpu[a]), median(gw_cpu[a]), median(stage[a]));
-    std::printf("peak RSS (%s): agent %.1f MiB, gateway %.1f MiB\n", arm,
-                median(agent_rss[a]), median(gw_rss[a]));
+    std::printf("peak RSS (%s): agent %.1f MiB, gateway %.1f MiB\n", arm, median(agent_rss[a]),
+                median(gw_rss[a]));
   }
   if (arms.size() == 2 && mode == "ab") {
     std::printf("validation on keeps %.1f %% of the rate with validation off (medians)\n",

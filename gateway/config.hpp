@@ -26,8 +26,8 @@ struct GatewayConfig {
   uint16_t http_port = 9090;
   int threads = 2;
   std::string ca_file, cert_file, key_file;
-  std::string crl_file;                  // tls.crl: "" for none
-  int64_t tls_reload_interval_ns = 0;    // tls.reload_interval
+  std::string crl_file;                // tls.crl: "" for none
+  int64_t tls_reload_interval_ns = 0;  // tls.reload_interval
   bool identity_from_uri_san = false;  // tls.identity = "uri_san"; default "cn"
   Limits limits;
   int64_t shutdown_grace_ns = 20'000'000'000;

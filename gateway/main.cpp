@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
       "--set", overrides,
       "override a configuration key, e.g. --set limits.max_connections=5000 "
       "(repeatable). Keys: gateway.{id,listen,http_listen,threads,shutdown_grace,"
-      "log_level,pid_file}, tls.{ca_file,cert_file,key_file,crl,reload_interval,identity}, limits.{max_connections,"
+      "log_level,pid_file}, tls.{ca_file,cert_file,key_file,crl,reload_interval,identity}, "
+      "limits.{max_connections,"
       "max_connections_per_ip,max_pending_handshakes,handshake_timeout,idle_timeout,max_"
       "frame_bytes,"
       "max_decompressed_bytes,max_window_log,max_events_per_batch,"

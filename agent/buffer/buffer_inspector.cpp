@@ -74,12 +74,12 @@ Result<size_t> BufferInspector::scan(const ScanFilter& filter,
           e.body.assign(plain);
           break;
         case RowSealer::Opened::unknown_key:
-          unopened = make_error(
-              buffer_errc::key_missing,
-              "event seq " + std::to_string(e.seq) + " is sealed with key id " +
-                  tls::AeadKey::id_hex_of(*sealed_key_id(e.body)) +
-                  ": give that key (--key-file FILE, or --config of the agent whose "
-                  "buffer.key_file or buffer.old_key_files has it)");
+          unopened =
+              make_error(buffer_errc::key_missing,
+                         "event seq " + std::to_string(e.seq) + " is sealed with key id " +
+                             tls::AeadKey::id_hex_of(*sealed_key_id(e.body)) +
+                             ": give that key (--key-file FILE, or --config of the agent whose "
+                             "buffer.key_file or buffer.old_key_files has it)");
           return false;
         case RowSealer::Opened::failed:
           unopened = make_error(buffer_errc::corrupt,

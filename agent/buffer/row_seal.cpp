@@ -28,8 +28,8 @@ uint32_t random_prefix() {
   uint32_t v = 0;
   if (::getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
     // No entropy source: the time still differs from the last open's.
-    v = static_cast<uint32_t>(
-        std::chrono::system_clock::now().time_since_epoch().count() ^ ::getpid());
+    v = static_cast<uint32_t>(std::chrono::system_clock::now().time_since_epoch().count() ^
+                              ::getpid());
   }
   return v;
 }

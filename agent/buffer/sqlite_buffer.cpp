@@ -238,12 +238,12 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
           tampered.push_back(e.seq);  // never forwarded
           return true;
         case RowSealer::Opened::unknown_key:
-          missing = make_error(
-              buffer_errc::key_missing,
-              "buffer " + opt.path + ": event seq " + std::to_string(e.seq) +
-                  " is sealed with key id " + tls::AeadKey::id_hex_of(*sealed_key_id(stored)) +
-                  ", which none of the configured keys has (buffer.key_file, "
-                  "buffer.old_key_files): it waits until that key is given");
+          missing = make_error(buffer_errc::key_missing,
+                               "buffer " + opt.path + ": event seq " + std::to_string(e.seq) +
+                                   " is sealed with key id " +
+                                   tls::AeadKey::id_hex_of(*sealed_key_id(stored)) +
+                                   ", which none of the configured keys has (buffer.key_file, "
+                                   "buffer.old_key_files): it waits until that key is given");
           return false;
       }
       if (!visit(e)) return false;  // not taken: not in this batch
@@ -258,9 +258,10 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
   }
   if (!tampered.empty()) {
     for (uint64_t seq : tampered) {
-      log->error("buffer {}: event seq {} does not authenticate (its bytes or its metadata were "
-                 "changed): quarantined, counted as dropped (tampered), not forwarded",
-                 opt.path, seq);
+      log->error(
+          "buffer {}: event seq {} does not authenticate (its bytes or its metadata were "
+          "changed): quarantined, counted as dropped (tampered), not forwarded",
+          opt.path, seq);
     }
     (void)submit(TamperedJob{std::move(tampered), {}});  // before any ack of this batch
   }

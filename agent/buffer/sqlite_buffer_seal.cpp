@@ -67,7 +67,8 @@ Result<void> SqliteBuffer::Impl::check_keys() {
   }
   if (write_sealer.sealing()) needed.insert(opt.encryption.keys.front().id());
   if (needed == recorded) return {};
-  auto st = Stmt::prepare(writer, "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_ids', ?1)");
+  auto st =
+      Stmt::prepare(writer, "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_ids', ?1)");
   if (!st) return st.error();
   st->bind_text(1, join_ids(needed));
   if (int rc = st->step(); rc != SQLITE_DONE) {
@@ -91,12 +92,11 @@ Result<void> SqliteBuffer::Impl::quarantine_tampered(const std::vector<uint64_t>
           ++working.dropped[static_cast<int>(DropReason::tampered)][kind_index(kind)];
           const std::string stored = row.col_blob(1);
           const auto key = sealed_key_id(stored);
-          entry = QuarantineEntry{
-              "buffer", "seq " + std::to_string(seq),
-              "a sealed event that does not authenticate (key id " +
-                  (key ? tls::AeadKey::id_hex_of(*key) : std::string("?")) +
-                  "): its bytes or its metadata were changed; kept as stored",
-              stored};
+          entry = QuarantineEntry{"buffer", "seq " + std::to_string(seq),
+                                  "a sealed event that does not authenticate (key id " +
+                                      (key ? tls::AeadKey::id_hex_of(*key) : std::string("?")) +
+                                      "): its bytes or its metadata were changed; kept as stored",
+                                  stored};
           return false;
         });
     if (!r) return r;
@@ -110,8 +110,8 @@ Result<void> SqliteBuffer::Impl::quarantine_tampered(const std::vector<uint64_t>
     Tally fresh;
     auto r = sqlite::for_each_row(
         writer,
-        "SELECT kind, priority, count(*), sum(length(body)) FROM " +
-            sqlite::segment_table(first) + " WHERE seq > ?1 GROUP BY kind, priority",
+        "SELECT kind, priority, count(*), sum(length(body)) FROM " + sqlite::segment_table(first) +
+            " WHERE seq > ?1 GROUP BY kind, priority",
         {static_cast<int64_t>(working.acked_seq)}, [&](Stmt& row) {
           if (auto kind = kind_from_number(row.col_int(0))) {
             fresh.add(*kind, static_cast<int32_t>(row.col_int(1)),

@@ -131,10 +131,11 @@ void Forwarder::Impl::tls_in_use(const tls::TlsContext& c) {
   if (c.not_after() == 0) return;
   const int64_t days = (c.not_after() - clock.now_ns() / 1'000'000'000) / 86'400;
   if (days < opt.certificate_warn_days) {
-    log->warn("the device certificate {} (serial {}) expires in {} days ({}): renew it "
-              "(docs/install.md)",
-              opt.cert_file, c.serial(), days,
-              days < 0 ? "already expired" : "uplink.certificate_warn_days");
+    log->warn(
+        "the device certificate {} (serial {}) expires in {} days ({}): renew it "
+        "(docs/install.md)",
+        opt.cert_file, c.serial(), days,
+        days < 0 ? "already expired" : "uplink.certificate_warn_days");
   }
 }
 
@@ -264,12 +265,14 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   while (!stop_requested()) {
     if (auto r = check_acks(); !r) return r;
     if (!rotating && (reload_asked || clock.mono_ns() >= next_tls_look)) {
-      if (opt.tls_reload_interval_ns > 0) next_tls_look = clock.mono_ns() + opt.tls_reload_interval_ns;
+      if (opt.tls_reload_interval_ns > 0)
+        next_tls_look = clock.mono_ns() + opt.tls_reload_interval_ns;
       if (refresh_tls()) {
         rotating = true;
-        log->info("uplink {}: new TLS files: finishing the {} batches in flight, then "
-                  "reconnecting with them",
-                  endpoint, protocol.in_flight());
+        log->info(
+            "uplink {}: new TLS files: finishing the {} batches in flight, then "
+            "reconnecting with them",
+            endpoint, protocol.in_flight());
       }
     }
     if (rotating && protocol.in_flight() == 0) {
@@ -350,9 +353,9 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
     if (auto r = carry_out(); !r) return r;
     // Wait for acks, or for new events to send, or for the protocol's next deadline.
     const int64_t now = clock.mono_ns();
-    const int64_t wait_until = std::min(
-        {protocol.next_timer(now), next_tls_look,
-         now + (protocol.may_send(now) ? kPollWhileWindowOpenNs : 1'000'000'000)});
+    const int64_t wait_until =
+        std::min({protocol.next_timer(now), next_tls_look,
+                  now + (protocol.may_send(now) ? kPollWhileWindowOpenNs : 1'000'000'000)});
     auto f = stream.receive(wait_until);
     while (true) {
       if (!f) return f.error();

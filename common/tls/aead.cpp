@@ -122,12 +122,11 @@ bool Aead::open(const unsigned char (&nonce)[kAeadNonceBytes], std::string_view 
   auto* dst = reinterpret_cast<unsigned char*>(out.data() + at);
   const auto* src = reinterpret_cast<const unsigned char*>(sealed.data());
   const auto* a = reinterpret_cast<const unsigned char*>(aad.data());
-  const int rc =
-      cipher_ == AeadCipher::aes_256_gcm
-          ? mbedtls_gcm_auth_decrypt(&impl_->gcm, n, nonce, kAeadNonceBytes, a, aad.size(),
-                                     src + n, kAeadTagBytes, src, dst)
-          : mbedtls_chachapoly_auth_decrypt(&impl_->chacha, n, nonce, a, aad.size(), src + n, src,
-                                            dst);
+  const int rc = cipher_ == AeadCipher::aes_256_gcm
+                     ? mbedtls_gcm_auth_decrypt(&impl_->gcm, n, nonce, kAeadNonceBytes, a,
+                                                aad.size(), src + n, kAeadTagBytes, src, dst)
+                     : mbedtls_chachapoly_auth_decrypt(&impl_->chacha, n, nonce, a, aad.size(),
+                                                       src + n, src, dst);
   if (rc != 0) {
     out.resize(at);
     return false;

@@ -8,7 +8,7 @@ std::string ContextSource::stamp() const {
   std::string out;
   for (const std::string* path : {&options_.files.ca_file, &options_.files.cert_file,
                                   &options_.files.key_file, &options_.files.crl_file}) {
-    struct stat st{};
+    struct stat st {};
     if (path->empty()) {
       out += "-;";
     } else if (::stat(path->c_str(), &st) != 0) {

@@ -28,8 +28,8 @@ class ContextSource {
   const ContextOptions& options() const { return options_; }
 
   struct Refresh {
-    bool changed = false;            // the files changed since the last look (or `force`)
-    std::optional<Error> refused;    // they did, and cannot be used: the old context stays
+    bool changed = false;                 // the files changed since the last look (or `force`)
+    std::optional<Error> refused;         // they did, and cannot be used: the old context stays
     std::shared_ptr<TlsContext> context;  // the one in use afterwards
   };
   // Looks at the files; with `force`, reads them even if they look unchanged (a reload asked

@@ -434,9 +434,8 @@ Result<PeerCertificate> TlsContext::verify_certificate(std::string_view der) con
     return make_error(tls_errc::peer_verify, "not a certificate (DER)");
   }
   uint32_t flags = 0;
-  const int ret =
-      mbedtls_x509_crt_verify(&crt, &impl_->ca, impl_->has_crl ? &impl_->crl : nullptr, nullptr,
-                              &flags, nullptr, nullptr);
+  const int ret = mbedtls_x509_crt_verify(&crt, &impl_->ca, impl_->has_crl ? &impl_->crl : nullptr,
+                                          nullptr, &flags, nullptr, nullptr);
   if (ret == 0 &&
       mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0) {

@@ -200,7 +200,8 @@ TEST_CASE("certificates renewed on both sides under load: zero failed batches, e
   a1.stop();
   a2.stop();
   CHECK(gateway.stop() == 0);
-  check_file_sink_exactly_once_of(gateway.sink_dir(), {{"device-1", kEvents}, {"device-2", kEvents}});
+  check_file_sink_exactly_once_of(gateway.sink_dir(),
+                                  {{"device-1", kEvents}, {"device-2", kEvents}});
   // Nothing running: both commands say so and fail.
   auto none = run({OUTPOST_AGENT_BIN, "reload", "--config", a1_config});
   CHECK(none.exit_code == 1);
@@ -253,8 +254,8 @@ TEST_CASE("a device revoked while connected is cut off, refused at its next hand
   auto refused = handshake_as(pki, "device-2", port);
   REQUIRE_FALSE(refused);
   // device-1 goes on unaffected.
-  REQUIRE(wait_until(
-      [&] { return generator_finished(a1.log()) && pending(a1.buffer_path()) == 0; }, 60));
+  REQUIRE(wait_until([&] { return generator_finished(a1.log()) && pending(a1.buffer_path()) == 0; },
+                     60));
   const std::string m = http_get(gateway.http_port(), "/metrics");
   CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"revoked\"}") == 1);
   CHECK(metric(m, "outpost_gateway_rejects_total{reason=\"certificate\"}") >= 1);

@@ -113,8 +113,8 @@ TEST_CASE("a wrong key is refused with its id; a row changed on disk is quaranti
   const std::string right_id = tls::AeadKey::read_file(right)->id_hex();
   agent.set_buffer_keys(sealing_with(wrong));
   agent.start({});
-  REQUIRE(wait_until([&] { return agent.log().find("key id " + right_id) != std::string::npos; },
-                     10));
+  REQUIRE(
+      wait_until([&] { return agent.log().find("key id " + right_id) != std::string::npos; }, 10));
   CHECK(agent.stop() != 0);  // it had exited already
   CHECK(agent.log().find("which none of the configured keys has") != std::string::npos);
   // The tools: peek without the key fails naming it, with it shows the events.
@@ -141,8 +141,7 @@ TEST_CASE("a wrong key is refused with its id; a row changed on disk is quaranti
   agent.set_buffer_keys(sealing_with(right));
   gateway.start();
   agent.start({});
-  REQUIRE_MESSAGE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 60),
-                  agent.log());
+  REQUIRE_MESSAGE(wait_until([&] { return pending(agent.buffer_path()) == 0; }, 60), agent.log());
   agent.stop();
   CHECK(gateway.stop() == 0);
   // Reconciled: 998 in the sink, 2 counted as tampered and quarantined, none lost otherwise.

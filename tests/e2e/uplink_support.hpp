@@ -190,14 +190,13 @@ class AgentProc : public ManagedProcess {
 
   void start(const AgentSetup& s) {
     const std::string config = dir_ + "/agent.toml";
-    std::string text = "[agent]\nid = \"" + s.device + "\"\n" + agent_keys_ +
-                       "[buffer]\npath = \"" + buffer_path() + "\"\n" + buffer_keys_ +
-                       "[uplink]\nendpoints = \"" +
-                       (endpoints_.empty() ? "127.0.0.1:" + std::to_string(port_) : endpoints_) +
-                       "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main +
-                       "/ca.crt\"\ncert_file = \"" + pki_.main + "/" + s.device +
-                       ".crt\"\nkey_file = \"" + pki_.main + "/" + s.device +
-                       ".key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n" + extra_;
+    std::string text =
+        "[agent]\nid = \"" + s.device + "\"\n" + agent_keys_ + "[buffer]\npath = \"" +
+        buffer_path() + "\"\n" + buffer_keys_ + "[uplink]\nendpoints = \"" +
+        (endpoints_.empty() ? "127.0.0.1:" + std::to_string(port_) : endpoints_) +
+        "\"\nserver_name = \"localhost\"\nca_file = \"" + pki_.main + "/ca.crt\"\ncert_file = \"" +
+        pki_.main + "/" + s.device + ".crt\"\nkey_file = \"" + pki_.main + "/" + s.device +
+        ".key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n" + extra_;
     if (s.events > 0) {
       text += "[generator]\nenabled = true\nevents = " + std::to_string(s.events) +
               "\nrate = " + std::to_string(s.rate) + "\n";

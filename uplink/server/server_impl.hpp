@@ -88,7 +88,7 @@ struct Server::Impl final : RateGate, RelayCheck {
   void handshake_over();
   asio::steady_timer trim_timer{io};
   asio::steady_timer tls_timer{io};  // watch_tls()
-  void give_memory_back();  // a session left the handshake state (done or closed)
+  void give_memory_back();           // a session left the handshake state (done or closed)
 };
 
 }  // namespace outpost::uplink

@@ -59,8 +59,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         res->body() += "# HELP " + p + "_certificate_expiry_timestamp_seconds When the " +
                        s_.config.name + "'s certificate expires (notAfter, Unix time).\n# TYPE " +
                        p + "_certificate_expiry_timestamp_seconds gauge\n" + p +
-                       "_certificate_expiry_timestamp_seconds " +
-                       std::to_string(tls->not_after()) + "\n";
+                       "_certificate_expiry_timestamp_seconds " + std::to_string(tls->not_after()) +
+                       "\n";
       }
       if (tls->has_crl()) {
         res->body() += "# HELP " + p + "_crl_next_update_timestamp_seconds When the CRL in use " +

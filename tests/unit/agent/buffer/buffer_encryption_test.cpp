@@ -58,8 +58,8 @@ std::vector<std::string> stored_bodies(const std::string& path) {
   REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
   std::vector<std::string> tables;
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE name GLOB 'events_*' ORDER BY 1",
-                     -1, &st, nullptr);
+  sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE name GLOB 'events_*' ORDER BY 1", -1,
+                     &st, nullptr);
   while (sqlite3_step(st) == SQLITE_ROW) {
     tables.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
   }
@@ -101,7 +101,8 @@ uint64_t dropped(const BufferStats& s, DropReason reason) {
 }  // namespace
 
 TEST_CASE("sealed rows: nothing readable in the file, read back whole, sized with the overhead") {
-  for (tls::AeadCipher cipher : {tls::AeadCipher::chacha20_poly1305, tls::AeadCipher::aes_256_gcm}) {
+  for (tls::AeadCipher cipher :
+       {tls::AeadCipher::chacha20_poly1305, tls::AeadCipher::aes_256_gcm}) {
     CAPTURE(tls::aead_cipher_name(cipher));
     test::TempDir dir;
     SystemClock clock;

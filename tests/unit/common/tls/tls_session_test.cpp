@@ -166,11 +166,11 @@ TEST_CASE("the client refuses a server whose name does not match") {
 }
 
 TEST_CASE("the client refuses a server certificate from another CA") {
-  auto server_ctx =
-      context({Role::server,
-               {pki().main + "/ca.crt", pki().other + "/gateway.crt", pki().other + "/gateway.key", ""},
-               "",
-               ""});
+  auto server_ctx = context(
+      {Role::server,
+       {pki().main + "/ca.crt", pki().other + "/gateway.crt", pki().other + "/gateway.key", ""},
+       "",
+       ""});
   auto client_ctx = context({Role::client, pki().device("device-1"), "localhost", ""});
   TlsSession client(client_ctx), server(server_ctx);
   auto o = pump(client, server);
