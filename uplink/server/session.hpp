@@ -191,7 +191,7 @@ class Session : public std::enable_shared_from_this<Session> {
     identity_ = s_.config.identity_from_uri_san ? first_uri : peer.common_name;
     subject_ = peer.subject;
     serial_ = peer.serial;
-    peer_der_ = std::move(peer.der);
+    peer_der_ = peer.der;  // a copy: admit_peer (a relay keeps it) reads peer below
     state_ = State::open;
     s_.handshake_over();
     if (!acceptable_identity(identity_)) {
