@@ -70,7 +70,8 @@ Result<void> SqliteBuffer::Impl::check_keys() {
   auto st =
       Stmt::prepare(writer, "INSERT OR REPLACE INTO meta (key, value) VALUES ('key_ids', ?1)");
   if (!st) return st.error();
-  st->bind_text(1, join_ids(needed));
+  const std::string ids = join_ids(needed);  // bound without a copy: it must outlive step()
+  st->bind_text(1, ids);
   if (int rc = st->step(); rc != SQLITE_DONE) {
     return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path + ": key ids");
   }

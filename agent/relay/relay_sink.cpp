@@ -177,8 +177,10 @@ void RelaySink::start(Pending p) {
         Result<uplink::SinkResult> answer =
             r ? Result<uplink::SinkResult>(result)
               : Result<uplink::SinkResult>(make_error(sink_code(r.error()), r.error().message));
-        batch->done(answer);
+        // The next batch of the device first: once `done` has answered, the sink may be gone
+        // (its owner waits for nothing else; ASan found the test's sink freed under finish()).
         finish(device);
+        batch->done(answer);
       });
 }
 
