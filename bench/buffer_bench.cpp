@@ -12,7 +12,8 @@
 // --ack-inline acks on the reading thread instead, one batch at a time (no pipelining).
 // --encryption CIPHER (chacha20-poly1305 or aes-256-gcm): each run also appends and drains with
 // the rows sealed (docs/buffer.md, "Encryption at rest"), right after the run without, and the
-// last lines give sealed against clear.
+// last lines give sealed against clear, and what the cipher alone costs per event (sealing and
+// opening one event's body in a loop over tls::Aead, without the buffer).
 // Usage: buffer_bench [--events N] [--runs R] [--batch B] [--ack-inline] [--dir DIR]
 //                     [--encryption CIPHER]
 #include <sqlite3.h>
@@ -91,6 +92,28 @@ double reference_inserts(const std::string& path, uint64_t events) {
   sqlite3_finalize(st);
   sqlite3_close(db);
   return rate;
+}
+
+// The cipher alone: microseconds to seal, and to open, one event's body (kEventBytes, with a
+// row's 36 bytes of additional data), over `n` events.
+std::pair<double, double> cipher_cost(tls::AeadCipher cipher, int n = 200'000) {
+  tls::Aead aead(*tls::AeadKey::from_bytes(std::string(32, 'k')), cipher);
+  const std::string plain = bench_event(1).body, aad(36, 'a');
+  unsigned char nonce[tls::kAeadNonceBytes] = {};
+  std::string sealed, opened;
+  auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    nonce[11] = static_cast<unsigned char>(i);
+    sealed.clear();
+    aead.seal(nonce, aad, plain, sealed);
+  }
+  const double seal_s = seconds_since(t0);
+  t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    opened.clear();
+    if (!aead.open(nonce, aad, sealed, opened)) std::exit(1);
+  }
+  return {seal_s / n * 1e6, seconds_since(t0) / n * 1e6};
 }
 
 struct BufferRun {
@@ -306,6 +329,14 @@ int main(int argc, char** argv) {
                 median(sealed_drains));
     std::printf("sealed / clear, run by run: append %.0f %%, drain %.0f %% (aim >= 80 %%)\n",
                 100 * median(append_ratios), 100 * median(drain_ratios));
+    std::vector<double> seals, opens;
+    for (int r = 0; r < runs; ++r) {
+      const auto [seal_us, open_us] = cipher_cost(sealed->cipher);
+      seals.push_back(seal_us);
+      opens.push_back(open_us);
+    }
+    std::printf("the cipher alone (%s, %zu-byte events): seal %.2f us, open %.2f us per event\n",
+                tls::aead_cipher_name(sealed->cipher), kEventBytes, median(seals), median(opens));
   }
   std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;

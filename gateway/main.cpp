@@ -25,7 +25,7 @@ namespace {
 // sink's directory lock.
 std::string running_gateway_lock(const GatewayConfig& config) {
   if (!config.pid_file.empty()) return config.pid_file;
-  if (config.sink == "file") return config.file_sink.dir + "/_outpost/lock";
+  if (config.sink == "file") return FileSink::lock_path(config.file_sink.dir);
   return "";
 }
 

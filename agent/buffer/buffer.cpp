@@ -66,6 +66,13 @@ std::string_view drop_reason_name(DropReason r) {
   return "unknown";
 }
 
+std::optional<DropReason> drop_reason_from_name(std::string_view name) {
+  for (int r = 0; r < kDropReasonCount; ++r) {
+    if (drop_reason_name(static_cast<DropReason>(r)) == name) return static_cast<DropReason>(r);
+  }
+  return std::nullopt;
+}
+
 std::future<Result<AppendResult>> Buffer::append(std::vector<NewEvent> events, Commit when) {
   auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
   auto future = promise->get_future();

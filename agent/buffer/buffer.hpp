@@ -180,6 +180,9 @@ inline constexpr int kDropReasonCount = 10;
 //   on_commit       told only after the commit (?sync=true: 201 or 503): nothing is counted.
 enum class Acceptance { given, unless_refused, on_commit };
 std::string_view drop_reason_name(DropReason r);
+// The reason of a name drop_reason_name() gave (the drops tables store names); nullopt for a
+// name this version does not know.
+std::optional<DropReason> drop_reason_from_name(std::string_view name);
 
 struct GroupStats {
   EventKind kind = EventKind::json;

@@ -4,13 +4,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 
 namespace outpost::agent {
 namespace {
 
-void put_be(std::string& out, uint64_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
+// `v`'s low `bytes` bytes, big-endian, at `out`; returns the end.
+template <typename Byte>
+Byte* put_be(Byte* out, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) *out++ = static_cast<Byte>((v >> (8 * i)) & 0xFF);
+  return out;
 }
 
 uint32_t get_be32(std::string_view s, size_t at) {
@@ -20,8 +22,7 @@ uint32_t get_be32(std::string_view s, size_t at) {
 }
 
 void nonce_of(uint32_t prefix, uint64_t seq, unsigned char (&nonce)[tls::kAeadNonceBytes]) {
-  for (int i = 0; i < 4; ++i) nonce[i] = static_cast<unsigned char>(prefix >> (8 * (3 - i)));
-  for (int i = 0; i < 8; ++i) nonce[4 + i] = static_cast<unsigned char>(seq >> (8 * (7 - i)));
+  put_be(put_be(nonce, prefix, 4), seq, 8);
 }
 
 uint32_t random_prefix() {
@@ -47,16 +48,12 @@ RowSealer::RowSealer(BufferEncryption encryption)
 RowSealer::~RowSealer() = default;
 
 std::string_view RowSealer::aad(const RowMeta& m, char (&out)[kAadBytes]) {
-  size_t at = 0;
-  auto put = [&](uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; --i) out[at++] = static_cast<char>((v >> (8 * i)) & 0xFF);
-  };
-  put(m.seq, 8);
-  put(static_cast<uint64_t>(m.kind), 8);
-  put(static_cast<uint32_t>(m.priority), 4);
-  put(static_cast<uint64_t>(m.event_time_ns), 8);
-  put(static_cast<uint64_t>(m.collected_at_ns), 8);
-  return {out, at};
+  char* at = put_be(out, m.seq, 8);
+  at = put_be(at, static_cast<uint64_t>(m.kind), 8);
+  at = put_be(at, static_cast<uint32_t>(m.priority), 4);
+  at = put_be(at, static_cast<uint64_t>(m.event_time_ns), 8);
+  at = put_be(at, static_cast<uint64_t>(m.collected_at_ns), 8);
+  return {out, static_cast<size_t>(at - out)};
 }
 
 tls::Aead* RowSealer::aead_for(uint32_t key_id, tls::AeadCipher cipher) {
@@ -73,13 +70,11 @@ std::string_view RowSealer::seal(const RowMeta& m, std::string_view plain) {
   if (!sealing()) return plain;
   const tls::AeadKey& key = encryption_.keys.front();
   tls::Aead* aead = aead_for(key.id(), encryption_.cipher);
-  scratch_.clear();
+  char header[kSealHeaderBytes] = {static_cast<char>(0xFF), 'E',
+                                   static_cast<char>(encryption_.cipher)};
+  put_be(put_be(header + 3, key.id(), 4), prefix_, 4);
   scratch_.reserve(plain.size() + kSealOverheadBytes);
-  scratch_ += static_cast<char>(0xFF);
-  scratch_ += 'E';
-  scratch_ += static_cast<char>(encryption_.cipher);
-  put_be(scratch_, key.id(), 4);
-  put_be(scratch_, prefix_, 4);
+  scratch_.assign(header, sizeof header);
   unsigned char nonce[tls::kAeadNonceBytes];
   nonce_of(prefix_, m.seq, nonce);
   char a[kAadBytes];

@@ -11,7 +11,7 @@ Result<std::unique_ptr<SqliteBuffer>> SqliteBuffer::open(BufferOptions options,
   }
   auto impl = std::make_unique<Impl>(std::move(options), clock);
   if (impl->opt.exclusive) {
-    auto locked = FileLock::acquire(impl->opt.path + ".lock", "the buffer " + impl->opt.path);
+    auto locked = FileLock::acquire(lock_path(impl->opt.path), "the buffer " + impl->opt.path);
     if (!locked) return make_error(buffer_errc::busy, locked.error().message);
     impl->file_lock = std::move(*locked);
   }

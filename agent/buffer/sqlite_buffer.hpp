@@ -23,6 +23,8 @@ class SqliteBuffer final : public Buffer {
   // "<path>.corrupt-<UTC timestamp>" (if options.recover_corrupt) and a fresh buffer starts;
   // a file of a newer schema version is refused (buffer_errc::newer_schema).
   static Result<std::unique_ptr<SqliteBuffer>> open(BufferOptions options, const Clock& clock);
+  // The lock file an exclusive buffer (BufferOptions::exclusive) holds with its pid.
+  static std::string lock_path(const std::string& buffer_path) { return buffer_path + ".lock"; }
 
   ~SqliteBuffer() override;
   SqliteBuffer(const SqliteBuffer&) = delete;

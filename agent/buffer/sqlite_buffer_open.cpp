@@ -366,12 +366,11 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   auto drops = Stmt::prepare(writer, "SELECT reason, kind, count FROM drops");
   if (!drops) return drops.error();
   while ((rc = drops->step()) == SQLITE_ROW) {
-    std::string reason = drops->col_blob(0);
-    auto kind = kind_from_number(drops->col_int(1));
-    for (int r = 0; r < kDropReasonCount && kind; ++r) {
-      if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
-        c.dropped[r][kind_index(*kind)] = static_cast<uint64_t>(drops->col_int(2));
-      }
+    const auto reason = drop_reason_from_name(drops->col_blob(0));
+    const auto kind = kind_from_number(drops->col_int(1));
+    if (reason && kind) {
+      c.dropped[static_cast<int>(*reason)][kind_index(*kind)] =
+          static_cast<uint64_t>(drops->col_int(2));
     }
   }
   if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);
@@ -379,12 +378,9 @@ Result<void> SqliteBuffer::Impl::load_counters(Counters& c) {
   auto origin_drops = Stmt::prepare(writer, "SELECT origin, reason, count FROM origin_drops");
   if (!origin_drops) return origin_drops.error();
   while ((rc = origin_drops->step()) == SQLITE_ROW) {
-    const std::string reason = origin_drops->col_blob(1);
-    for (int r = 0; r < kDropReasonCount; ++r) {
-      if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
-        c.origin_dropped[{origin_drops->col_blob(0), r}] =
-            static_cast<uint64_t>(origin_drops->col_int(2));
-      }
+    if (const auto reason = drop_reason_from_name(origin_drops->col_blob(1))) {
+      c.origin_dropped[{origin_drops->col_blob(0), static_cast<int>(*reason)}] =
+          static_cast<uint64_t>(origin_drops->col_int(2));
     }
   }
   if (rc != SQLITE_DONE) return sqlite::error_from(rc, writer.handle(), "buffer " + opt.path);

@@ -421,14 +421,10 @@ Result<BufferStats> read_stats(Db& db) {
   auto drops = Stmt::prepare(db, "SELECT reason, kind, count FROM drops ORDER BY reason, kind");
   if (!drops) return drops.error();
   while ((rc = drops->step()) == SQLITE_ROW) {
-    std::string reason = drops->col_blob(0);
-    auto kind = kind_from_number(drops->col_int(1));
-    for (int r = 0; r < kDropReasonCount; ++r) {
-      if (kind && drop_reason_name(static_cast<DropReason>(r)) == reason) {
-        s.dropped.push_back(
-            {static_cast<DropReason>(r), *kind, static_cast<uint64_t>(drops->col_int(2))});
-      }
-    }
+    const auto reason = drop_reason_from_name(drops->col_blob(0));
+    const auto kind = kind_from_number(drops->col_int(1));
+    if (reason && kind)
+      s.dropped.push_back({*reason, *kind, static_cast<uint64_t>(drops->col_int(2))});
   }
   if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");
   auto has_origin_drops = table_exists(db, "origin_drops");  // made by a relaying agent's version
@@ -437,12 +433,9 @@ Result<BufferStats> read_stats(Db& db) {
     auto od = Stmt::prepare(db, "SELECT origin, reason, count FROM origin_drops ORDER BY 1, 2");
     if (!od) return od.error();
     while ((rc = od->step()) == SQLITE_ROW) {
-      const std::string reason = od->col_blob(1);
-      for (int r = 0; r < kDropReasonCount; ++r) {
-        if (drop_reason_name(static_cast<DropReason>(r)) == reason) {
-          s.origin_dropped.push_back(
-              {od->col_blob(0), static_cast<DropReason>(r), static_cast<uint64_t>(od->col_int(2))});
-        }
+      if (const auto reason = drop_reason_from_name(od->col_blob(1))) {
+        s.origin_dropped.push_back(
+            {od->col_blob(0), *reason, static_cast<uint64_t>(od->col_int(2))});
       }
     }
     if (rc != SQLITE_DONE) return error_from(rc, db.handle(), "buffer " + db.path() + ": stats");

@@ -34,7 +34,7 @@ int reload_agent(const std::string& config_path) {
     std::cerr << "outpost-agent reload: " << path.error().message << "\n";
     return kExitUsage;
   }
-  auto pid = FileLock::signal_holder(*path + ".lock", SIGHUP);
+  auto pid = FileLock::signal_holder(SqliteBuffer::lock_path(*path), SIGHUP);
   if (!pid) {
     std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << *path << " ("
               << pid.error().message << ")\n";
@@ -210,18 +210,12 @@ int run_agent(const RunOptions& o) {
     log->warn("no uplink.endpoints configured: events stay in the buffer");
   }
 
-  // The device certificate's expiry: on /metrics (the forwarder's, which follows a renewed
-  // certificate; the file's until it has read one), and a warning in the log when near.
+  // The device certificate's expiry on /metrics: the forwarder's, which follows a renewed
+  // certificate (and warns in the log when it is near); the file's until it has read one.
   int64_t cert_at_start = 0;
   if (config->uplink.enabled) {
     if (auto t = tls::certificate_not_after(config->uplink.forwarder.cert_file); t) {
       cert_at_start = *t;
-      const int64_t days = (cert_at_start - clock.now_ns() / 1'000'000'000) / 86'400;
-      if (days < config->uplink.certificate_warn_days) {
-        log->warn("the device certificate {} expires in {} days ({}): renew it (docs/install.md)",
-                  config->uplink.forwarder.cert_file, days,
-                  days < 0 ? "already expired" : "uplink.certificate_warn_days");
-      }
     }
   }
   auto more_metrics = [e = edge.get(), spool = spool_source.get(), rm = relay_metrics.get(),

@@ -132,10 +132,10 @@ void Forwarder::Impl::tls_in_use(const tls::TlsContext& c) {
   const int64_t days = (c.not_after() - clock.now_ns() / 1'000'000'000) / 86'400;
   if (days < opt.certificate_warn_days) {
     log->warn(
-        "the device certificate {} (serial {}) expires in {} days ({}): renew it "
+        "the device certificate {} expires in {} days ({}; serial {}): renew it "
         "(docs/install.md)",
-        opt.cert_file, c.serial(), days,
-        days < 0 ? "already expired" : "uplink.certificate_warn_days");
+        opt.cert_file, days, days < 0 ? "already expired" : "uplink.certificate_warn_days",
+        c.serial());
   }
 }
 

@@ -124,7 +124,7 @@ Result<void> FileSink::Impl::recover() {
   // Before anything in the directory is read or written: a second gateway (or the same binary
   // run to "check the config") that rewrote state.log under a running one would roll its
   // marks back at its next restart.
-  auto locked = FileLock::acquire((root / "_outpost" / "lock").string(),
+  auto locked = FileLock::acquire(FileSink::lock_path(root.string()),
                                   "the file sink directory " + root.string());
   if (!locked) return locked.error();
   dir_lock = std::move(*locked);
@@ -400,6 +400,10 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       log->error("a sink callback threw: {}", e.what());
     }
   }
+}
+
+std::string FileSink::lock_path(const std::string& dir) {
+  return (fs::path(dir) / "_outpost" / "lock").string();
 }
 
 Result<std::unique_ptr<FileSink>> FileSink::open(FileSinkOptions options, const Clock& clock) {

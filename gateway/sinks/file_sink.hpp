@@ -34,6 +34,8 @@ struct FileSinkOptions {
 class FileSink : public Sink {
  public:
   static Result<std::unique_ptr<FileSink>> open(FileSinkOptions options, const Clock& clock);
+  // The lock file the sink of directory `dir` holds while it runs (with its pid).
+  static std::string lock_path(const std::string& dir);
   ~FileSink() override;
 
   void write(SinkBatch batch, SinkCallback done) override;
