@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "agent/buffer/buffer.hpp"
 #include "agent/forwarder/forwarder.hpp"
@@ -24,21 +25,25 @@ struct GeneratorConfig {
   uint64_t events = 0;   // 0: until the agent stops
   uint64_t rate = 1000;  // events per second
   bool stop_when_done = false;
+  bool operator==(const GeneratorConfig&) const = default;
 };
 
 struct HttpSourceConfig {
   bool enabled = false;
   HttpSourceOptions options;
+  bool operator==(const HttpSourceConfig&) const = default;
 };
 
 struct MqttSourceConfig {
   bool enabled = false;
   MqttSourceOptions options;
+  bool operator==(const MqttSourceConfig&) const = default;
 };
 
 struct SpoolSourceConfig {
   bool enabled = false;
   SpoolSourceOptions options;
+  bool operator==(const SpoolSourceConfig&) const = default;
 };
 
 // [relay]: the agent accepts the uplinks of its site's devices (agent/relay/).
@@ -80,5 +85,18 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc);
 // [buffer] encryption, key_file, old_key_files, cipher: the keys read and checked (the
 // buffer's tools use it too, to open sealed events).
 Result<BufferEncryption> load_buffer_encryption(ConfigDoc& doc);
+
+// A reload (SIGHUP; docs/configuration.md, "Reload"): what runs afterwards and what changed.
+struct AgentReload {
+  // `next`, except the settings that take a restart, which keep their running values.
+  AgentConfig config;
+  std::vector<std::string> changed;       // every key whose value changed since the last read
+  std::vector<std::string> restart_only;  // changed keys that take a restart (values kept)
+};
+// `started`: the configuration the agent started with (restart-only settings are compared with
+// it, so a reload keeps saying that they wait for a restart); `last`: the one read last.
+AgentReload plan_agent_reload(const ConfigSettings& started, const AgentConfig& running,
+                              const ConfigSettings& last, const ConfigSettings& next_settings,
+                              AgentConfig next);
 
 }  // namespace outpost::agent

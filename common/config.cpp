@@ -1,5 +1,6 @@
 #include "common/config.hpp"
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -289,6 +290,42 @@ std::vector<std::string> ConfigDoc::table_keys(std::string_view key) const {
   if (const toml::table* t = impl_->root.at_path(key).as_table()) {
     for (const auto& [k, v] : *t) out.emplace_back(k.str());
   }
+  return out;
+}
+
+std::map<std::string, std::string> ConfigDoc::settings() const {
+  std::vector<std::string> leaves;
+  collect_leaves(impl_->root, "", leaves);
+  std::map<std::string, std::string> out;
+  for (const std::string& key : leaves) {
+    // A quoted key with a dot in it is not a path: it is compared by its place instead.
+    auto node = impl_->root.at_path(key);
+    out[key] = node ? show(*node.node()) : std::string("?");
+  }
+  return out;
+}
+
+std::vector<std::string> changed_settings(const ConfigSettings& a, const ConfigSettings& b,
+                                          const std::vector<std::string>& scopes) {
+  auto in_scope = [&](const std::string& key) {
+    if (scopes.empty()) return true;
+    for (const std::string& s : scopes) {
+      if (key == s || (key.size() > s.size() && key.compare(0, s.size(), s) == 0 &&
+                       key[s.size()] == '.')) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::vector<std::string> out;
+  for (const auto& [key, value] : a) {
+    auto other = b.find(key);
+    if (in_scope(key) && (other == b.end() || other->second != value)) out.push_back(key);
+  }
+  for (const auto& [key, value] : b) {
+    if (in_scope(key) && a.find(key) == a.end()) out.push_back(key);
+  }
+  std::sort(out.begin(), out.end());
   return out;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,6 +58,10 @@ class ConfigDoc {
   // library (the gateway's [kafka] table → librdkafka). An array is an error.
   Result<std::vector<std::pair<std::string, std::string>>> passthrough(std::string_view key) const;
 
+  // Every value set (in the file or by --set), by dotted key, written as TOML: what a reload
+  // compares (changed_settings()).
+  std::map<std::string, std::string> settings() const;
+
   Result<void> check_no_unknown_keys() const;
   const std::string& source_name() const;
   // Where the value of `key` comes from, to start an error about it: "--set KEY", or
@@ -68,5 +73,13 @@ class ConfigDoc {
   explicit ConfigDoc(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The keys whose value differs between two configurations (set in one only counts too), among
+// those under one of `scopes` (a key, "agent.id", or a table, "buffer"); every key when
+// `scopes` is empty. Sorted.
+// (Both as ConfigDoc::settings() returns them.)
+using ConfigSettings = std::map<std::string, std::string>;
+std::vector<std::string> changed_settings(const ConfigSettings& running, const ConfigSettings& next,
+                                          const std::vector<std::string>& scopes = {});
 
 }  // namespace outpost

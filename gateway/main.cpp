@@ -2,6 +2,7 @@
 // Usage and every option: `outpost-gateway --help`; configuration: docs/configuration.md.
 #include <sys/resource.h>
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <csignal>
 #include <ctime>
 #include <iostream>
@@ -29,21 +30,28 @@ std::string running_gateway_lock(const GatewayConfig& config) {
   return "";
 }
 
+struct ReadConfig {
+  ConfigSettings settings;  // as written, for a reload to compare
+  GatewayConfig config;
+};
+
 // The configuration file with `overrides` applied, checked; an error says which and why.
-Result<GatewayConfig> read_config(const std::string& path,
-                                  const std::vector<std::string>& overrides) {
+Result<ReadConfig> read_config(const std::string& path, const std::vector<std::string>& overrides) {
   auto doc = ConfigDoc::parse_file(path);
   if (!doc) return doc.error();
   for (const std::string& set : overrides) {
     if (auto r = doc->set_override(set); !r) return r.error();
   }
-  return load_gateway_config(*doc);
+  auto config = load_gateway_config(*doc);
+  if (!config) return config.error();
+  return ReadConfig{doc->settings(), std::move(*config)};
 }
 
 // `outpost-gateway reload -c CONFIG`: SIGHUP to the gateway running with that configuration.
 int reload_command(int argc, char** argv) {
   CLI::App app{
-      "outpost-gateway reload: makes the running gateway read its contracts and TLS files "
+      "outpost-gateway reload: checks the configuration, then makes the running gateway read "
+      "it, its contracts and its TLS files "
       "again (SIGHUP; docs/configuration.md, \"Reload\")"};
   std::string config_path = "/etc/outpost/gateway.toml";
   app.add_option("-c,--config", config_path, "The running gateway's configuration")
@@ -53,12 +61,14 @@ int reload_command(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  auto config = read_config(config_path, {});
-  if (!config) {
-    std::cerr << "outpost-gateway reload: " << config.error().describe() << "\n";
+  auto read = read_config(config_path, {});
+  if (!read) {
+    // The running gateway would refuse it the same way: nothing is sent.
+    std::cerr << "outpost-gateway reload: " << read.error().describe()
+              << "\nnothing was sent: the running gateway keeps its configuration\n";
     return kExitUsage;
   }
-  const std::string lock = running_gateway_lock(*config);
+  const std::string lock = running_gateway_lock(read->config);
   if (lock.empty()) {
     std::cerr << "outpost-gateway reload: with the Kafka sink, set gateway.pid_file to find the "
                  "running gateway (or use systemctl reload / kill -HUP)\n";
@@ -117,11 +127,15 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   if (!log_level.empty()) overrides.push_back("gateway.log_level=" + log_level);
-  auto config = read_config(config_path, overrides);
-  if (!config) {
-    std::cerr << "outpost-gateway: " << config.error().describe() << "\n";
+  auto read = read_config(config_path, overrides);
+  if (!read) {
+    std::cerr << "outpost-gateway: " << read.error().describe() << "\n";
     return kExitUsage;
   }
+  const ConfigSettings started_settings = read->settings;
+  ConfigSettings last_settings = read->settings;  // what the next reload compares with
+  GatewayConfig running = read->config;
+  const GatewayConfig* config = &running;
   (void)log::init(config->log_level);
   auto log = log::get("gateway");
 
@@ -157,6 +171,7 @@ int main(int argc, char** argv) {
   }
   log->info("contracts: {}", (*validation)->describe());
   std::unique_ptr<Sink> sink;
+  FileSink* file_sink = nullptr;  // for a reload of its rotation
   if (config->sink == "kafka") {
     auto kafka = KafkaSink::start(config->kafka_sink, clock);
     if (!kafka) {
@@ -172,6 +187,7 @@ int main(int argc, char** argv) {
       log->critical("cannot open the file sink: {}", file.error().describe());
       return exit_code_for(file.error());
     }
+    file_sink = file->get();
     sink = std::move(*file);
   }
   uplink::ServerMetrics metrics("outpost_gateway");
@@ -204,7 +220,42 @@ int main(int argc, char** argv) {
   while (sig != SIGINT && sig != SIGTERM) {
     sig = sigwaitinfo(&stop_signals, nullptr);
     if (sig != SIGHUP) continue;
-    // The contracts and the TLS files are re-read today (docs/configuration.md, "Reload").
+    // docs/configuration.md, "Reload": the configuration, the contracts and the TLS files.
+    log->info("reload: reading {} again", config_path);
+    if (auto next = read_config(config_path, overrides); !next) {
+      log->error("reload refused, the running configuration stays: {}", next.error().describe());
+    } else {
+      GatewayReload plan = plan_gateway_reload(started_settings, running, last_settings,
+                                               next->settings, next->config);
+      last_settings = std::move(next->settings);
+      for (const std::string& key : plan.restart_only) {
+        log->warn("reload: {} changed: it takes a restart; the running value stays", key);
+      }
+      if (plan.config.log_level != running.log_level) {
+        (void)log::init(plan.config.log_level);
+        log->info("reload: gateway.log_level {}", plan.config.log_level);
+      }
+      if (!(plan.config.limits == running.limits)) {
+        (*server)->set_limits(plan.config.limits);
+        log->info(
+            "reload: [limits] in use: per device {} events/s (burst {}); for new sessions, "
+            "max_in_flight_batches {}, max_events_per_batch {}",
+            plan.config.limits.device_events_per_second, plan.config.limits.device_burst_events,
+            plan.config.limits.max_in_flight_batches, plan.config.limits.max_events_per_batch);
+      }
+      if (file_sink != nullptr &&
+          (plan.config.file_sink.rotate_bytes != running.file_sink.rotate_bytes ||
+           plan.config.file_sink.rotate_age_ns != running.file_sink.rotate_age_ns)) {
+        file_sink->set_rotation(plan.config.file_sink.rotate_bytes,
+                                plan.config.file_sink.rotate_age_ns);
+        log->info("reload: file sink rotates at {} bytes or {} s", plan.config.file_sink.rotate_bytes,
+                  plan.config.file_sink.rotate_age_ns / 1'000'000'000);
+      }
+      running = std::move(plan.config);
+      log->info("reload: done; {} changed: {}", plan.changed.size(),
+                plan.changed.empty() ? std::string("nothing")
+                                     : fmt::format("{}", fmt::join(plan.changed, ", ")));
+    }
     if (auto r = (*validation)->reload(); r) {
       log->info("reload: contracts: {}", *r);
     } else {

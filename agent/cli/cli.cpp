@@ -30,8 +30,9 @@ int agent_main(int argc, char** argv) {
   std::string reload_config = "/etc/outpost/agent.toml";
   auto* reload_cmd = app.add_subcommand(
       "reload",
-      "Make the running agent read its TLS files again (SIGHUP to the agent that holds the "
-      "configuration's buffer; docs/configuration.md, \"Reload\")");
+      "Check the configuration, then make the running agent read it and its TLS files again "
+      "(SIGHUP to the agent that holds the configuration's buffer; docs/configuration.md, "
+      "\"Reload\")");
   reload_cmd->add_option("-c,--config", reload_config, "The running agent's configuration")
       ->capture_default_str();
 

@@ -2,22 +2,20 @@
 // sources, the forwarder and the status endpoints, and wait for SIGINT/SIGTERM.
 #include <fmt/ranges.h>
 
+#include <atomic>
 #include <csignal>
 #include <ctime>
 #include <iostream>
 #include <memory>
 
 #include "agent/buffer/sqlite_buffer.hpp"
+#include "agent/cli/agent_sources.hpp"
 #include "agent/cli/cli.hpp"
 #include "agent/cli/commands.hpp"
 #include "agent/config.hpp"
 #include "agent/contracts/edge_validation.hpp"
 #include "agent/forwarder/forwarder.hpp"
-#include "agent/generator/synthetic_generator.hpp"
 #include "agent/relay/relay_sink.hpp"
-#include "agent/sources/http/http_source.hpp"
-#include "agent/sources/mqtt/mqtt_source.hpp"
-#include "agent/sources/spool/spool_source.hpp"
 #include "agent/status/status_server.hpp"
 #include "common/file_lock.hpp"
 #include "common/log.hpp"
@@ -28,7 +26,42 @@
 
 namespace outpost::agent::cli {
 
+namespace {
+
+struct ReadConfig {
+  ConfigSettings settings;
+  AgentConfig config;
+};
+
+// The configuration file with the command line's overrides, validated: at start, and again on
+// each reload.
+Result<ReadConfig> read_config(const RunOptions& o) {
+  auto doc = ConfigDoc::parse_file(o.config_path);
+  if (!doc) return doc.error();
+  std::vector<std::string> overrides = o.overrides;
+  if (o.buffer_path) overrides.push_back("buffer.path=\"" + *o.buffer_path + "\"");
+  if (o.log_level) overrides.push_back("agent.log_level=" + *o.log_level);
+  if (o.agent_id) overrides.push_back("agent.id=\"" + *o.agent_id + "\"");
+  for (const std::string& set : overrides) {
+    if (auto r = doc->set_override(set); !r) return r.error();
+  }
+  auto config = load_agent_config(*doc);
+  if (!config) return config.error();
+  return ReadConfig{doc->settings(), std::move(*config)};
+}
+
+}  // namespace
+
 int reload_agent(const std::string& config_path) {
+  // The running agent checks the file again and refuses it the same way; checking here first
+  // tells the operator at once, and signals nothing.
+  RunOptions check;
+  check.config_path = config_path;
+  if (auto read = read_config(check); !read) {
+    std::cerr << "outpost-agent reload: " << read.error().describe()
+              << "\nnothing was sent: the running agent keeps its configuration\n";
+    return kExitUsage;
+  }
   auto path = buffer_path_from_config(config_path);
   if (!path) {
     std::cerr << "outpost-agent reload: " << path.error().message << "\n";
@@ -45,27 +78,17 @@ int reload_agent(const std::string& config_path) {
   return kExitOk;
 }
 
+
 int run_agent(const RunOptions& o) {
-  auto doc = ConfigDoc::parse_file(o.config_path);
-  if (!doc) {
-    std::cerr << "outpost-agent: " << doc.error().describe() << "\n";
+  auto read = read_config(o);
+  if (!read) {
+    std::cerr << "outpost-agent: " << read.error().describe() << "\n";
     return kExitUsage;
   }
-  std::vector<std::string> overrides = o.overrides;
-  if (o.buffer_path) overrides.push_back("buffer.path=\"" + *o.buffer_path + "\"");
-  if (o.log_level) overrides.push_back("agent.log_level=" + *o.log_level);
-  if (o.agent_id) overrides.push_back("agent.id=\"" + *o.agent_id + "\"");
-  for (const std::string& set : overrides) {
-    if (auto r = doc->set_override(set); !r) {
-      std::cerr << "outpost-agent: " << r.error().describe() << "\n";
-      return kExitUsage;
-    }
-  }
-  auto config = load_agent_config(*doc);
-  if (!config) {
-    std::cerr << "outpost-agent: " << config.error().describe() << "\n";
-    return kExitUsage;
-  }
+  const ConfigSettings started_settings = read->settings;
+  ConfigSettings last_settings = read->settings;  // what the next reload compares with
+  AgentConfig running = std::move(read->config);
+  AgentConfig* config = &running;
   (void)log::init(config->log_level);
   auto log = log::get("agent");
 
@@ -107,51 +130,10 @@ int run_agent(const RunOptions& o) {
               (*validator)->registry().fingerprint().substr(0, 16));
   }
 
-  std::unique_ptr<SyntheticGenerator> generator;
-  if (config->generator.enabled) {
-    generator = std::make_unique<SyntheticGenerator>(*sources_buffer, clock, config->generator);
-    generator->start();
-    log->info("synthetic generator: {} events at {}/s",
-              config->generator.events == 0 ? std::string("unlimited")
-                                            : std::to_string(config->generator.events),
-              config->generator.rate);
-  }
-
-  std::unique_ptr<HttpSource> http_source;
-  if (config->http.enabled) {
-    auto started = HttpSource::start(config->http.options, *sources_buffer, clock);
-    if (!started) {
-      log->critical("{}", started.error().describe());
-      return kExitUsage;
-    }
-    http_source = std::move(*started);
-    log->info("HTTP source: pixel at {} and events at {} on {}:{}",
-              fmt::join(config->http.options.pixel_paths, ", "), config->http.options.events_path,
-              config->http.options.host, http_source->port());
-  }
-
-  std::unique_ptr<MqttSource> mqtt_source;
-  if (config->mqtt.enabled) {
-    auto started = MqttSource::start(config->mqtt.options, *sources_buffer, clock);
-    if (!started) {
-      log->critical("{}", started.error().describe());
-      return kExitUsage;
-    }
-    mqtt_source = std::move(*started);
-    log->info("MQTT source: {} on {} as {}", fmt::join(config->mqtt.options.topics, ", "),
-              config->mqtt.options.broker, config->mqtt.options.client_id);
-  }
-
-  std::unique_ptr<SpoolSource> spool_source;
-  if (config->spool.enabled) {
-    auto started = SpoolSource::start(config->spool.options, *sources_buffer);
-    if (!started) {
-      log->critical("{}", started.error().describe());
-      return kExitUsage;
-    }
-    spool_source = std::move(*started);
-    log->info("spool source: {} ({})", config->spool.options.directory,
-              config->spool.options.schema);
+  AgentSources sources(*sources_buffer, clock);
+  if (auto started = sources.start(SourcesConfig::of(*config)); !started) {
+    log->critical("{}", started.error().describe());
+    return kExitUsage;
   }
 
   // Relay mode: the site's devices' uplinks, into this agent's buffer (docs/install.md,
@@ -218,11 +200,12 @@ int run_agent(const RunOptions& o) {
       cert_at_start = *t;
     }
   }
-  auto more_metrics = [e = edge.get(), spool = spool_source.get(), rm = relay_metrics.get(),
-                       rs = relay_sink.get(), fw = forwarder.get(), cert_at_start, &clock,
-                       warn_days = config->uplink.certificate_warn_days](std::string& out) {
+  std::atomic<int> warn_days{config->uplink.certificate_warn_days};
+  auto more_metrics = [e = edge.get(), &sources, rm = relay_metrics.get(), rs = relay_sink.get(),
+                       fw = forwarder.get(), cert_at_start, &clock,
+                       &warn_days](std::string& out) {
     if (e != nullptr) e->append_metrics(out);
-    if (spool != nullptr) spool->append_metrics(out);
+    sources.append_metrics(out);
     if (rm != nullptr) out += rm->render_prometheus();
     if (rs != nullptr) rs->append_metrics(out);
     int64_t cert_not_after = cert_at_start;
@@ -255,7 +238,7 @@ int run_agent(const RunOptions& o) {
           "\n# HELP outpost_agent_certificate_expiring 1 when the device certificate expires "
           "within uplink.certificate_warn_days days (renew it).\n# TYPE "
           "outpost_agent_certificate_expiring gauge\noutpost_agent_certificate_expiring " +
-          std::string(seconds_left < int64_t{warn_days} * 86'400 ? "1" : "0") + "\n";
+          std::string(seconds_left < int64_t{warn_days.load()} * 86'400 ? "1" : "0") + "\n";
     }
   };
   std::unique_ptr<StatusServer> status;
@@ -280,9 +263,36 @@ int run_agent(const RunOptions& o) {
       break;
     }
     if (sig == SIGHUP) {
-      // Only the TLS files are read again today; other settings take a restart
-      // (docs/configuration.md, "Reload").
-      log->info("reload: reading the TLS files again; other settings take a restart");
+      log->info("reload: reading {} again", o.config_path);
+      if (auto next = read_config(o); !next) {
+        log->error("reload refused, the running configuration stays: {}",
+                   next.error().describe());
+      } else {
+        AgentReload plan = plan_agent_reload(started_settings, running, last_settings,
+                                             next->settings, std::move(next->config));
+        last_settings = std::move(next->settings);
+        for (const std::string& key : plan.restart_only) {
+          log->warn("reload: {} changed: it takes a restart; the running value stays", key);
+        }
+        if (plan.config.log_level != running.log_level) {
+          (void)log::init(plan.config.log_level);
+          log->info("reload: agent.log_level {}", plan.config.log_level);
+        }
+        AgentSources::Applied applied = sources.apply(SourcesConfig::of(plan.config));
+        for (const std::string& c : applied.changes) log->info("reload: {}", c);
+        for (const Error& e : applied.refused) log->error("reload: {}", e.describe());
+        plan.config.generator = sources.in_use().generator;
+        plan.config.http = sources.in_use().http;
+        plan.config.mqtt = sources.in_use().mqtt;
+        plan.config.spool = sources.in_use().spool;
+        if (forwarder) forwarder->reconfigure(plan.config.uplink.forwarder);
+        warn_days = plan.config.uplink.certificate_warn_days;
+        running = std::move(plan.config);
+        log->info("reload: done; {} changed: {}", plan.changed.size(),
+                  plan.changed.empty() ? std::string("nothing")
+                                       : fmt::format("{}", fmt::join(plan.changed, ", ")));
+      }
+      // The TLS files are read again too, changed or not.
       if (forwarder) forwarder->reload_tls();
       if (relay) (void)relay->reload_tls();
     }
@@ -291,12 +301,9 @@ int run_agent(const RunOptions& o) {
       exit_code = kExitRestart;
       break;
     }
-    if (generator && generator->done() && config->generator.stop_when_done) break;
+    if (sources.generator_done() && config->generator.stop_when_done) break;
   }
-  if (generator) generator->stop();
-  http_source.reset();
-  mqtt_source.reset();
-  spool_source.reset();
+  sources.stop();
   if (relay) {
     // The devices' batches in flight are answered before the buffer closes.
     const size_t cut = relay->shutdown(std::chrono::seconds(5));

@@ -1,5 +1,7 @@
 #include "agent/forwarder/forwarder.hpp"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -32,6 +34,18 @@ Error net_error(const std::string& what) {
   return make_error(std::make_error_code(std::errc::io_error), what);
 }
 
+// Whether a session may go on with `b` instead of `a`: they differ at most in what applies
+// at once (the upload cap, the expiry warning, the TLS files' look interval).
+bool same_session(const ForwarderOptions& a, const ForwarderOptions& b) {
+  return a.endpoints == b.endpoints && a.server_name == b.server_name && a.ca_file == b.ca_file &&
+         a.cert_file == b.cert_file && a.key_file == b.key_file && a.agent_id == b.agent_id &&
+         a.batch_max_events == b.batch_max_events && a.batch_max_bytes == b.batch_max_bytes &&
+         a.window == b.window && a.zstd_level == b.zstd_level &&
+         a.connect_timeout_ns == b.connect_timeout_ns && a.ack_timeout_ns == b.ack_timeout_ns &&
+         a.backoff_initial_ns == b.backoff_initial_ns && a.backoff_max_ns == b.backoff_max_ns &&
+         a.ping_interval_ns == b.ping_interval_ns;
+}
+
 }  // namespace
 
 struct Forwarder::Impl {
@@ -39,15 +53,17 @@ struct Forwarder::Impl {
   Buffer& buffer;
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log = log::get("forwarder");
-  codec::Compressor compressor;
+  std::optional<codec::Compressor> compressor;
   std::unique_ptr<tls::ContextSource> tls_source;
   std::string tls_source_name;  // the server name it verifies
   std::atomic<bool> reload_asked{false};
+  std::atomic<bool> reconfigure_asked{false};  // `next` holds new settings
 
   mutable std::mutex mu;
   std::condition_variable wake;
   bool stopping = false;
   ForwarderStatus status;
+  std::optional<ForwarderOptions> next;  // reconfigure(): not yet in use
   std::thread thread;
   std::mt19937_64 rng{std::random_device{}()};
   UploadPacer pacer{opt.rate_limit_bytes_per_s};
@@ -58,19 +74,29 @@ struct Forwarder::Impl {
   uint64_t own_acked = 0;
 
   Impl(ForwarderOptions o, Buffer& b, const Clock& c)
-      : opt(std::move(o)), buffer(b), clock(c), compressor(opt.zstd_level) {}
+      : opt(std::move(o)), buffer(b), clock(c) {
+    compressor.emplace(opt.zstd_level);
+  }
 
   bool stop_requested() {
     std::lock_guard lock(mu);
     return stopping;
   }
-  // Sleeps for `ns` of the clock's time or until stop() was called; false when stopping.
-  bool sleep_for(int64_t ns) {
+  // Sleeps for `ns` of the clock's time or until stop() was called (or, with
+  // `until_reconfigured`, new settings came); false when stopping.
+  bool sleep_for(int64_t ns, bool until_reconfigured = false) {
     const int64_t deadline = clock.mono_ns() + ns;
     std::unique_lock lock(mu);
-    while (!stopping && clock.mono_ns() < deadline) clock.wait_until(lock, wake, deadline);
+    while (!stopping && !(until_reconfigured && next) && clock.mono_ns() < deadline) {
+      clock.wait_until(lock, wake, deadline);
+    }
     return !stopping;
   }
+  // reconfigure()'s settings: what applies at once is applied; true when the session must
+  // end for the rest (the settings stay in `next` for apply_next()).
+  bool take_next_in_session();
+  // Between sessions: the new settings in use. True when there were any.
+  bool apply_next();
   void set_status(const std::function<void(ForwarderStatus&)>& f) {
     std::lock_guard lock(mu);
     f(status);
@@ -87,11 +113,60 @@ struct Forwarder::Impl {
   void tls_in_use(const tls::TlsContext& c);
 };
 
+bool Forwarder::Impl::take_next_in_session() {
+  if (!reconfigure_asked.exchange(false)) return false;
+  std::lock_guard lock(mu);
+  if (!next) return false;
+  if (next->rate_limit_bytes_per_s != opt.rate_limit_bytes_per_s) {
+    log->info("uplink.rate_limit: {} from now on",
+              next->rate_limit_bytes_per_s == 0
+                  ? std::string("none")
+                  : format_bytes(next->rate_limit_bytes_per_s) + "/s");
+    pacer = UploadPacer(next->rate_limit_bytes_per_s);
+  }
+  opt.rate_limit_bytes_per_s = next->rate_limit_bytes_per_s;
+  opt.certificate_warn_days = next->certificate_warn_days;
+  opt.tls_reload_interval_ns = next->tls_reload_interval_ns;
+  if (same_session(opt, *next)) {
+    next.reset();
+    return false;
+  }
+  return true;
+}
+
+bool Forwarder::Impl::apply_next() {
+  std::optional<ForwarderOptions> n;
+  {
+    std::lock_guard lock(mu);
+    n.swap(next);
+  }
+  reconfigure_asked = false;
+  if (!n) return false;
+  if (n->ca_file != opt.ca_file || n->cert_file != opt.cert_file || n->key_file != opt.key_file) {
+    tls_source.reset();  // read the new files at the next handshake
+  }
+  if (n->zstd_level != opt.zstd_level) compressor.emplace(n->zstd_level);
+  if (n->rate_limit_bytes_per_s != opt.rate_limit_bytes_per_s) {
+    pacer = UploadPacer(n->rate_limit_bytes_per_s);
+  }
+  n->device_certificate = std::move(opt.device_certificate);
+  n->on_relayed_ack = std::move(opt.on_relayed_ack);
+  opt = std::move(*n);
+  log->info("uplink settings in use: gateways {}, window {}, batches of {} events / {}",
+            fmt::join(opt.endpoints, ", "), opt.window, opt.batch_max_events,
+            format_bytes(opt.batch_max_bytes));
+  return true;
+}
+
 void Forwarder::Impl::run() {
   Backoff backoff(opt.backoff_initial_ns, opt.backoff_max_ns);
   size_t index = 0;
   while (!stop_requested()) {
-    const std::string& endpoint = opt.endpoints[index % opt.endpoints.size()];
+    if (apply_next()) {  // new settings: start over with the first of the new gateways
+      backoff = Backoff(opt.backoff_initial_ns, opt.backoff_max_ns);
+      index = 0;
+    }
+    const std::string endpoint = opt.endpoints[index % opt.endpoints.size()];
     bool progress = false;
     auto r = session(endpoint, progress);
     set_status([&](ForwarderStatus& s) {
@@ -105,7 +180,11 @@ void Forwarder::Impl::run() {
                 backoff.delay() / 1'000'000);
       ++index;  // fail over to the next gateway
     }
-    if (!sleep_for(backoff.next(rng))) break;
+    {
+      std::lock_guard lock(mu);
+      if (next && r) continue;  // the session ended for new settings: at once
+    }
+    if (!sleep_for(backoff.next(rng), true)) break;
   }
 }
 
@@ -264,6 +343,13 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       opt.tls_reload_interval_ns > 0 ? clock.mono_ns() + opt.tls_reload_interval_ns : INT64_MAX;
   while (!stop_requested()) {
     if (auto r = check_acks(); !r) return r;
+    if (!rotating && take_next_in_session()) {
+      rotating = true;
+      log->info(
+          "uplink {}: new settings: finishing the {} batches in flight, then reconnecting "
+          "with them",
+          endpoint, protocol.in_flight());
+    }
     if (!rotating && (reload_asked || clock.mono_ns() >= next_tls_look)) {
       if (opt.tls_reload_interval_ns > 0)
         next_tls_look = clock.mono_ns() + opt.tls_reload_interval_ns;
@@ -312,7 +398,7 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
           });
       if (!count) return count.error();
       if (*count == 0) break;
-      auto z = compressor.compress(payload);
+      auto z = compressor->compress(payload);
       if (!z) return z.error();
       const size_t wire_bytes = z->size();
       // The upload cap first: the batch's ack timeout runs from when it is sent.
@@ -386,6 +472,15 @@ void Forwarder::stop() {
   }
   impl_->wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Forwarder::reconfigure(ForwarderOptions next) {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->next = std::move(next);
+  }
+  impl_->reconfigure_asked = true;
+  impl_->wake.notify_all();
 }
 
 void Forwarder::reload_tls() {

@@ -5,7 +5,8 @@
 // Reconnects with exponential backoff and jitter, fails over across the configured
 // gateways, and can cap its upload rate for metered links.
 //
-// Thread-safety: start() and stop() from the owning thread; status() from any thread. The
+// Thread-safety: start(), stop() and reconfigure() from the owning thread; status() from any
+// thread. The
 // Buffer and the Clock outlive the Forwarder; stop() (or the destructor) joins its thread.
 
 #include <cstdint>
@@ -74,6 +75,12 @@ class Forwarder {
   // Reads the TLS files again at the forwarder's next step (SIGHUP), even if they look
   // unchanged.
   void reload_tls();
+  // New settings (a configuration reload; the relaying callbacks stay). The upload cap, the
+  // expiry warning and the TLS files' look interval apply at once; anything else (gateways,
+  // files, batch sizes, window, timeouts) makes the session in use stop filling its window,
+  // wait for its batches in flight to be acknowledged and committed, and reconnect with the
+  // new settings, to the first of the new gateways. Nothing is failed or sent twice.
+  void reconfigure(ForwarderOptions next);
 
  private:
   struct Impl;

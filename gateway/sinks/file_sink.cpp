@@ -1,10 +1,12 @@
 #include "gateway/sinks/file_sink.hpp"
 
+#include <atomic>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -99,8 +101,16 @@ struct FileSink::Impl {
   std::thread thread;
 
   FileLock dir_lock;  // held for the sink's life (recover() takes it)
+  // opt.rotate_bytes and opt.rotate_age_ns as set_rotation() changes them (read by the writer).
+  std::atomic<uint64_t> rotate_bytes{0};
+  std::atomic<int64_t> rotate_age_ns{0};
   Impl(FileSinkOptions o, const Clock& c)
-      : opt(std::move(o)), clock(c), compressor(opt.zstd_level), root(opt.dir) {}
+      : opt(std::move(o)),
+        clock(c),
+        compressor(opt.zstd_level),
+        root(opt.dir),
+        rotate_bytes(opt.rotate_bytes),
+        rotate_age_ns(opt.rotate_age_ns) {}
 
   Result<void> recover();
   Result<void> rewrite_state();
@@ -220,7 +230,7 @@ Result<OpenFile*> FileSink::Impl::file_for(int slot, int64_t now, std::string& s
   const std::string slot_name =
       slot == kBadSlot ? "bad" : std::string(kind_name(static_cast<EventKind>(slot + 1)));
   const int64_t hour = now / 3'600'000'000'000;
-  if (f.fd >= 0 && f.size < opt.rotate_bytes && now - f.opened_ns < opt.rotate_age_ns &&
+  if (f.fd >= 0 && f.size < rotate_bytes && now - f.opened_ns < rotate_age_ns &&
       f.hour == hour) {
     return &f;
   }
@@ -282,7 +292,7 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
   std::string records;
   // Rotate by age even when nothing is written, so that files close on time.
   for (OpenFile& f : files) {
-    if (f.fd >= 0 && (now - f.opened_ns >= opt.rotate_age_ns || f.size >= opt.rotate_bytes ||
+    if (f.fd >= 0 && (now - f.opened_ns >= rotate_age_ns || f.size >= rotate_bytes ||
                       f.hour != now / 3'600'000'000'000)) {
       close_file(f, records);
     }
@@ -400,6 +410,11 @@ void FileSink::Impl::commit_group(std::vector<Pending>& group) {
       log->error("a sink callback threw: {}", e.what());
     }
   }
+}
+
+void FileSink::set_rotation(uint64_t rotate_bytes, int64_t rotate_age_ns) {
+  impl_->rotate_bytes = rotate_bytes;
+  impl_->rotate_age_ns = rotate_age_ns;
 }
 
 std::string FileSink::lock_path(const std::string& dir) {

@@ -41,6 +41,8 @@ class FileSink : public Sink {
   void write(SinkBatch batch, SinkCallback done) override;
   std::optional<std::string> not_ready_reason() const override;
   void session_started(const std::string& agent_id) override;
+  // New rotation thresholds (a configuration reload), from the files' next look.
+  void set_rotation(uint64_t rotate_bytes, int64_t rotate_age_ns);
   // The agent's high-water mark as committed (tests, metrics).
   uint64_t high_water(const std::string& agent_id) const;
 

@@ -113,10 +113,10 @@ void Server::Impl::audit_line(const std::string& ip, const std::string& subject,
 }
 
 bool Server::Impl::admit(const std::string& identity, uint64_t events) {
-  const auto& l = config.limits;
+  std::lock_guard lock(mu);
+  const auto& l = config.limits;  // guarded: set_limits() changes them
   if (l.device_events_per_second == 0) return true;
   const int64_t now = clock.mono_ns();
-  std::lock_guard lock(mu);
   Bucket& b = buckets[identity];
   if (b.last_ns == 0) b.tokens = static_cast<double>(l.device_burst_events);
   b.tokens = std::min<double>(static_cast<double>(l.device_burst_events),

@@ -86,6 +86,11 @@ void Server::Impl::watch_tls() {
 
 Result<std::string> Server::reload_tls() { return impl_->refresh_tls(true); }
 
+void Server::set_limits(const ServerLimits& limits) {
+  std::lock_guard lock(impl_->mu);
+  impl_->config.limits = limits;
+}
+
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {

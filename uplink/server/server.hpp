@@ -41,6 +41,7 @@ struct ServerLimits {
   // batch is answered retry-later, never dropped.
   uint64_t device_events_per_second = 0;
   uint64_t device_burst_events = 0;
+  bool operator==(const ServerLimits&) const = default;
 };
 
 struct ServerOptions {
@@ -92,6 +93,11 @@ class Server {
   // on, and a session whose certificate the new CRL revokes is closed. What it did, for the
   // log, or why the files were refused (the ones in use stay).
   Result<std::string> reload_tls();
+
+  // New limits (a configuration reload): the per-device rate limit and the connection limits
+  // apply at once; the others (frame and batch sizes, window, timeouts) to sessions that start
+  // afterwards, as the Welcome announced them to the ones already open.
+  void set_limits(const ServerLimits& limits);
 
   // Graceful stop: accept nothing new, let each session finish and acknowledge the batches
   // it has in flight, then close; after `grace`, close what is left. Returns how many

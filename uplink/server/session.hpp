@@ -24,15 +24,16 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Server::Impl& server, tcp::socket socket, std::string ip)
       : s_(server),
+        limits_(server.config.limits),  // made under the server's lock: a reload changes them
         socket_(std::move(socket)),
         handshake_timer_(socket_.get_executor()),
         idle_timer_(socket_.get_executor()),
-        decoder_(server.config.limits.max_frame_bytes),
+        decoder_(limits_.max_frame_bytes),
         ip_(std::move(ip)) {}
 
   void start() {
     auto self = shared_from_this();
-    handshake_timer_.expires_after(std::chrono::nanoseconds(s_.config.limits.handshake_timeout_ns));
+    handshake_timer_.expires_after(std::chrono::nanoseconds(limits_.handshake_timeout_ns));
     handshake_timer_.async_wait([self](const boost::system::error_code& ec) {
       if (!ec && self->state_ == State::handshake) {
         self->s_.metrics.reject("handshake_timeout");
@@ -212,7 +213,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (!s_.config.allow_relays) relay_site.clear();
-    const auto& l = s_.config.limits;
+    const auto& l = limits_;
     protocol_.emplace(
         SessionLimits{l.max_frame_bytes, l.max_in_flight_batches, l.max_decompressed_bytes,
                       l.max_window_log, l.max_events_per_batch, l.idle_timeout_ns},
@@ -415,7 +416,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void touch() {
     if (protocol_) protocol_->on_activity(s_.clock.mono_ns());
-    idle_timer_.expires_after(std::chrono::nanoseconds(s_.config.limits.idle_timeout_ns));
+    idle_timer_.expires_after(std::chrono::nanoseconds(limits_.idle_timeout_ns));
     idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->state_ != State::open || !self->protocol_) return;
       self->protocol_->on_timer(self->s_.clock.mono_ns());
@@ -428,6 +429,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Server::Impl& s_;
+  const ServerLimits limits_;  // the server's when the connection came: a reload applies to new ones
   tcp::socket socket_;
   asio::steady_timer handshake_timer_;
   asio::steady_timer idle_timer_;

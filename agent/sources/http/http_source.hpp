@@ -55,6 +55,7 @@ struct HttpSourceOptions {
   std::string schema_field = "schema";       // JSON member naming the event's schema
   std::string default_schema = "json";
   std::vector<std::string> cors_origins;  // allowed Origins for POST ("*": any)
+  bool operator==(const HttpSourceOptions&) const = default;
 };
 
 struct HttpSourceCounters {

@@ -39,6 +39,7 @@ struct MqttMapping {
   // The unit of a JSON payload's "ts": by magnitude (auto: below 1e11 seconds, below 1e14
   // milliseconds, below 1e17 microseconds, else nanoseconds), or as configured.
   enum class TsUnit { automatic, s, ms, us, ns } ts_unit = TsUnit::automatic;
+  bool operator==(const MqttMapping&) const = default;
 };
 
 // A reading's "ts" in ns since the epoch, or nullopt with the reason (`why`): not a number,
@@ -54,6 +55,7 @@ std::optional<int64_t> reading_time_ns(std::string_view ts, MqttMapping::TsUnit 
 struct MqttTls {
   std::string ca_file, cert_file, key_file;
   bool verify_host = true;  // the broker certificate must name the host in the URI
+  bool operator==(const MqttTls&) const = default;
 };
 
 // When a message is committed, relative to Paho's callback (which runs after Paho has sent the
@@ -75,6 +77,7 @@ struct MqttSourceOptions {
   MqttTls tls;
   int64_t reconnect_min_ns = 1'000'000'000;
   int64_t reconnect_max_ns = 60'000'000'000;
+  bool operator==(const MqttSourceOptions&) const = default;
 };
 
 struct MqttSourceCounters {

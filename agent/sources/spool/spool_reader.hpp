@@ -26,6 +26,7 @@ std::optional<SpoolFormat> format_of(SpoolFormat configured, std::string_view fi
 struct SpoolLimits {
   uint64_t max_event_bytes = 1u << 20;  // a line (a CSV record) longer than this fails the file
   uint64_t max_file_bytes = 16u << 20;  // whole_file: a larger file fails
+  bool operator==(const SpoolLimits&) const = default;
 };
 
 // One CSV record at the start of `text`: fields separated by commas, a field quoted with '"'

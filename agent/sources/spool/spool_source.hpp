@@ -42,6 +42,7 @@ struct SpoolSourceOptions {
   uint64_t batch_bytes = 1u << 20;       // ...and bytes
   int64_t retry_min_ns = 50'000'000;     // waiting while the buffer refuses: from this...
   int64_t retry_max_ns = 2'000'000'000;  // ...doubling up to this
+  bool operator==(const SpoolSourceOptions&) const = default;
 };
 
 struct SpoolSourceCounters {

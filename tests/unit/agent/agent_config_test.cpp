@@ -72,3 +72,87 @@ TEST_CASE("per-kind settings and their errors") {
   CHECK(r.error().message.find("buffer.commit_interval") != std::string::npos);
   CHECK(r.error().message.find("10ms") != std::string::npos);
 }
+
+namespace {
+
+struct Read {
+  ConfigSettings settings;
+  AgentConfig config;
+};
+Read read_agent(const std::string& text) {
+  auto doc = ConfigDoc::parse_string(text, "agent.toml");
+  REQUIRE(doc);
+  auto c = load_agent_config(*doc);
+  REQUIRE_MESSAGE(c, (c ? "" : c.error().describe()));
+  return {doc->settings(), *c};
+}
+
+}  // namespace
+
+TEST_CASE("changed_settings: by key and by table, set in one only, quoted and nested") {
+  auto a = ConfigDoc::parse_string(
+      "[agent]\nid = \"a\"\nidle = 1\n[buffer]\nmax_bytes = \"1GiB\"\n"
+      "[buffer.kinds.pixel]\npolicy = \"reject\"\n",
+      "a.toml");
+  auto b = ConfigDoc::parse_string(
+      "[agent]\nid = \"a\"\nidle = 2\n[buffer]\nmax_bytes = \"2GiB\"\n"
+      "[buffer.kinds.pixel]\npolicy = \"drop_oldest\"\n[uplink]\nrate_limit = \"1MiB\"\n",
+      "b.toml");
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(changed_settings(a->settings(), b->settings()) ==
+        std::vector<std::string>{"agent.idle", "buffer.kinds.pixel.policy", "buffer.max_bytes",
+                                 "uplink.rate_limit"});
+  // "agent.id" is the key, not a prefix of agent.idle; "buffer" is the table.
+  CHECK(changed_settings(a->settings(), b->settings(), {"agent.id"}).empty());
+  CHECK(changed_settings(a->settings(), b->settings(), {"buffer"}).size() == 2);
+  CHECK(changed_settings(b->settings(), a->settings(), {"uplink"}) ==
+        std::vector<std::string>{"uplink.rate_limit"});  // removed counts too
+  CHECK(changed_settings(a->settings(), a->settings()).empty());
+}
+
+TEST_CASE("an agent reload: sources and uplink change, restart-only settings keep their values") {
+  const std::string base =
+      "[agent]\nid = \"dev-1\"\n[buffer]\npath = \"/tmp/a.db\"\n"
+      "[uplink]\nendpoints = \"127.0.0.1:7443\"\n"
+      "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n";
+  Read started = read_agent(base);
+  Read next = read_agent(
+      "[agent]\nid = \"dev-2\"\nlog_level = \"debug\"\n[buffer]\npath = \"/tmp/b.db\"\n"
+      "max_bytes = \"10MiB\"\n"
+      "[uplink]\nendpoints = \"127.0.0.1:7444\"\nrate_limit = \"64KiB\"\n"
+      "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n"
+      "[sources.spool]\nenabled = true\ndirectory = \"/tmp/spool\"\nschema = \"order.v1\"\n");
+  AgentReload r = plan_agent_reload(started.settings, started.config, started.settings,
+                                    next.settings, next.config);
+  CHECK(r.restart_only ==
+        std::vector<std::string>{"agent.id", "buffer.max_bytes", "buffer.path"});
+  CHECK(r.config.agent_id == "dev-1");
+  CHECK(r.config.uplink.forwarder.agent_id == "dev-1");
+  CHECK(r.config.buffer.path == "/tmp/a.db");
+  CHECK(r.config.buffer.max_bytes == started.config.buffer.max_bytes);
+  // What reloads takes the new values.
+  CHECK(r.config.log_level == "debug");
+  CHECK(r.config.uplink.forwarder.endpoints == std::vector<std::string>{"127.0.0.1:7444"});
+  CHECK(r.config.uplink.forwarder.rate_limit_bytes_per_s == 64 * 1024);
+  CHECK(r.config.spool.enabled);
+  CHECK(r.config.http == started.config.http);  // unchanged: the source keeps running
+  CHECK(r.changed.size() == 9);
+
+  // The restart-only keys are compared with the start: a second reload still says so, and the
+  // changes are counted from the last read.
+  AgentReload again =
+      plan_agent_reload(started.settings, r.config, next.settings, next.settings, next.config);
+  CHECK(again.restart_only.size() == 3);
+  CHECK(again.changed.empty());
+
+  // Turning the uplink off takes a restart: the running uplink stays.
+  Read off = read_agent(
+      "[agent]\nid = \"dev-1\"\n[buffer]\npath = \"/tmp/a.db\"\n"
+      "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n");
+  AgentReload o =
+      plan_agent_reload(started.settings, started.config, started.settings, off.settings, off.config);
+  CHECK(o.restart_only == std::vector<std::string>{"uplink.endpoints (emptied)"});
+  CHECK(o.config.uplink.enabled);
+  CHECK(o.config.uplink.forwarder.endpoints == std::vector<std::string>{"127.0.0.1:7443"});
+}

@@ -47,3 +47,28 @@ TEST_CASE("overrides apply; bad values and unknown keys name the key") {
   REQUIRE_FALSE(r3);
   CHECK(r3.error().message.find("limits.max_frame_bytes") != std::string::npos);
 }
+
+TEST_CASE("a gateway reload: limits, log level and rotation change; the rest takes a restart") {
+  auto read = [](const std::string& text) {
+    auto doc = ConfigDoc::parse_string(text, "gateway.toml");
+    REQUIRE(doc);
+    auto c = load_gateway_config(*doc);
+    REQUIRE_MESSAGE(c, (c ? "" : c.error().describe()));
+    return std::make_pair(doc->settings(), *c);
+  };
+  auto [s0, c0] = read("[gateway]\nlisten = \"0.0.0.0:7443\"\n[sink.file]\ndir = \"/tmp/s\"\n");
+  auto [s1, c1] = read(
+      "[gateway]\nlisten = \"0.0.0.0:7444\"\nlog_level = \"debug\"\n"
+      "[limits]\ndevice_events_per_second = 100\ndevice_burst_events = 200\n"
+      "[sink.file]\ndir = \"/tmp/other\"\nrotate_bytes = \"1MiB\"\nrotate_age = \"10s\"\n");
+  GatewayReload r = plan_gateway_reload(s0, c0, s0, s1, c1);
+  CHECK(r.restart_only == std::vector<std::string>{"gateway.listen", "sink.file.dir"});
+  CHECK(r.config.listen_port == 7443);
+  CHECK(r.config.file_sink.dir == "/tmp/s");
+  CHECK(r.config.log_level == "debug");
+  CHECK(r.config.limits.device_events_per_second == 100);
+  CHECK(r.config.limits.device_burst_events == 200);
+  CHECK(r.config.file_sink.rotate_bytes == 1u << 20);
+  CHECK(r.config.file_sink.rotate_age_ns == 10'000'000'000);
+  CHECK(r.changed.size() == 7);
+}
