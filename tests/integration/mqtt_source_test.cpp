@@ -19,6 +19,7 @@
 #include "common/clock.hpp"
 #include "outpost/v1/event.pb.h"
 #include "tests/e2e/uplink_support.hpp"
+#include "tests/support/mosquitto.hpp"
 #include "tests/support/stub_buffer.hpp"
 
 using namespace outpost;
@@ -59,51 +60,6 @@ bool wait_for(const std::function<bool()>& pred, int seconds) {
   }
   return pred();
 }
-
-// A mosquitto of its own on a free loopback port; `listener_extra` configures its listener.
-struct Broker {
-  TempDir dir;
-  uint16_t port = free_port();
-  std::unique_ptr<Child> child;
-  explicit Broker(const std::string& listener_extra = "") {
-    write_file(dir.file("mosquitto.conf"),
-               "user root\nlistener " + std::to_string(port) + " 127.0.0.1\n" + listener_extra +
-                   "allow_anonymous true\npersistence false\nmax_queued_messages 100000\n");
-    child = std::make_unique<Child>(
-        std::vector<std::string>{"/usr/sbin/mosquitto", "-c", dir.file("mosquitto.conf")}, false);
-    REQUIRE(wait_for([&] { return port_open(port); }, 10));
-  }
-  ~Broker() {
-    child->signal(SIGTERM);
-    child->wait();
-  }
-  static bool port_open(uint16_t port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-  }
-  // mosquitto_pub, QoS 1: each line of `lines` a message (-l), or `bytes` as one message.
-  Output publish(const std::string& topic, const std::string& lines) const {
-    return run({"/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1",
-                "-t", topic, "-l"},
-               lines);
-  }
-  Output publish_retained(const std::string& topic, const std::string& message) const {
-    return run({"/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1",
-                "-r", "-t", topic, "-m", message});
-  }
-  Output publish_file(const std::string& topic, const std::string& bytes) const {
-    const std::string path = dir.file("payload.bin");
-    write_file(path, bytes);
-    return run({"/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1",
-                "-t", topic, "-f", path});
-  }
-};
 
 std::string agent_config(const TempDir& dir, const std::string& broker, const std::string& extra) {
   return "[agent]\nid = \"mqtt-test\"\nhttp_listen = \"\"\n[buffer]\npath = \"" +

@@ -22,6 +22,7 @@ namespace outpost::test {
 struct LoadCounts {
   std::map<int, uint64_t> by_status;  // answers read whole, by HTTP status
   uint64_t unanswered = 0;            // a connection failed with a request outstanding
+  uint64_t connections = 0;           // connections made (one per thread while none fails)
   uint64_t total_2xx() const {
     uint64_t n = 0;
     for (const auto& [status, count] : by_status) n += (status / 100 == 2) ? count : 0;
@@ -89,13 +90,16 @@ class HttpLoad {
   }
   void loop() {
     std::map<int, uint64_t> mine;
-    uint64_t unanswered = 0;
+    uint64_t unanswered = 0, connections = 0;
     int fd = -1;
     std::string in;
     while (!stop_) {
-      if (fd < 0 && (fd = connect_once()) < 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        continue;
+      if (fd < 0) {
+        if ((fd = connect_once()) < 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          continue;
+        }
+        ++connections;
       }
       if (::send(fd, request_.data(), request_.size(), MSG_NOSIGNAL) !=
           static_cast<ssize_t>(request_.size())) {
@@ -120,6 +124,7 @@ class HttpLoad {
     std::lock_guard lock(mu_);
     for (const auto& [status, n] : mine) counts_.by_status[status] += n;
     counts_.unanswered += unanswered;
+    counts_.connections += connections;
   }
 
   uint16_t port_;
