@@ -488,11 +488,34 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc) {
                       doc.where("uplink.tls_reload_interval") +
                           ": uplink.tls_reload_interval is 0 (only on reload) or at least 100ms");
   }
+  // The live lane (docs/protocol.md, "Lanes").
+  std::string live_kinds;
+  OUTPOST_TRY_ASSIGN(live_kinds, doc.string("uplink.live_kinds", ""));
+  for (const std::string& k : split_list(live_kinds)) {
+    auto kind = kind_from_name(k);
+    if (!kind) {
+      return make_error(common_errc::config_invalid,
+                        doc.where("uplink.live_kinds") + ": uplink.live_kinds: \"" + k +
+                            "\" is not a kind: expected pixel, sensor or json");
+    }
+    f.live_lane.kinds[kind_index(*kind)] = true;
+  }
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.live_min_priority", 0, 0, 1'000'000));
+  f.live_lane.min_priority = static_cast<int32_t>(n);
+  OUTPOST_TRY_ASSIGN(n, doc.integer("uplink.live_share", 20, 1, 90));
+  f.live_lane.share_percent = static_cast<uint32_t>(n);
 
   if (auto r = load_http_source(doc, c.http); !r) return r.error();
   if (auto r = load_mqtt_source(doc, c.agent_id, c.mqtt); !r) return r.error();
   if (auto r = load_spool_source(doc, c.spool); !r) return r.error();
   if (auto r = load_relay(doc, c); !r) return r.error();
+  if (c.relay.enabled && f.live_lane.enabled()) {
+    // The relay's batches of its devices' events carry their seqs, one device at a time.
+    return make_error(common_errc::config_invalid,
+                      doc.where("uplink.live_kinds") +
+                          ": the live lane (uplink.live_kinds, uplink.live_min_priority) is not "
+                          "supported with [relay] yet");
+  }
   if (c.relay.enabled && b.encryption.seal) {
     // A relaying agent reads whose each stored event is from its first bytes (the site's
     // per-device drops and backlog); sealed, they are not readable there.

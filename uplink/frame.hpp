@@ -172,6 +172,12 @@ struct DecodedBatch {
   // empty vector when every event is good.
   std::vector<std::string> dead_letters;
   bool bad(size_t index) const { return !dead_letters.empty() && !dead_letters[index].empty(); }
+  // The agent's lane (docs/protocol.md, "Lanes"): 0, or 1 for its live lane.
+  uint32_t lane = 0;
+  // The key of the high-water mark the batch is judged against: the agent's, or for its live
+  // lane the agent's followed by kLiveLaneMark (a byte no identity has, so no device's mark).
+  std::string mark_key() const { return lane == 0 ? agent_id : agent_id + kLiveLaneMark; }
+  static constexpr const char* kLiveLaneMark = "\x1flive";
 };
 
 // A Batch payload is the events, each length-delimited (proto::append_delimited builds it).

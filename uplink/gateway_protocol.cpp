@@ -146,6 +146,11 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
                      std::to_string(last_batch_seq_) + ": batch_seqs never go back in a session");
     return;
   }
+  if (b.lane() > 1) {
+    reject_batch(b.batch_seq(), "bad_batch",
+                 "lane " + std::to_string(b.lane()) + ": lanes are 0 and 1 (docs/protocol.md)");
+    return;
+  }
   const auto origin = origin_of(b);
   if (!origin) return;
   last_batch_seq_ = b.batch_seq();
@@ -191,7 +196,8 @@ void GatewayProtocol::on_batch(v1::Batch& b) {
                           session_first_seq,
                           *origin == identity_ ? std::string() : identity_,
                           std::move(*events),
-                          {}}});
+                          {},
+                          b.lane()}});
 }
 
 std::optional<std::string> GatewayProtocol::origin_of(const v1::Batch& b) {

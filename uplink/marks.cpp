@@ -8,7 +8,9 @@ MarkDecision decide_mark(std::optional<uint64_t> known, const SinkBatch& b) {
   d.mark = known.value_or(0);
   if (!known || b.first_seq <= d.mark + 1) return d;
   if (b.session_first_seq > 0 && b.first_seq <= b.session_first_seq) {
-    d.lost = b.first_seq - 1 - d.mark;
+    // A live lane's batch starts at the session's start too, and the seqs between its mark
+    // and there went in the agent's other lane: nothing is lost.
+    d.lost = b.lane == 0 ? b.first_seq - 1 - d.mark : 0;
     d.mark = b.first_seq - 1;
     return d;
   }
@@ -59,11 +61,12 @@ void MarkBook::failed(const std::string& agent, uint64_t first_seq) {
 void MarkBook::session_started(const std::string& agent) {
   std::lock_guard lock(mu_);
   failed_from_.erase(agent);
+  failed_from_.erase(agent + SinkBatch::kLiveLaneMark);
 }
 
 void MarkBook::failed(const std::vector<const SinkBatch*>& batches) {
   std::lock_guard lock(mu_);
-  for (const SinkBatch* b : batches) note_failed_locked(b->agent_id, b->first_seq);
+  for (const SinkBatch* b : batches) note_failed_locked(b->mark_key(), b->first_seq);
 }
 
 namespace {
@@ -71,7 +74,7 @@ namespace {
 // The refusal of a batch above its agent's oldest failed one, or nullopt.
 std::optional<std::string> above_failed(const std::unordered_map<std::string, uint64_t>& floors,
                                         const SinkBatch& b) {
-  auto floor = floors.find(b.agent_id);
+  auto floor = floors.find(b.mark_key());
   if (floor == floors.end() || b.first_seq <= floor->second) return std::nullopt;
   return "an earlier batch of agent " + b.agent_id + " (from seq " + std::to_string(floor->second) +
          ") was not written; send it first";
@@ -102,20 +105,21 @@ std::optional<uint64_t> MarkBook::Group::mark(const std::string& agent) const {
 }
 
 MarkDecision MarkBook::Group::admit(const SinkBatch& b) {
-  MarkDecision d = decide_mark(mark(b.agent_id), b);
+  const std::string key = b.mark_key();
+  MarkDecision d = decide_mark(mark(key), b);
   if (auto held = above_failed(floors_, b)) d.refuse = std::move(held);
-  auto floor = floors_.find(b.agent_id);
+  auto floor = floors_.find(key);
   if (d.refuse) {
-    refused_.emplace_back(b.agent_id, b.first_seq);
+    refused_.emplace_back(key, b.first_seq);
     if (floor == floors_.end()) {
-      floors_[b.agent_id] = b.first_seq;
+      floors_[key] = b.first_seq;
     } else {
       floor->second = std::min(floor->second, b.first_seq);
     }
     return d;
   }
   if (floor != floors_.end()) {  // the failed batch (or one below it) comes again
-    released_.insert(b.agent_id);
+    released_.insert(key);
     floors_.erase(floor);
   }
   return d;
@@ -123,9 +127,9 @@ MarkDecision MarkBook::Group::admit(const SinkBatch& b) {
 
 void MarkBook::Group::written(const SinkBatch& b, const MarkDecision& d) {
   if (b.last_seq > d.mark) {
-    moved_[b.agent_id] = b.last_seq;
+    moved_[b.mark_key()] = b.last_seq;
   } else if (d.lost > 0) {
-    moved_[b.agent_id] = d.mark;
+    moved_[b.mark_key()] = d.mark;
   }
 }
 

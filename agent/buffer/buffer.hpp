@@ -152,6 +152,8 @@ using StoredEventRef = BasicStoredEvent<std::string_view>;
 // False: the event is not taken, and the batch ends before it (the forwarder keeps one
 // device's events per batch).
 using EventVisitor = std::function<bool(const StoredEventRef&)>;
+// Whether an event of this kind and priority is in a lane (Buffer::visit_lane).
+using LaneFilter = std::function<bool(EventKind kind, int32_t priority)>;
 
 // Why events left the buffer without an ack, or never entered it although their source had
 // already told its client they were taken (Acceptance). Names are stable: they appear in
@@ -256,6 +258,13 @@ class Buffer {
   // stamps them straight into a batch). Returns how many it saw.
   virtual Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
                                      const EventVisitor& visit) = 0;
+  // visit_batch over the rows `in_lane` takes (one of the forwarder's lanes, docs/protocol.md,
+  // "Lanes"); the others are passed over, neither visited nor counted, at most 50,000 of them
+  // per call. `scanned` is set to the last seq looked at and passed (taken or not), so the next
+  // call goes on from there.
+  virtual Result<size_t> visit_lane(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                                    const LaneFilter& in_lane, const EventVisitor& visit,
+                                    uint64_t& scanned) = 0;
 
   // Deletes every event with seq <= up_to_seq, in one transaction, once it is durable.
   virtual Result<void> ack(uint64_t up_to_seq) = 0;

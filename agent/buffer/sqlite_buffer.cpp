@@ -201,12 +201,22 @@ Result<size_t> SqliteBuffer::visit_batch(uint64_t after_seq, size_t max_events, 
   return impl_->scan_batch(after_seq, max_events, max_bytes, visit);
 }
 
+Result<size_t> SqliteBuffer::visit_lane(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                                        const LaneFilter& in_lane, const EventVisitor& visit,
+                                        uint64_t& scanned) {
+  scanned = after_seq;
+  return impl_->scan_batch(after_seq, max_events, max_bytes, visit, &in_lane, &scanned);
+}
+
 // read_batch and visit_batch: the rows after `after_seq`, each seen by `visit` in place, and
 // remembered (seq, kind, priority, size) for the acks that will follow (remember_read).
 template <typename Visit>
 Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_events,
-                                              size_t max_bytes, Visit&& visit) {
+                                              size_t max_bytes, Visit&& visit,
+                                              const LaneFilter* in_lane, uint64_t* scanned) {
+  constexpr size_t kMaxPassedOver = 50'000;  // a lane's scan returns after this many others
   std::lock_guard lock(read_mu);
+  size_t passed_over = 0;
   if (max_events == 0) return size_t{0};
   size_t bytes = 0;
   Result<void> r;
@@ -220,12 +230,16 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
     r = sqlite::scan_events(reader, after_seq, std::nullopt, [&](Stmt& row) {
       const auto* body = static_cast<const char*>(sqlite3_column_blob(row.handle(), 5));
       const size_t size = static_cast<size_t>(sqlite3_column_bytes(row.handle(), 5));
-      if (!rows.empty() && bytes + size > max_bytes) return false;
       StoredEventRef e;
       e.seq = static_cast<uint64_t>(row.col_int(0));
       const int64_t kind = row.col_int(1);
       e.kind = kind_from_number(kind).value_or(EventKind::json);
       e.priority = static_cast<int32_t>(row.col_int(2));
+      if (in_lane != nullptr && !(*in_lane)(e.kind, e.priority)) {
+        *scanned = e.seq;
+        return ++passed_over < kMaxPassedOver;
+      }
+      if (!rows.empty() && bytes + size > max_bytes) return false;
       e.event_time_ns = row.col_int(3);
       e.collected_at_ns = row.col_int(4);
       const std::string_view stored(body == nullptr ? "" : body, size);
@@ -236,6 +250,7 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
           break;
         case RowSealer::Opened::failed:
           tampered.push_back(e.seq);  // never forwarded
+          if (scanned != nullptr) *scanned = e.seq;
           return true;
         case RowSealer::Opened::unknown_key:
           missing = make_error(buffer_errc::key_missing,
@@ -247,6 +262,7 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
           return false;
       }
       if (!visit(e)) return false;  // not taken: not in this batch
+      if (scanned != nullptr) *scanned = e.seq;
       rows.push_back({e.seq, size, kind, e.priority});
       bytes += size;
       return rows.size() < max_events;
@@ -267,7 +283,7 @@ Result<size_t> SqliteBuffer::Impl::scan_batch(uint64_t after_seq, size_t max_eve
   }
   if (missing && rows.empty()) return *missing;
   const size_t seen = rows.size();
-  if (!rows.empty()) remember_read(after_seq, epoch, std::move(rows));
+  if (!rows.empty() && in_lane == nullptr) remember_read(after_seq, epoch, std::move(rows));
   return seen;
 }
 

@@ -41,6 +41,9 @@ class SqliteBuffer final : public Buffer {
                                               size_t max_bytes) override;
   Result<size_t> visit_batch(uint64_t after_seq, size_t max_events, size_t max_bytes,
                              const EventVisitor& visit) override;
+  Result<size_t> visit_lane(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                            const LaneFilter& in_lane, const EventVisitor& visit,
+                            uint64_t& scanned) override;
   Result<void> ack(uint64_t up_to_seq) override;
   std::future<Result<void>> ack_async(uint64_t up_to_seq) override;
   // Cheap: counts by kind from memory, oldest pending event from one indexed read. `groups`

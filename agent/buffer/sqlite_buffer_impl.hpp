@@ -255,7 +255,10 @@ struct SqliteBuffer::Impl {
   bool removed_pending = false;  // writer: this transaction removed rows other than by ack
   void remember_read(uint64_t after_seq, uint64_t epoch, std::vector<ReadRow> rows);
   template <typename Visit>
-  Result<size_t> scan_batch(uint64_t after_seq, size_t max_events, size_t max_bytes, Visit&& visit);
+  // `in_lane`: only the rows it takes (visit_lane: the reads are not remembered for acks, as
+  // they leave rows out), and `scanned` the last seq passed.
+  Result<size_t> scan_batch(uint64_t after_seq, size_t max_events, size_t max_bytes, Visit&& visit,
+                            const LaneFilter* in_lane = nullptr, uint64_t* scanned = nullptr);
   bool uncount_from_reads(uint64_t after, uint64_t up_to, uint64_t segment, uint64_t& removed);
   // Takes one acknowledged row of `segment` off the tallies (a kind this version does not
   // know was never counted); true if it counted.

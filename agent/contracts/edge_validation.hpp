@@ -41,6 +41,11 @@ class EdgeValidatingBuffer final : public Buffer {
                              const EventVisitor& visit) override {
     return inner_.visit_batch(after_seq, max_events, max_bytes, visit);
   }
+  Result<size_t> visit_lane(uint64_t after_seq, size_t max_events, size_t max_bytes,
+                            const LaneFilter& in_lane, const EventVisitor& visit,
+                            uint64_t& scanned) override {
+    return inner_.visit_lane(after_seq, max_events, max_bytes, in_lane, visit, scanned);
+  }
   Result<void> ack(uint64_t up_to_seq) override { return inner_.ack(up_to_seq); }
   std::future<Result<void>> ack_async(uint64_t up_to_seq) override {
     return inner_.ack_async(up_to_seq);

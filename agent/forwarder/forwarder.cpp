@@ -43,7 +43,7 @@ bool same_session(const ForwarderOptions& a, const ForwarderOptions& b) {
          a.window == b.window && a.zstd_level == b.zstd_level &&
          a.connect_timeout_ns == b.connect_timeout_ns && a.ack_timeout_ns == b.ack_timeout_ns &&
          a.backoff_initial_ns == b.backoff_initial_ns && a.backoff_max_ns == b.backoff_max_ns &&
-         a.ping_interval_ns == b.ping_interval_ns;
+         a.ping_interval_ns == b.ping_interval_ns && a.live_lane == b.live_lane;
 }
 
 }  // namespace
@@ -271,6 +271,24 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
   };
   std::map<uint64_t, Relayed> relayed_in_flight;  // relaying: by local last seq
   uint64_t own_next_first = own_acked + 1;
+  // The live lane (lanes.hpp): its book of the two lanes, and what each takes.
+  std::optional<LaneBook> lanes;
+  if (opt.live_lane.enabled() && !relaying) {
+    lanes.emplace(opt.live_lane.share_percent, stats->acked_seq);
+  }
+  const LiveLaneOptions live = opt.live_lane;
+  const LaneFilter in_lane[2] = {
+      [&live](EventKind k, int32_t p) { return !live.takes(k, p); },
+      [&live](EventKind k, int32_t p) { return live.takes(k, p); }};
+  auto lane_status = [&] {
+    if (!lanes) return;
+    set_status([&](ForwarderStatus& s) {
+      s.live_lane = true;
+      for (Lane l : {kBulkLane, kLiveLane}) {
+        s.lane_oldest_collected_ns[l] = lanes->oldest_collected_ns(l);
+      }
+    });
+  };
 
   // Acks being committed by the buffer's writer: the forwarder goes on sending meanwhile
   // (waiting for each commit's fsync left the uplink idle), checks each result as it comes,
@@ -312,7 +330,13 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
           opt.on_relayed_ack(r->second.device, r->second.events, r->second.bytes);
         relayed_in_flight.erase(r);
       }
-      committing.push_back(buffer.ack_async(a.last_seq));
+      if (lanes) {
+        // The buffer deletes up to where both lanes are acknowledged.
+        (void)lanes->acked(a.last_seq);
+        if (auto up_to = lanes->deletable()) committing.push_back(buffer.ack_async(*up_to));
+      } else {
+        committing.push_back(buffer.ack_async(a.last_seq));
+      }
       progress = true;
       set_status([&](ForwarderStatus& s) {
         ++s.batches_acked;
@@ -328,7 +352,9 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       relayed_in_flight.clear();
       own_next_first = own_acked + 1;
       vouched.clear();
+      if (lanes) lanes->abandon();
     }
+    if (!out.acked.empty() || out.pause) lane_status();
     for (const v1::Frame& f : out.frames) {
       if (auto r = stream.send(f, clock.mono_ns() + opt.ack_timeout_ns); !r) return r;
     }
@@ -378,7 +404,30 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       // (docs/protocol.md, "Relays"), whose seqs the batch then names.
       std::optional<std::string> origin;
       uint64_t origin_first = 0, origin_last = 0, body_bytes = 0;
-      auto count = buffer.visit_batch(
+      Lane lane = kBulkLane;
+      uint64_t scanned = 0;
+      int64_t first_collected = 0;
+      auto stamp = [&](const StoredEventRef& e) {
+        if (first_collected == 0) first_collected = e.collected_at_ns;
+        proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq, e.collected_at_ns);
+        last_seq = e.seq;
+        return true;
+      };
+      Result<size_t> count = size_t{0};
+      if (lanes) {
+        // The live lane first while its share allows; a lane with nothing lets the other go.
+        const Lane first = lanes->first_choice();
+        for (Lane l : {first, first == kLiveLane ? kBulkLane : kLiveLane}) {
+          count = buffer.visit_lane(lanes->scanned(l), protocol.max_events(),
+                                    protocol.max_bytes(), in_lane[l], stamp, scanned);
+          if (!count || *count > 0) {
+            lane = l;
+            break;
+          }
+          lanes->found_nothing(l, scanned);
+        }
+      } else {
+        count = buffer.visit_batch(
           protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
           [&](const StoredEventRef& e) {
             const auto relayed = proto::relayed_identity(e.body);
@@ -396,8 +445,12 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
             last_seq = e.seq;
             return true;
           });
+      }
       if (!count) return count.error();
-      if (*count == 0) break;
+      if (*count == 0) {
+        lane_status();
+        break;
+      }
       auto z = compressor->compress(payload);
       if (!z) return z.error();
       const size_t wire_bytes = z->size();
@@ -407,6 +460,12 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
       }
       v1::Frame f = protocol.batch(last_seq, static_cast<uint32_t>(*count), v1::CODEC_ZSTD,
                                    std::move(*z), payload.size(), clock.mono_ns());
+      if (lanes) {
+        f.mutable_batch()->set_first_seq(lanes->next_first(lane));
+        if (lane == kLiveLane) f.mutable_batch()->set_lane(1);
+        lanes->sent(lane, last_seq, scanned, wire_bytes, first_collected);
+        lane_status();
+      }
       if (relaying && origin && origin->empty()) {
         f.mutable_batch()->set_first_seq(own_next_first);
         own_next_first = last_seq + 1;

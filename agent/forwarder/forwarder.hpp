@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "agent/buffer/buffer.hpp"
+#include "agent/forwarder/lanes.hpp"
 #include "common/clock.hpp"
 
 namespace outpost::agent {
@@ -41,6 +42,9 @@ struct ForwarderOptions {
   // batches it has in flight and reconnects with the new files.
   int64_t tls_reload_interval_ns = 5'000'000'000;
   int certificate_warn_days = 30;  // a (re)read certificate nearer its expiry is warned about
+  // The live lane (lanes.hpp; docs/protocol.md, "Lanes"); off unless kinds or a priority are
+  // chosen. Not with a relaying agent's batches of other devices.
+  LiveLaneOptions live_lane;
   // A relaying agent (agent/relay/): the certificate (DER) of a device whose events it sends,
   // as the device presented it; nullopt when none is kept.
   std::function<std::optional<std::string>(const std::string& device)> device_certificate;
@@ -60,6 +64,10 @@ struct ForwarderStatus {
   int64_t certificate_not_after = 0;  // of the certificate in use (Unix time); 0: none read yet
   uint64_t tls_reloads_ok = 0;        // the TLS files changed and are in use
   uint64_t tls_reloads_refused = 0;   // they changed and could not be used
+  bool live_lane = false;             // the live lane is on
+  // Per lane (bulk, live): when the oldest event it has in flight, or sent last, was collected
+  // (Unix ns); 0 when the lane has nothing to send.
+  std::array<int64_t, 2> lane_oldest_collected_ns{};
 };
 
 class Forwarder {

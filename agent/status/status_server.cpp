@@ -133,6 +133,19 @@ struct StatusServer::Impl {
       gauge("outpost_agent_uplink_drain_eta_seconds",
             "Backlog divided by the send rate; -1 when nothing is being sent.",
             pending == 0 ? 0 : (rate > 0 ? pending / rate : -1));
+      if (s.live_lane) {
+        // How far behind collection each lane sends (docs/protocol.md, "Lanes").
+        o << "# HELP outpost_agent_uplink_lane_age_seconds Per lane, how long ago the oldest "
+             "event it has in flight (or sent last) was collected; 0 when it has nothing to "
+             "send.\n# TYPE outpost_agent_uplink_lane_age_seconds gauge\n";
+        const int64_t now = clock.now_ns();
+        for (Lane l : {kBulkLane, kLiveLane}) {
+          const int64_t t = s.lane_oldest_collected_ns[l];
+          o << "outpost_agent_uplink_lane_age_seconds{lane=\"" << (l == kLiveLane ? "live" : "bulk")
+            << "\"} " << (t == 0 ? 0.0 : static_cast<double>(std::max<int64_t>(0, now - t)) / 1e9)
+            << "\n";
+        }
+      }
       o << "# HELP outpost_agent_uplink_info The gateway endpoint and the last error.\n"
         << "# TYPE outpost_agent_uplink_info gauge\n"
         << "outpost_agent_uplink_info{endpoint=\"" << s.endpoint << "\",last_error=\"";

@@ -458,7 +458,7 @@ void FileSink::write(SinkBatch batch, SinkCallback done) {
     }
   }
   if (refused) {
-    impl_->book.failed(batch.agent_id, batch.first_seq);  // nothing of its agent overtakes it
+    impl_->book.failed(batch.mark_key(), batch.first_seq);  // nothing of its agent overtakes it
     done(*refused);
     return;
   }

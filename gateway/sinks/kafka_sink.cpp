@@ -29,7 +29,7 @@ void KafkaSink::Impl::run() {
         queue.pop_front();
       }
       for (const Queued& q : group) {
-        if (stale.erase(q.batch.agent_id)) reload.insert(q.batch.agent_id);
+        if (stale.erase(q.batch.mark_key())) reload.insert(q.batch.mark_key());
       }
       if (inject_fatal) {
         inject_fatal = false;
@@ -165,7 +165,7 @@ void KafkaSink::write(SinkBatch batch, SinkCallback done) {
     }
   }
   if (refused) {
-    impl_->book.failed(batch.agent_id, batch.first_seq);
+    impl_->book.failed(batch.mark_key(), batch.first_seq);
     done(make_error(refused_code, *refused));
     return;
   }
@@ -180,6 +180,7 @@ std::optional<std::string> KafkaSink::not_ready_reason() const {
 void KafkaSink::session_started(const std::string& agent_id) {
   std::lock_guard lock(impl_->mu);
   impl_->stale.insert(agent_id);
+  impl_->stale.insert(agent_id + SinkBatch::kLiveLaneMark);  // its live lane's mark too
   impl_->book.session_started(agent_id);  // the new session resends from its last ack
 }
 

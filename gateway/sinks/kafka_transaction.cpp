@@ -74,7 +74,7 @@ void KafkaSink::Impl::write_group(std::vector<Queued>& group, const std::set<std
   {
     std::unordered_map<std::string, uint64_t> after;  // marks as the group would leave them
     for (const Queued& q : group) {
-      const std::string& agent = q.batch.agent_id;
+      const std::string agent = q.batch.mark_key();
       auto it = after.find(agent);
       auto m = it != after.end() ? std::optional<uint64_t>(it->second) : book.mark(agent);
       if (m && q.batch.first_seq != *m + 1) to_read.insert(agent);

@@ -27,6 +27,10 @@ class StubBuffer : public agent::Buffer {
   Result<size_t> visit_batch(uint64_t, size_t, size_t, const agent::EventVisitor&) override {
     return size_t{0};
   }
+  Result<size_t> visit_lane(uint64_t, size_t, size_t, const agent::LaneFilter&,
+                            const agent::EventVisitor&, uint64_t&) override {
+    return size_t{0};
+  }
   Result<void> ack(uint64_t) override { return {}; }
   std::future<Result<void>> ack_async(uint64_t) override {
     std::promise<Result<void>> p;
