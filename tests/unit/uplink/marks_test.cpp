@@ -184,3 +184,46 @@ TEST_CASE(
     CHECK_FALSE(g.admit(batch(301, 400, 301)).refuse);
   }
 }
+
+TEST_CASE("two lanes: each judged against its own mark; a live lane's jump is not a loss") {
+  MarkBook book;
+  book.set_mark("device-1", 100);  // the bulk lane (and agents without lanes) wrote up to 100
+  // A live batch claiming 101..500 of a session that started at 101: its own mark is unknown,
+  // so it starts at the session's start; the bulk mark does not make it a duplicate.
+  SinkBatch live = batch(101, 500, 101);
+  live.lane = 1;
+  CHECK(live.mark_key() != "device-1");
+  MarkBook::Group g(book);
+  MarkDecision d = g.admit(live);
+  CHECK_FALSE(d.refuse);
+  CHECK(d.mark == 100);
+  g.written(live, d);
+  g.commit();
+  CHECK(book.mark("device-1") == 100);  // the bulk mark did not move
+  CHECK(book.mark(live.mark_key()) == 500);
+  // The bulk lane goes on from 101 (not a gap, not duplicates of the live lane's seqs).
+  MarkBook::Group g2(book);
+  MarkDecision bulk = g2.admit(batch(101, 300, 101));
+  CHECK_FALSE(bulk.refuse);
+  CHECK(bulk.mark == 100);
+  CHECK(bulk.lost == 0);
+  // A later session whose live lane starts above its live mark (the seqs between went in
+  // the bulk lane and were deleted): taken, nothing counted as lost.
+  SinkBatch later = batch(900, 950, 900);
+  later.lane = 1;
+  MarkDecision jump = decide_mark(500, later);
+  CHECK_FALSE(jump.refuse);
+  CHECK(jump.lost == 0);
+  CHECK(jump.mark == 899);
+  // The same jump in lane 0 is a loss, as before.
+  MarkDecision lost = decide_mark(500, batch(900, 950, 900));
+  CHECK(lost.lost == 399);
+  // A failed live batch holds back only its lane.
+  book.failed(live.mark_key(), 501);
+  SinkBatch live_next = batch(600, 700);
+  live_next.lane = 1;
+  CHECK(book.holds_back(live_next));
+  CHECK_FALSE(book.holds_back(batch(301, 400)));
+  book.session_started("device-1");  // a new session frees both lanes
+  CHECK_FALSE(book.holds_back(live_next));
+}
