@@ -19,6 +19,11 @@ AgentReload plan_agent_reload(const ConfigSettings& started, const AgentConfig& 
   AgentReload out;
   out.changed = changed_settings(last, next_settings);
   out.restart_only = changed_settings(started, next_settings, kRestartOnly);
+  // The MQTT client id defaults to one made from agent.id: it stays with the running id too.
+  if (next.agent_id != running.agent_id &&
+      next.mqtt.options.client_id == "outpost-" + next.agent_id) {
+    next.mqtt.options.client_id = "outpost-" + running.agent_id;
+  }
   next.agent_id = running.agent_id;
   next.http_host = running.http_host;
   next.http_port = running.http_port;

@@ -137,6 +137,17 @@ TEST_CASE("an agent reload: sources and uplink change, restart-only settings kee
   CHECK(r.config.uplink.forwarder.rate_limit_bytes_per_s == 64 * 1024);
   CHECK(r.config.spool.enabled);
   CHECK(r.config.http == started.config.http);  // unchanged: the source keeps running
+  // The MQTT client id made from agent.id stays with the running id.
+  Read mqtt = read_agent(base + "[sources.mqtt]\nenabled = true\n");
+  Read mqtt_next = read_agent(
+      "[agent]\nid = \"dev-9\"\n[buffer]\npath = \"/tmp/a.db\"\n"
+      "[uplink]\nendpoints = \"127.0.0.1:7443\"\n"
+      "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n"
+      "[sources.mqtt]\nenabled = true\n");
+  AgentReload m = plan_agent_reload(mqtt.settings, mqtt.config, mqtt.settings,
+                                    mqtt_next.settings, mqtt_next.config);
+  CHECK(m.config.mqtt == mqtt.config.mqtt);
+  CHECK(m.restart_only == std::vector<std::string>{"agent.id"});
   CHECK(r.changed.size() == 9);
 
   // The restart-only keys are compared with the start: a second reload still says so, and the
