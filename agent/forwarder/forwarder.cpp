@@ -425,6 +425,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
             break;
           }
           lanes->found_nothing(l, scanned);
+          // A lane that looked further with nothing in flight may let the buffer delete more.
+          if (auto up_to = lanes->deletable()) committing.push_back(buffer.ack_async(*up_to));
         }
       } else {
         count = buffer.visit_batch(
