@@ -310,8 +310,8 @@ std::vector<std::string> changed_settings(const ConfigSettings& a, const ConfigS
   auto in_scope = [&](const std::string& key) {
     if (scopes.empty()) return true;
     for (const std::string& s : scopes) {
-      if (key == s || (key.size() > s.size() && key.compare(0, s.size(), s) == 0 &&
-                       key[s.size()] == '.')) {
+      if (key == s ||
+          (key.size() > s.size() && key.compare(0, s.size(), s) == 0 && key[s.size()] == '.')) {
         return true;
       }
     }

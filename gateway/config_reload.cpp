@@ -11,9 +11,8 @@
 namespace outpost::gateway {
 namespace {
 
-const std::vector<std::string> kReloads = {"gateway.log_level", "gateway.shutdown_grace",
-                                           "limits", "sink.file.rotate_bytes",
-                                           "sink.file.rotate_age"};
+const std::vector<std::string> kReloads = {"gateway.log_level", "gateway.shutdown_grace", "limits",
+                                           "sink.file.rotate_bytes", "sink.file.rotate_age"};
 
 }  // namespace
 

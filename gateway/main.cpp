@@ -1,8 +1,8 @@
 // outpost-gateway: receives agents' batches over mutual TLS and writes them to a sink.
 // Usage and every option: `outpost-gateway --help`; configuration: docs/configuration.md.
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 #include <CLI/CLI.hpp>
-#include <fmt/ranges.h>
 #include <csignal>
 #include <ctime>
 #include <iostream>
@@ -248,7 +248,8 @@ int main(int argc, char** argv) {
            plan.config.file_sink.rotate_age_ns != running.file_sink.rotate_age_ns)) {
         file_sink->set_rotation(plan.config.file_sink.rotate_bytes,
                                 plan.config.file_sink.rotate_age_ns);
-        log->info("reload: file sink rotates at {} bytes or {} s", plan.config.file_sink.rotate_bytes,
+        log->info("reload: file sink rotates at {} bytes or {} s",
+                  plan.config.file_sink.rotate_bytes,
                   plan.config.file_sink.rotate_age_ns / 1'000'000'000);
       }
       running = std::move(plan.config);

@@ -40,16 +40,17 @@ void change(const std::string& name, const Config& old, const Config& next, Conf
     out.changes.push_back(name + (old.enabled ? " restarted with its new settings" : " started"));
     return;
   }
-  out.refused.push_back(make_error(started.error().code,
-                                   name + ": the new settings cannot start (" +
-                                       started.error().describe() + "); the old ones stay"));
+  out.refused.push_back(
+      make_error(started.error().code, name + ": the new settings cannot start (" +
+                                           started.error().describe() + "); the old ones stay"));
   if (!old.enabled) return;
   if (auto again = start(old); !again) {
     // The old settings worked a moment ago: a port taken in between, say.
     in_use.enabled = false;
-    out.refused.push_back(make_error(again.error().code, name + ": stopped: it cannot start again "
-                                                                "with its old settings either (" +
-                                                                again.error().describe() + ")"));
+    out.refused.push_back(make_error(again.error().code, name +
+                                                             ": stopped: it cannot start again "
+                                                             "with its old settings either (" +
+                                                             again.error().describe() + ")"));
   }
 }
 
@@ -141,8 +142,8 @@ AgentSources::Applied AgentSources::apply(const SourcesConfig& next) {
       out);
   change(
       "sources.spool", old.spool, next.spool, config_.spool,
-      [&](const SpoolSourceConfig& c) { return start_spool(c); },
-      [&] { stop_source(mu_, spool_); }, out);
+      [&](const SpoolSourceConfig& c) { return start_spool(c); }, [&] { stop_source(mu_, spool_); },
+      out);
   return out;
 }
 

@@ -78,7 +78,6 @@ int reload_agent(const std::string& config_path) {
   return kExitOk;
 }
 
-
 int run_agent(const RunOptions& o) {
   auto read = read_config(o);
   if (!read) {
@@ -202,8 +201,7 @@ int run_agent(const RunOptions& o) {
   }
   std::atomic<int> warn_days{config->uplink.certificate_warn_days};
   auto more_metrics = [e = edge.get(), &sources, rm = relay_metrics.get(), rs = relay_sink.get(),
-                       fw = forwarder.get(), cert_at_start, &clock,
-                       &warn_days](std::string& out) {
+                       fw = forwarder.get(), cert_at_start, &clock, &warn_days](std::string& out) {
     if (e != nullptr) e->append_metrics(out);
     sources.append_metrics(out);
     if (rm != nullptr) out += rm->render_prometheus();
@@ -265,8 +263,7 @@ int run_agent(const RunOptions& o) {
     if (sig == SIGHUP) {
       log->info("reload: reading {} again", o.config_path);
       if (auto next = read_config(o); !next) {
-        log->error("reload refused, the running configuration stays: {}",
-                   next.error().describe());
+        log->error("reload refused, the running configuration stays: {}", next.error().describe());
       } else {
         AgentReload plan = plan_agent_reload(started_settings, running, last_settings,
                                              next->settings, std::move(next->config));

@@ -73,8 +73,7 @@ struct Forwarder::Impl {
   // "Relays").
   uint64_t own_acked = 0;
 
-  Impl(ForwarderOptions o, Buffer& b, const Clock& c)
-      : opt(std::move(o)), buffer(b), clock(c) {
+  Impl(ForwarderOptions o, Buffer& b, const Clock& c) : opt(std::move(o)), buffer(b), clock(c) {
     compressor.emplace(opt.zstd_level);
   }
 
@@ -277,9 +276,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
     lanes.emplace(opt.live_lane.share_percent, stats->acked_seq);
   }
   const LiveLaneOptions live = opt.live_lane;
-  const LaneFilter in_lane[2] = {
-      [&live](EventKind k, int32_t p) { return !live.takes(k, p); },
-      [&live](EventKind k, int32_t p) { return live.takes(k, p); }};
+  const LaneFilter in_lane[2] = {[&live](EventKind k, int32_t p) { return !live.takes(k, p); },
+                                 [&live](EventKind k, int32_t p) { return live.takes(k, p); }};
   auto lane_status = [&] {
     if (!lanes) return;
     set_status([&](ForwarderStatus& s) {
@@ -418,8 +416,8 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
         // The live lane first while its share allows; a lane with nothing lets the other go.
         const Lane first = lanes->first_choice();
         for (Lane l : {first, first == kLiveLane ? kBulkLane : kLiveLane}) {
-          count = buffer.visit_lane(lanes->scanned(l), protocol.max_events(),
-                                    protocol.max_bytes(), in_lane[l], stamp, scanned);
+          count = buffer.visit_lane(lanes->scanned(l), protocol.max_events(), protocol.max_bytes(),
+                                    in_lane[l], stamp, scanned);
           if (!count || *count > 0) {
             lane = l;
             break;
@@ -429,24 +427,24 @@ Result<void> Forwarder::Impl::session(const std::string& endpoint, bool& progres
           if (auto up_to = lanes->deletable()) committing.push_back(buffer.ack_async(*up_to));
         }
       } else {
-        count = buffer.visit_batch(
-          protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
-          [&](const StoredEventRef& e) {
-            const auto relayed = proto::relayed_identity(e.body);
-            const std::string_view who = relayed ? relayed->agent_id : std::string_view();
-            if (!origin) {
-              origin = std::string(who);
-              origin_first = relayed ? relayed->seq : 0;
-            } else if (*origin != who) {
-              return false;
-            }
-            if (relayed) origin_last = relayed->seq;
-            body_bytes += e.body.size();
-            proto::append_stamped_delimited(payload, e.body, opt.agent_id, e.seq,
-                                            e.collected_at_ns);
-            last_seq = e.seq;
-            return true;
-          });
+        count = buffer.visit_batch(protocol.cursor(), protocol.max_events(), protocol.max_bytes(),
+                                   [&](const StoredEventRef& e) {
+                                     const auto relayed = proto::relayed_identity(e.body);
+                                     const std::string_view who =
+                                         relayed ? relayed->agent_id : std::string_view();
+                                     if (!origin) {
+                                       origin = std::string(who);
+                                       origin_first = relayed ? relayed->seq : 0;
+                                     } else if (*origin != who) {
+                                       return false;
+                                     }
+                                     if (relayed) origin_last = relayed->seq;
+                                     body_bytes += e.body.size();
+                                     proto::append_stamped_delimited(payload, e.body, opt.agent_id,
+                                                                     e.seq, e.collected_at_ns);
+                                     last_seq = e.seq;
+                                     return true;
+                                   });
       }
       if (!count) return count.error();
       if (*count == 0) {

@@ -1,9 +1,9 @@
 #include "gateway/sinks/file_sink.hpp"
 
-#include <atomic>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <atomic>
 
 #include <array>
 #include <atomic>
@@ -230,8 +230,7 @@ Result<OpenFile*> FileSink::Impl::file_for(int slot, int64_t now, std::string& s
   const std::string slot_name =
       slot == kBadSlot ? "bad" : std::string(kind_name(static_cast<EventKind>(slot + 1)));
   const int64_t hour = now / 3'600'000'000'000;
-  if (f.fd >= 0 && f.size < rotate_bytes && now - f.opened_ns < rotate_age_ns &&
-      f.hour == hour) {
+  if (f.fd >= 0 && f.size < rotate_bytes && now - f.opened_ns < rotate_age_ns && f.hour == hour) {
     return &f;
   }
   close_file(f, state_records);

@@ -40,28 +40,27 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
   GatewayProc gateway(pki, gw_dir.path(), gw_port);  // started after the outage
   Broker broker;
   const std::string buffer = dir.file("buffer.db");
-  write_file(dir.file("agent.toml"),
-             "[agent]\nid = \"device-1\"\nhttp_listen = \"127.0.0.1:" +
-                 std::to_string(status_port) + "\"\n[buffer]\npath = \"" + buffer +
-                 "\"\nsynchronous = \"normal\"\n[uplink]\nendpoints = \"127.0.0.1:" +
-                 std::to_string(gw_port) + "\"\nserver_name = \"localhost\"\nca_file = \"" +
-                 pki.main + "/ca.crt\"\ncert_file = \"" + pki.main +
-                 "/device-1.crt\"\nkey_file = \"" + pki.main +
-                 "/device-1.key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n"
-                 "live_kinds = \"sensor\"\nlive_share = 20\nrate_limit = \"512KiB\"\n"
-                 "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:" +
-                 std::to_string(http_port) +
-                 "\"\n[sources.mqtt]\nenabled = true\nbroker = \"tcp://127.0.0.1:" +
-                 std::to_string(broker.port) + "\"\nclient_id = \"outpost-live-lane-test\"\n");
+  write_file(
+      dir.file("agent.toml"),
+      "[agent]\nid = \"device-1\"\nhttp_listen = \"127.0.0.1:" + std::to_string(status_port) +
+          "\"\n[buffer]\npath = \"" + buffer +
+          "\"\nsynchronous = \"normal\"\n[uplink]\nendpoints = \"127.0.0.1:" +
+          std::to_string(gw_port) + "\"\nserver_name = \"localhost\"\nca_file = \"" + pki.main +
+          "/ca.crt\"\ncert_file = \"" + pki.main + "/device-1.crt\"\nkey_file = \"" + pki.main +
+          "/device-1.key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n"
+          "live_kinds = \"sensor\"\nlive_share = 20\nrate_limit = \"512KiB\"\n"
+          "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:" +
+          std::to_string(http_port) +
+          "\"\n[sources.mqtt]\nenabled = true\nbroker = \"tcp://127.0.0.1:" +
+          std::to_string(broker.port) + "\"\nclient_id = \"outpost-live-lane-test\"\n");
   Child agent({"/bin/sh", "-c",
                std::string("exec ") + OUTPOST_AGENT_BIN + " run --config " +
                    dir.file("agent.toml") + " 2>>" + dir.file("agent.log")},
               false);
   auto agent_log = [&] { return read_text(dir.file("agent.log")); };
-  REQUIRE_MESSAGE(wait_until([&] { return agent_log().find("connected to tcp://") !=
-                                          std::string::npos; },
-                             20),
-                  agent_log());
+  REQUIRE_MESSAGE(
+      wait_until([&] { return agent_log().find("connected to tcp://") != std::string::npos; }, 20),
+      agent_log());
 
   // 1. The outage: 60 s, a million pixel hits and a few readings collected meanwhile.
   const auto outage_start = std::chrono::steady_clock::now();
@@ -98,9 +97,10 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
   const bool drained = wait_until(
       [&] {
         const std::string m = http_get(status_port, "/metrics");
-        bulk_age = std::max(bulk_age, metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"bulk\"}"));
-        live_age_max =
-            std::max(live_age_max, metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"live\"}"));
+        bulk_age =
+            std::max(bulk_age, metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"bulk\"}"));
+        live_age_max = std::max(live_age_max,
+                                metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"live\"}"));
         return metric(m, "outpost_agent_backlog_events") == 0 && during > 20;
       },
       180);

@@ -110,9 +110,10 @@ TEST_CASE("reload under load: a source added, the uplink moved and uncapped, eve
   const std::string buffer = dir.file("buffer.db");
   const std::string started_text =
       "[agent]\nid = \"device-1\"\nhttp_listen = \"127.0.0.1:" + std::to_string(status_port) +
-      "\"\n[buffer]\npath = \"" + buffer + "\"\n[uplink]\nendpoints = \"127.0.0.1:" +
-      std::to_string(proxy_port) + "\"\nserver_name = \"localhost\"\nca_file = \"" + pki.main +
-      "/ca.crt\"\ncert_file = \"" + pki.main + "/device-1.crt\"\nkey_file = \"" + pki.main +
+      "\"\n[buffer]\npath = \"" + buffer +
+      "\"\n[uplink]\nendpoints = \"127.0.0.1:" + std::to_string(proxy_port) +
+      "\"\nserver_name = \"localhost\"\nca_file = \"" + pki.main + "/ca.crt\"\ncert_file = \"" +
+      pki.main + "/device-1.crt\"\nkey_file = \"" + pki.main +
       "/device-1.key\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n"
       "rate_limit = \"8KiB\"\n"
       "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:" +
@@ -125,13 +126,15 @@ TEST_CASE("reload under load: a source added, the uplink moved and uncapped, eve
                    dir.file("agent.log")},
               false);
   auto agent_log = [&] { return read_text(dir.file("agent.log")); };
-  REQUIRE_MESSAGE(wait_until([&] { return agent_log().find("uplink 127.0.0.1:" +
-                                                           std::to_string(proxy_port) +
-                                                           ": connected") != std::string::npos; },
-                             20),
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        return agent_log().find("uplink 127.0.0.1:" + std::to_string(proxy_port) +
+                                                ": connected") != std::string::npos;
+                      },
+                      20),
                   agent_log());
-  REQUIRE(wait_until([&] { return agent_log().find("connected to tcp://") != std::string::npos; },
-                     20));
+  REQUIRE(
+      wait_until([&] { return agent_log().find("connected to tcp://") != std::string::npos; }, 20));
 
   HttpLoad pixels(http_port, "GET /p.gif?site=s1 HTTP/1.1\r\nHost: x\r\n\r\n", 2);
   Publisher readings(broker);
@@ -182,8 +185,8 @@ TEST_CASE("reload under load: a source added, the uplink moved and uncapped, eve
   auto reload = run({OUTPOST_AGENT_BIN, "reload", "--config", config});
   CHECK_MESSAGE(reload.exit_code == 0, reload.err);
   const std::string direct = "uplink 127.0.0.1:" + std::to_string(gw_port) + ": connected";
-  REQUIRE_MESSAGE(
-      wait_until([&] { return agent_log().find(direct) != std::string::npos; }, 15), agent_log());
+  REQUIRE_MESSAGE(wait_until([&] { return agent_log().find(direct) != std::string::npos; }, 15),
+                  agent_log());
   std::string log = agent_log();
   CHECK(log.find("uplink.rate_limit: none from now on") != std::string::npos);
   CHECK(log.find("new settings: finishing the") != std::string::npos);

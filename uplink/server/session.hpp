@@ -429,7 +429,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Server::Impl& s_;
-  const ServerLimits limits_;  // the server's when the connection came: a reload applies to new ones
+  const ServerLimits
+      limits_;  // the server's when the connection came: a reload applies to new ones
   tcp::socket socket_;
   asio::steady_timer handshake_timer_;
   asio::steady_timer idle_timer_;

@@ -125,8 +125,7 @@ TEST_CASE("an agent reload: sources and uplink change, restart-only settings kee
       "[sources.spool]\nenabled = true\ndirectory = \"/tmp/spool\"\nschema = \"order.v1\"\n");
   AgentReload r = plan_agent_reload(started.settings, started.config, started.settings,
                                     next.settings, next.config);
-  CHECK(r.restart_only ==
-        std::vector<std::string>{"agent.id", "buffer.max_bytes", "buffer.path"});
+  CHECK(r.restart_only == std::vector<std::string>{"agent.id", "buffer.max_bytes", "buffer.path"});
   CHECK(r.config.agent_id == "dev-1");
   CHECK(r.config.uplink.forwarder.agent_id == "dev-1");
   CHECK(r.config.buffer.path == "/tmp/a.db");
@@ -144,8 +143,8 @@ TEST_CASE("an agent reload: sources and uplink change, restart-only settings kee
       "[uplink]\nendpoints = \"127.0.0.1:7443\"\n"
       "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n"
       "[sources.mqtt]\nenabled = true\n");
-  AgentReload m = plan_agent_reload(mqtt.settings, mqtt.config, mqtt.settings,
-                                    mqtt_next.settings, mqtt_next.config);
+  AgentReload m = plan_agent_reload(mqtt.settings, mqtt.config, mqtt.settings, mqtt_next.settings,
+                                    mqtt_next.config);
   CHECK(m.config.mqtt == mqtt.config.mqtt);
   CHECK(m.restart_only == std::vector<std::string>{"agent.id"});
   CHECK(r.changed.size() == 9);
@@ -161,8 +160,8 @@ TEST_CASE("an agent reload: sources and uplink change, restart-only settings kee
   Read off = read_agent(
       "[agent]\nid = \"dev-1\"\n[buffer]\npath = \"/tmp/a.db\"\n"
       "[sources.http]\nenabled = true\nlisten = \"127.0.0.1:8080\"\n");
-  AgentReload o =
-      plan_agent_reload(started.settings, started.config, started.settings, off.settings, off.config);
+  AgentReload o = plan_agent_reload(started.settings, started.config, started.settings,
+                                    off.settings, off.config);
   CHECK(o.restart_only == std::vector<std::string>{"uplink.endpoints (emptied)"});
   CHECK(o.config.uplink.enabled);
   CHECK(o.config.uplink.forwarder.endpoints == std::vector<std::string>{"127.0.0.1:7443"});
