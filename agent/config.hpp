@@ -86,13 +86,8 @@ Result<AgentConfig> load_agent_config(ConfigDoc& doc);
 // buffer's tools use it too, to open sealed events).
 Result<BufferEncryption> load_buffer_encryption(ConfigDoc& doc);
 
-// A reload (SIGHUP; docs/configuration.md, "Reload"): what runs afterwards and what changed.
-struct AgentReload {
-  // `next`, except the settings that take a restart, which keep their running values.
-  AgentConfig config;
-  std::vector<std::string> changed;       // every key whose value changed since the last read
-  std::vector<std::string> restart_only;  // changed keys that take a restart (values kept)
-};
+// A reload: the sources, [uplink] and the log level change; the rest keeps its running values.
+using AgentReload = ConfigReload<AgentConfig>;
 // `started`: the configuration the agent started with (restart-only settings are compared with
 // it, so a reload keeps saying that they wait for a restart); `last`: the one read last.
 AgentReload plan_agent_reload(const ConfigSettings& started, const AgentConfig& running,

@@ -82,4 +82,14 @@ using ConfigSettings = std::map<std::string, std::string>;
 std::vector<std::string> changed_settings(const ConfigSettings& running, const ConfigSettings& next,
                                           const std::vector<std::string>& scopes = {});
 
+// A reload (SIGHUP; docs/configuration.md, "Reload"): what runs afterwards and what changed.
+template <typename Config>
+struct ConfigReload {
+  // The new configuration, except the settings that take a restart: they keep their running
+  // values.
+  Config config;
+  std::vector<std::string> changed;       // every key whose value changed since the last read
+  std::vector<std::string> restart_only;  // changed keys that take a restart (values kept)
+};
+
 }  // namespace outpost

@@ -43,14 +43,9 @@ struct GatewayConfig {
 
 Result<GatewayConfig> load_gateway_config(ConfigDoc& doc);
 
-// A reload (SIGHUP; docs/configuration.md, "Reload"): what runs afterwards and what changed.
-struct GatewayReload {
-  // `running` with what reloads taken from `next`: the log level, the shutdown grace, the
-  // [limits], and the file sink's rotation.
-  GatewayConfig config;
-  std::vector<std::string> changed;       // every key whose value changed since the last read
-  std::vector<std::string> restart_only;  // changed keys that take a restart (values kept)
-};
+// A reload: the log level, the shutdown grace, the [limits] and the file sink's rotation
+// change; the rest keeps its running values.
+using GatewayReload = ConfigReload<GatewayConfig>;
 // `started`: the settings the gateway started with; `last`: those read last.
 GatewayReload plan_gateway_reload(const ConfigSettings& started, const GatewayConfig& running,
                                   const ConfigSettings& last, const ConfigSettings& next_settings,

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -93,7 +94,7 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
-  double bulk_age = 0, live_age_max = 0;
+  double bulk_age = 0, live_age_max = 0, eta_max = 0;
   const bool drained = wait_until(
       [&] {
         const std::string m = http_get(status_port, "/metrics");
@@ -101,6 +102,7 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
             std::max(bulk_age, metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"bulk\"}"));
         live_age_max = std::max(live_age_max,
                                 metric(m, "outpost_agent_uplink_lane_age_seconds{lane=\"live\"}"));
+        eta_max = std::max(eta_max, metric(m, "outpost_agent_uplink_drain_eta_seconds"));
         return metric(m, "outpost_agent_backlog_events") == 0 && during > 20;
       },
       180);
@@ -121,6 +123,7 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
   uint64_t twice = 0, pixel = 0, sensor = 0;
   int64_t last_pixel_received = 0;
   std::vector<std::pair<int64_t, int64_t>> live;  // (received_at, delay) of fresh readings
+  std::map<uint64_t, int64_t> sensor_received;    // by seq: the lane keeps the kind's order
   for (const SinkLine& l : lines) {
     if (!seqs.insert(l.seq).second) ++twice;
     const int64_t received = std::stoll(json_field(l.json, "received_at"));
@@ -130,6 +133,7 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
       last_pixel_received = std::max(last_pixel_received, received);
     } else if (l.kind == "sensor") {
       ++sensor;
+      sensor_received[l.seq] = received;
       if (collected >= up_ns) live.emplace_back(received, received - collected);
     }
   }
@@ -137,6 +141,14 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
   CHECK(pixel == hits.total_2xx());
   CHECK(sensor == published);
   CHECK(seqs.size() == hits.total_2xx() + published);
+  // The live lane's kind arrived in seq order: each reading no earlier than the one before.
+  int64_t previous = 0;
+  uint64_t out_of_order = 0;
+  for (const auto& [seq, received] : sensor_received) {
+    if (received < previous) ++out_of_order;
+    previous = received;
+  }
+  CHECK(out_of_order == 0);
   // The readings collected while the backlog was still draining.
   std::vector<int64_t> delays;
   for (const auto& [received, delay] : live) {
@@ -150,10 +162,12 @@ TEST_CASE("after a 60 s outage and a million events of backlog, live readings ar
                                 << static_cast<double>(delays[delays.size() / 2]) / 1e6
                                 << " ms, max " << static_cast<double>(delays.back()) / 1e6
                                 << " ms; lane age seen: bulk up to " << bulk_age
-                                << " s, live up to " << live_age_max << " s");
+                                << " s, live up to " << live_age_max << " s; drain ETA up to "
+                                << eta_max << " s");
   CHECK(delays.size() >= 10);
   CHECK(delays.back() < 2'000'000'000);
   CHECK(bulk_age > 10);  // the bulk lane was sending old events meanwhile
+  CHECK(eta_max > 0);    // and /metrics estimated the drain
   CHECK(agent_log().find("next attempt") != std::string::npos);  // the outage was seen
   ::kill(agent.pid(), SIGTERM);
   CHECK(agent.wait() == 0);

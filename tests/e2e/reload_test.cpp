@@ -4,6 +4,8 @@
 // gateway itself and lifts its upload cap; a bad file is refused by `outpost-agent reload` and
 // by the running agent, which keeps working; a restart-only change is said and kept. The
 // gateway's reload sets and lifts a per-device rate limit and refuses a bad file the same way.
+// A last reload removes the spool source and changes the MQTT source (its session is made
+// again) and the log level.
 // Every accepted event (a 2xx, a PUBACK, a spool line) is in the sink exactly once.
 #include <doctest/doctest.h>
 
@@ -230,7 +232,26 @@ TEST_CASE("reload under load: a source added, the uplink moved and uncapped, eve
   CHECK(wait_until(
       [&] { return count_of(gateway.log(), "reload: [limits] in use: per device 0") == 1; }, 10));
 
-  // 5. Reconciled: everything accepted is in the sink once.
+  // 5. A source removed and one changed: the spool source stops; the MQTT source gets a new
+  //    setting, so its session is made again (the broker keeps the readings meanwhile, the
+  //    session being persistent); the log level changes; the HTTP source is not touched.
+  REQUIRE(wait_until([&] { return std::filesystem::exists(spool + "/done/orders.ndjson"); }, 30));
+  std::string third = next_text;
+  third.replace(third.find("[sources.spool]"), std::string::npos, "");
+  third += "max_uncommitted = 500\n";  // the last table is [sources.mqtt]
+  third.replace(third.find("[buffer]"), 8, "log_level = \"debug\"\n[buffer]");
+  write_file(config, third);
+  reload = run({OUTPOST_AGENT_BIN, "reload", "--config", config});
+  CHECK_MESSAGE(reload.exit_code == 0, reload.err);
+  CHECK_MESSAGE(wait_until([&] { return count_of(agent_log(), "connected to tcp://") == 2; }, 15),
+                agent_log());
+  log = agent_log();
+  CHECK(log.find("reload: sources.spool stopped") != std::string::npos);
+  CHECK(log.find("reload: sources.mqtt restarted with its new settings") != std::string::npos);
+  CHECK(log.find("reload: agent.log_level debug") != std::string::npos);
+  CHECK(log.find("sources.http restarted") == std::string::npos);
+
+  // 6. Reconciled: everything accepted is in the sink once.
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const LoadCounts hits = pixels.stop();
   readings.stop();
