@@ -62,14 +62,19 @@ std::vector<std::string> split_path(std::string_view key) {
   return parts;
 }
 
-void collect_leaves(const toml::table& table, const std::string& prefix,
-                    std::vector<std::string>& out) {
+// A value of the document with its dotted name (a quoted key's dots included as written).
+struct Leaf {
+  std::string path;
+  const toml::node* node;
+};
+
+void collect_leaves(const toml::table& table, const std::string& prefix, std::vector<Leaf>& out) {
   for (const auto& [k, v] : table) {
     std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (const toml::table* sub = v.as_table()) {
       collect_leaves(*sub, path, out);
     } else {
-      out.push_back(path);
+      out.push_back({std::move(path), &v});
     }
   }
 }
@@ -294,14 +299,10 @@ std::vector<std::string> ConfigDoc::table_keys(std::string_view key) const {
 }
 
 std::map<std::string, std::string> ConfigDoc::settings() const {
-  std::vector<std::string> leaves;
+  std::vector<Leaf> leaves;
   collect_leaves(impl_->root, "", leaves);
   std::map<std::string, std::string> out;
-  for (const std::string& key : leaves) {
-    // A quoted key with a dot in it is not a path: it is compared by its place instead.
-    auto node = impl_->root.at_path(key);
-    out[key] = node ? show(*node.node()) : std::string("?");
-  }
+  for (const Leaf& leaf : leaves) out[leaf.path] = show(*leaf.node);
   return out;
 }
 
@@ -334,28 +335,12 @@ Result<std::vector<std::pair<std::string, std::string>>> ConfigDoc::passthrough(
   std::vector<std::pair<std::string, std::string>> out;
   const toml::table* t = impl_->root.at_path(key).as_table();
   if (t == nullptr) return out;
-  std::vector<std::string> leaves;
+  std::vector<Leaf> leaves;
   collect_leaves(*t, "", leaves);
-  for (const std::string& leaf : leaves) {
+  for (const auto& [leaf, node] : leaves) {
     const std::string full = std::string(key) + "." + leaf;
     impl_->known.emplace(full);
-    // Walk by the collected names (a quoted key may itself contain dots).
-    const toml::node* node = nullptr;
-    const toml::table* at = t;
-    std::string rest = leaf;
-    while (at != nullptr && node == nullptr) {
-      if (const toml::node* direct = at->get(rest)) {
-        node = direct;
-        break;
-      }
-      const size_t dot = rest.find('.');
-      if (dot == std::string::npos) break;
-      const toml::node* sub = at->get(rest.substr(0, dot));
-      at = sub ? sub->as_table() : nullptr;
-      rest = rest.substr(dot + 1);
-    }
     std::string text;
-    if (node == nullptr) continue;
     if (auto s = node->value<std::string>(); s && node->is_string()) {
       text = *s;
     } else if (node->is_integer()) {
@@ -375,13 +360,13 @@ Result<std::vector<std::pair<std::string, std::string>>> ConfigDoc::passthrough(
 }
 
 Result<void> ConfigDoc::check_no_unknown_keys() const {
-  std::vector<std::string> leaves;
+  std::vector<Leaf> leaves;
   collect_leaves(impl_->root, "", leaves);
-  for (const std::string& leaf : leaves) {
+  for (const auto& [leaf, node] : leaves) {
     if (impl_->known.count(leaf) == 0) {
       return make_error(common_errc::config_unknown_key,
-                        impl_->where(leaf, impl_->root.at_path(leaf).node()) + ": unknown key " +
-                            leaf + " (a typo? see docs/configuration.md for the keys)");
+                        impl_->where(leaf, node) + ": unknown key " + leaf +
+                            " (a typo? see docs/configuration.md for the keys)");
     }
   }
   return {};

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include "common/config.hpp"
 #include "common/errc.hpp"
 #include "common/exit_code.hpp"
@@ -103,4 +105,24 @@ TEST_CASE("one exit-code rule: 2 for a configuration error, 1 for any other") {
   CHECK(exit_code_for(make_error(common_errc::config_unreadable, "x")) == 2);
   CHECK(exit_code_for(make_error(common_errc::in_use, "x")) == 1);
   CHECK(exit_code_for(make_error(common_errc::bad_input, "x")) == 1);
+}
+
+TEST_CASE("quoted keys with dots: passed through, compared, and named when unknown") {
+  auto a = ConfigDoc::parse_string("[kafka]\n\"security.protocol\" = \"ssl\"\nacks = 1\n", "a.toml");
+  auto b = ConfigDoc::parse_string("[kafka]\n\"security.protocol\" = \"plaintext\"\nacks = 1\n",
+                                   "b.toml");
+  REQUIRE(a);
+  REQUIRE(b);
+  auto pass = a->passthrough("kafka");
+  REQUIRE(pass);
+  CHECK(std::map<std::string, std::string>(pass->begin(), pass->end()) ==
+        std::map<std::string, std::string>{{"security.protocol", "ssl"}, {"acks", "1"}});
+  // A reload sees the quoted key's new value.
+  CHECK(changed_settings(a->settings(), b->settings()) ==
+        std::vector<std::string>{"kafka.security.protocol"});
+  // Nothing asked for them: the unknown one is named with its line.
+  auto unknown = b->check_no_unknown_keys();
+  REQUIRE_FALSE(unknown);
+  CHECK_MESSAGE(unknown.error().message.find("b.toml, line ") != std::string::npos,
+                unknown.error().message);
 }
