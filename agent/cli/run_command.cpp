@@ -57,23 +57,20 @@ int reload_agent(const std::string& config_path) {
   // tells the operator at once, and signals nothing.
   RunOptions check;
   check.config_path = config_path;
-  if (auto read = read_config(check); !read) {
+  auto read = read_config(check);
+  if (!read) {
     std::cerr << "outpost-agent reload: " << read.error().describe()
               << "\nnothing was sent: the running agent keeps its configuration\n";
     return kExitUsage;
   }
-  auto path = buffer_path_from_config(config_path);
-  if (!path) {
-    std::cerr << "outpost-agent reload: " << path.error().message << "\n";
-    return kExitUsage;
-  }
-  auto pid = FileLock::signal_holder(SqliteBuffer::lock_path(*path), SIGHUP);
+  const std::string& path = read->config.buffer.path;
+  auto pid = FileLock::signal_holder(SqliteBuffer::lock_path(path), SIGHUP);
   if (!pid) {
-    std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << *path << " ("
+    std::cerr << "outpost-agent reload: no outpost-agent is running on buffer " << path << " ("
               << pid.error().message << ")\n";
     return kExitError;
   }
-  std::cout << "outpost-agent reload: SIGHUP sent to pid " << *pid << " (buffer " << *path
+  std::cout << "outpost-agent reload: SIGHUP sent to pid " << *pid << " (buffer " << path
             << "); its log says what it read\n";
   return kExitOk;
 }

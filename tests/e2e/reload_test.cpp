@@ -4,8 +4,9 @@
 // gateway itself and lifts its upload cap; a bad file is refused by `outpost-agent reload` and
 // by the running agent, which keeps working; a restart-only change is said and kept. The
 // gateway's reload sets and lifts a per-device rate limit and refuses a bad file the same way.
-// A last reload removes the spool source and changes the MQTT source (its session is made
-// again) and the log level.
+// A reload removes the spool source and changes the MQTT source (its session is made again)
+// and the log level; a last one moves the HTTP source to a port that is taken, and the old
+// one is started again.
 // Every accepted event (a 2xx, a PUBACK, a spool line) is in the sink exactly once.
 #include <doctest/doctest.h>
 
@@ -286,6 +287,38 @@ TEST_CASE("reload under load: a source added, the uplink moved and uncapped, eve
   CHECK(std::filesystem::exists(spool + "/done/orders.ndjson"));
   // No session failed: the move waited for the batches in flight.
   CHECK_MESSAGE(agent_log().find("next attempt") == std::string::npos, agent_log());
+
+  // 7. A changed source that cannot start (its new port is taken): refused with the reason,
+  //    and started again with its old settings, which go on taking hits.
+  int busy = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(busy, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(busy, 1) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(busy, reinterpret_cast<sockaddr*>(&a), &len);
+  std::string fourth = third;
+  fourth.replace(fourth.find("127.0.0.1:" + std::to_string(http_port)),
+                 10 + std::to_string(http_port).size(),
+                 "127.0.0.1:" + std::to_string(ntohs(a.sin_port)));
+  write_file(config, fourth);
+  reload = run({OUTPOST_AGENT_BIN, "reload", "--config", config});
+  CHECK_MESSAGE(reload.exit_code == 0, reload.err);
+  CHECK_MESSAGE(wait_until(
+                    [&] {
+                      return agent_log().find("sources.http: the new settings cannot start") !=
+                             std::string::npos;
+                    },
+                    15),
+                agent_log());
+  CHECK(agent_log().find("sources.http: stopped") == std::string::npos);
+  CHECK(http_get(http_port, "/p.gif?site=s1").find("200 OK") != std::string::npos);
+  ::close(busy);
+  // That hit too is in the sink, once.
+  CHECK(wait_until([&] { return count_sink() == expected + 1; }, 30));
+  CHECK(twice == 0);
+  CHECK(by_kind["pixel"] == hits.total_2xx() + 1);
   ::kill(agent.pid(), SIGTERM);
   CHECK(agent.wait() == 0);
 }

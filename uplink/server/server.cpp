@@ -89,6 +89,7 @@ Result<std::string> Server::reload_tls() { return impl_->refresh_tls(true); }
 void Server::set_limits(const ServerLimits& limits) {
   std::lock_guard lock(impl_->mu);
   impl_->config.limits = limits;
+  impl_->rate_limited = limits.device_events_per_second > 0;
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

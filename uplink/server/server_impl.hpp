@@ -46,6 +46,8 @@ struct Server::Impl final : RateGate, RelayCheck {
   tcp::acceptor http_acceptor{io};
   std::vector<std::thread> threads;
   std::atomic<bool> draining{false};
+  // Whether config.limits has a per-device rate: without one, admit() takes no lock.
+  std::atomic<bool> rate_limited{config.limits.device_events_per_second > 0};
 
   std::mutex mu;  // guards everything below
   std::unordered_map<std::string, uint32_t> per_ip;
