@@ -108,7 +108,8 @@ TEST_CASE("one exit-code rule: 2 for a configuration error, 1 for any other") {
 }
 
 TEST_CASE("quoted keys with dots: passed through, compared, and named when unknown") {
-  auto a = ConfigDoc::parse_string("[kafka]\n\"security.protocol\" = \"ssl\"\nacks = 1\n", "a.toml");
+  auto a =
+      ConfigDoc::parse_string("[kafka]\n\"security.protocol\" = \"ssl\"\nacks = 1\n", "a.toml");
   auto b = ConfigDoc::parse_string("[kafka]\n\"security.protocol\" = \"plaintext\"\nacks = 1\n",
                                    "b.toml");
   REQUIRE(a);
