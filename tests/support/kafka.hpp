@@ -15,7 +15,7 @@ namespace outpost::test {
 
 class KafkaBroker {
  public:
-  // Starts a broker on a free port (its controller on port + 1); check ok() / error().
+  // Starts a broker on `port` (its controller on a port the system picks); check ok() / error().
   explicit KafkaBroker(uint16_t port) : port_(port) {
     auto out = run({script(), "start", dir_.path(), std::to_string(port_)});
     ok_ = out.exit_code == 0;
